@@ -1,0 +1,282 @@
+"""The base REST handler: context injection, problem+json errors, JSON in and out, auth hooks.
+
+Handlers only translate: parse the body into a typed struct, authorise, call one service
+function, serialise. Every domain error becomes problem+json here, in one place.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from http import HTTPStatus
+from typing import Any, TypeVar
+
+import msgspec
+import orjson
+import tornado.web
+from typing_extensions import override
+
+from server.context import AppContext
+from server.services import errors
+from server.services.principal import Principal
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+_JSON_TYPES = ("application/json", "application/problem+json")
+_BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
+_UNKNOWN_FIELD_RE = re.compile(r"unknown field `([^`]*)`")
+_PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+PROBLEM_CONTENT_TYPE = "application/problem+json"
+JSON_CONTENT_TYPE = "application/json"
+
+_STATUS_OF: dict[type[errors.DomainError], int] = {
+    errors.BadRequest: 400,
+    errors.Unauthenticated: 401,
+    errors.PermissionDenied: 403,
+    errors.NotFound: 404,
+    errors.Conflict: 409,
+    errors.ValidationFailed: 422,
+    errors.RateLimited: 429,
+    errors.Unavailable: 503,
+}
+
+
+def status_of(error: errors.DomainError) -> int:
+    for cls in type(error).__mro__:
+        if cls in _STATUS_OF:
+            return _STATUS_OF[cls]  # type: ignore[index]
+    return 400
+
+
+class ApiError(tornado.web.HTTPError):
+    """An HTTP error carrying problem+json fields."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str = "",
+        *,
+        errors_: list[errors.FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, log_message=None)
+        self.detail = detail
+        self.field_errors = errors_ or []
+        self.extra_headers = headers or {}
+
+
+def problem(status: int, detail: str = "", field_errors: list[errors.FieldError] | None = None) -> dict[str, Any]:
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail or title}
+    if field_errors:
+        body["errors"] = [{"field": e.field, "message": e.message} for e in field_errors]
+    return body
+
+
+def validation_errors(exc: msgspec.ValidationError) -> list[errors.FieldError]:
+    """Turn msgspec's message ("Expected `int` - at `$.quantity`") into a field error."""
+    message = str(exc)
+    unknown = _UNKNOWN_FIELD_RE.search(message)
+    if unknown:
+        prefix = _PATH_RE.search(message)
+        path = f"{prefix.group(1)}." if prefix and prefix.group(1) else ""
+        return [errors.FieldError(path + unknown.group(1), "unknown or read-only field")]
+    located = _PATH_RE.search(message)
+    field = located.group(1) if located else ""
+    text = message.split(" - at `", 1)[0]
+    return [errors.FieldError(field or "body", text)]
+
+
+class InFlight:
+    """Counts requests being handled, so a graceful shutdown can wait for them."""
+
+    __slots__ = ("count",)
+
+    def __init__(self) -> None:
+        self.count = 0
+
+
+class ApiHandler(tornado.web.RequestHandler):
+    """Base of every JSON endpoint."""
+
+    ctx: AppContext
+    request_id: str
+    _principal: Principal | None
+    _principal_resolved: bool
+    _counted: bool = False
+
+    @override
+    def initialize(self, ctx: AppContext) -> None:  # type: ignore[override]
+        self.ctx = ctx
+        self._principal = None
+        self._principal_resolved = False
+
+    @override
+    def set_default_headers(self) -> None:
+        headers = self._headers
+        for name, value in self.application.settings["security_headers"]:
+            headers[name] = value
+        # clear() calls this again when an error replaces the response: keep the first id.
+        if not hasattr(self, "request_id"):
+            supplied = self.request.headers.get("X-Request-ID")
+            valid = supplied is not None and _REQUEST_ID_RE.match(supplied) is not None
+            self.request_id = supplied if valid else uuid.uuid4().hex  # type: ignore[assignment]
+        headers["X-Request-ID"] = self.request_id
+
+    @override
+    async def prepare(self) -> None:
+        self.application.settings["inflight"].count += 1
+        self._counted = True
+        if self.request.method in _BODY_METHODS and self.request.body:
+            content_type = self.request.headers.get("Content-Type", "")
+            media = content_type.split(";", 1)[0].strip().lower()
+            if media not in _JSON_TYPES and not media.endswith("+json"):
+                raise ApiError(415, "request bodies must be application/json")
+        hook = self.application.settings.get("before_request")
+        if hook is not None:
+            await hook(self)
+
+    @override
+    def on_finish(self) -> None:
+        self._uncount()
+
+    @override
+    def on_connection_close(self) -> None:
+        self._uncount()
+
+    def _uncount(self) -> None:
+        if self._counted:
+            self._counted = False
+            self.application.settings["inflight"].count -= 1
+
+    # ---- auth -------------------------------------------------------------------------------
+
+    @property
+    def principal(self) -> Principal | None:
+        """The authenticated caller, or None for an anonymous request (invalid tokens raise 401)."""
+        if not self._principal_resolved:
+            self._principal = self._authenticate()
+            self._principal_resolved = True
+        return self._principal
+
+    def _authenticate(self) -> Principal | None:
+        header = self.request.headers.get("Authorization")
+        if header is None:
+            return None
+        authenticator = self.application.settings["authenticator"]
+        return authenticator(header)  # type: ignore[no-any-return]
+
+    def require_user(self) -> Principal:
+        principal = self.principal
+        if principal is None:
+            raise errors.Unauthenticated("authentication required")
+        return principal
+
+    def require_role(self, *roles: str) -> Principal:
+        principal = self.require_user()
+        if principal.role not in roles:
+            raise errors.PermissionDenied("this action needs the role " + " or ".join(roles))
+        return principal
+
+    def require_admin(self) -> Principal:
+        return self.require_role("admin")
+
+    # ---- JSON in and out --------------------------------------------------------------------
+
+    def parse_body(self, struct_type: type[T]) -> T:
+        """Decode and validate the body; 400 when it is not JSON, 422 when it does not fit."""
+        body = self.request.body or b"{}"
+        try:
+            return msgspec.json.decode(body, type=struct_type, strict=True)
+        except msgspec.ValidationError as exc:
+            raise errors.ValidationFailed("the request body is invalid", errors=validation_errors(exc)) from None
+        except msgspec.DecodeError:
+            raise errors.BadRequest("the request body is not valid JSON") from None
+
+    def send_json(self, data: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", JSON_CONTENT_TYPE)
+        self.finish(data if isinstance(data, bytes) else encode_json(data))
+
+    def send_empty(self, status: int = 204) -> None:
+        self.set_status(status)
+        self.finish()
+
+    # ---- errors -----------------------------------------------------------------------------
+
+    @override
+    def _handle_request_exception(self, e: BaseException) -> None:
+        # Domain errors are answers, not failures: map them here so both edges stay thin.
+        if isinstance(e, errors.DomainError):
+            self._send_domain_error(e)
+            return
+        super()._handle_request_exception(e)
+
+    def _send_domain_error(self, e: errors.DomainError) -> None:
+        if self._finished:
+            return
+        status = status_of(e)
+        headers: dict[str, str] = {}
+        if isinstance(e, errors.Unauthenticated):
+            headers["WWW-Authenticate"] = 'Bearer realm="storefront"'
+        elif isinstance(e, errors.RateLimited):
+            headers["Retry-After"] = str(max(1, int(e.retry_after + 0.999)))
+        elif isinstance(e, errors.Unavailable):
+            headers["Retry-After"] = str(e.retry_after)
+        self._write_problem(status, e.detail, e.errors, headers)
+
+    @override
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        detail = ""
+        field_errors: list[errors.FieldError] = []
+        headers: dict[str, str] = {}
+        exc_info = kwargs.get("exc_info")
+        exc = exc_info[1] if exc_info else None
+        if isinstance(exc, ApiError):
+            detail, field_errors, headers = exc.detail, exc.field_errors, exc.extra_headers
+        elif isinstance(exc, tornado.web.MissingArgumentError):
+            detail = exc.log_message or ""
+        elif status_code >= 500:
+            detail = "an unexpected error occurred; the request id identifies it in the logs"
+        if status_code == 401:
+            headers.setdefault("WWW-Authenticate", 'Bearer realm="storefront"')
+        self._write_problem(status_code, detail, field_errors, headers)
+
+    def _write_problem(
+        self, status: int, detail: str, field_errors: list[errors.FieldError], headers: dict[str, str]
+    ) -> None:
+        self.clear()
+        self.set_status(status)
+        for name, value in headers.items():
+            self.set_header(name, value)
+        self.set_header("Content-Type", PROBLEM_CONTENT_TYPE)
+        self.finish(orjson.dumps(problem(status, detail, field_errors)))
+
+    @override
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, (ApiError, errors.DomainError)):
+            return
+        super().log_exception(typ, value, tb)
+
+
+def encode_json(data: Any) -> bytes:
+    return orjson.dumps(data, default=_encode_default)
+
+
+def _encode_default(value: Any) -> Any:
+    if isinstance(value, msgspec.Struct):
+        return msgspec.to_builtins(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+class NotFoundHandler(ApiHandler):
+    """Default handler: problem+json 404 for unknown routes."""
+
+    @override
+    async def prepare(self) -> None:
+        raise ApiError(404, f"no route matches {self.request.path}")

@@ -1,0 +1,67 @@
+"""The grpc.aio server: health, reflection and the storefront.v1 services on the shared loop."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from server.context import AppContext
+
+# A feature registers its servicer with a function taking (server, ctx) and returning the
+# full service names it added (for health and reflection).
+ServiceRegistrar = Callable[[grpc.aio.Server, AppContext], Sequence[str]]
+
+MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+SERVER_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_concurrent_streams", 256),
+    ("grpc.so_reuseport", 1),
+    ("grpc.keepalive_time_ms", 60_000),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+
+def registrars() -> list[ServiceRegistrar]:
+    """The storefront.v1 services; features append theirs here."""
+    return []
+
+
+@dataclass
+class GrpcServer:
+    server: grpc.aio.Server
+    health: health.aio.HealthServicer
+    service_names: list[str]
+
+    async def start(self, host: str, port: int) -> int:
+        """Bind and start; returns the bound port (useful with port 0)."""
+        bound = self.server.add_insecure_port(f"{host}:{port}")
+        if bound == 0:
+            raise OSError(f"cannot bind gRPC to {host}:{port}")
+        await self.server.start()
+        for name in ("", *self.service_names):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        return bound
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, refuse new calls, let running calls finish within `grace`."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+def build_grpc_server(ctx: AppContext, *, interceptors: Sequence[Any] = ()) -> GrpcServer:
+    server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
+    names: list[str] = []
+    for register in registrars():
+        names.extend(register(server, ctx))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    if ctx.settings.grpc_reflection:
+        health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
+        reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
+    return GrpcServer(server, health_servicer, names)

@@ -1,0 +1,66 @@
+"""Domain errors raised by services; each edge (HTTP, gRPC) translates them once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class FieldError:
+    field: str
+    message: str
+
+
+class DomainError(Exception):
+    """Base of every error a service may raise on purpose."""
+
+    title = "Error"
+
+    def __init__(self, detail: str = "", *, errors: list[FieldError] | None = None) -> None:
+        super().__init__(detail or self.title)
+        self.detail = detail or self.title
+        self.errors = errors or []
+
+
+class BadRequest(DomainError):
+    title = "Bad Request"
+
+
+class Unauthenticated(DomainError):
+    title = "Unauthorized"
+
+
+class PermissionDenied(DomainError):
+    title = "Forbidden"
+
+
+class NotFound(DomainError):
+    title = "Not Found"
+
+
+class Conflict(DomainError):
+    title = "Conflict"
+
+
+class AlreadyExists(Conflict):
+    title = "Conflict"
+
+
+class ValidationFailed(DomainError):
+    title = "Unprocessable Entity"
+
+
+class RateLimited(DomainError):
+    title = "Too Many Requests"
+
+    def __init__(self, detail: str = "rate limit exceeded", *, retry_after: float = 1.0) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
+
+
+class Unavailable(DomainError):
+    title = "Service Unavailable"
+
+    def __init__(self, detail: str = "", *, retry_after: int = 5) -> None:
+        super().__init__(detail)
+        self.retry_after = retry_after
