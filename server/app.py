@@ -9,7 +9,6 @@ import tornado.web
 
 from server.context import AppContext
 from server.http import base, health
-from server.services.errors import Unauthenticated
 from server.services.principal import Principal
 
 Authenticator = Callable[[str], Principal]
@@ -25,10 +24,6 @@ def security_headers(ctx: AppContext) -> tuple[tuple[str, str], ...]:
     if ctx.settings.is_production:
         headers.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
     return tuple(headers)
-
-
-def _no_authenticator(header: str) -> Principal:
-    raise Unauthenticated("token authentication is not configured")
 
 
 def feature_routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
@@ -52,7 +47,7 @@ def make_app(
         default_handler_class=base.NotFoundHandler,
         default_handler_args={"ctx": ctx},
         security_headers=security_headers(ctx),
-        authenticator=authenticator or _no_authenticator,
+        authenticator=authenticator or ctx.tokens.authenticate_header,
         before_request=before_request,
         serve_traceback=ctx.settings.debug,
         inflight=base.InFlight(),

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
@@ -12,6 +12,7 @@ from server.config import Settings
 from server.db import migrations
 from server.db.embedded import EmbeddedPostgres
 from server.db.pool import create_pool
+from server.services.tokens import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +23,10 @@ class AppContext:
     pool: asyncpg.Pool
     redis: Any | None = None  # redis.asyncio.Redis when REDIS_URL is set
     embedded: EmbeddedPostgres | None = None
+    tokens: TokenService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tokens = TokenService(self.settings)
 
     async def close(self) -> None:
         await self.pool.close()

@@ -33,8 +33,11 @@ import tornado.httpclient
 from server.config import Settings, load_settings
 from server.context import AppContext, build_context
 from server.db import migrations
+from server.db import users
 from server.db.embedded import EmbeddedPostgres
+from server.db.users import UserRecord
 from server.runtime import Addresses, Gateway, HttpImpl, build_gateway
+from server.services.passwords import hash_password
 
 TEMPLATE_DB = "storefront_test_template"
 HTTP_IMPLS: list[str] = os.environ.get("STOREFRONT_TEST_HTTP_IMPLS", "fast,tornado").split(",")
@@ -217,6 +220,29 @@ async def gateway(ctx: AppContext, http_impl: str) -> AsyncIterator[Addresses]:
     gw, addresses = await start_gateway(ctx, http_impl)
     yield addresses
     await gw.stop_servers(grace=1.0)
+
+
+# ---- users ------------------------------------------------------------------------------------
+
+
+class UserFactory:
+    """Creates real users in the module's database and hands out their access tokens."""
+
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+        self._n = itertools.count(1)
+
+    async def create(self, role: str = "customer", *, email: str | None = None,
+                     password: str = "correct horse battery") -> tuple[UserRecord, str]:
+        email = email or f"{role}{next(self._n)}-{os.urandom(4).hex()}@example.com"
+        user = await users.create_user(self.ctx.pool, email, role.title(),
+                                       await hash_password(password), role)
+        return user, self.ctx.tokens.issue_access(user.id, user.role)
+
+
+@pytest.fixture(scope="module")
+def make_user(ctx: AppContext) -> UserFactory:
+    return UserFactory(ctx)
 
 
 # ---- clients ---------------------------------------------------------------------------------

@@ -1,0 +1,89 @@
+"""Pricing of a list of lines with an optional promotion: the one place REST cart, gRPC
+PriceCart and checkout get their figures from. The arithmetic is the Rust engine's."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.db.promotions import Promotion
+from server.native import PricingError, price_cart
+from server.services.errors import ValidationFailed
+
+
+@dataclass(frozen=True, slots=True)
+class CartLine:
+    product_id: int
+    sku: str
+    name: str
+    category_id: int | None
+    unit_price: int
+    quantity: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricedLine:
+    product_id: int
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int
+    line_subtotal: int
+    line_discount: int
+    line_total: int
+
+
+@dataclass(frozen=True, slots=True)
+class PricedCart:
+    lines: list[PricedLine]
+    subtotal: int
+    discount: int
+    tax: int
+    total: int
+    currency: str
+    # The code whose discount is in these figures; None when none applied.
+    promotion_code: str | None
+    # True when a promotion was given but its min_subtotal was not reached.
+    below_minimum: bool
+
+
+def _promotion_arg(promotion: Promotion) -> dict[str, object]:
+    return {
+        "kind": promotion.kind,
+        "value": promotion.value,
+        "buy_quantity": promotion.buy_quantity,
+        "get_quantity": promotion.get_quantity,
+        "min_subtotal": promotion.min_subtotal,
+        "product_ids": promotion.product_ids,
+        "category_ids": promotion.category_ids,
+    }
+
+
+def price_lines(lines: list[CartLine], promotion: Promotion | None, *, tax_rate_bps: int,
+                currency: str) -> PricedCart:
+    """Price `lines`; `promotion` must already be known usable (dates, usage limit)."""
+    try:
+        result = price_cart(
+            [{"product_id": line.product_id, "category_id": line.category_id,
+              "unit_price": line.unit_price, "quantity": line.quantity} for line in lines],
+            promotion=_promotion_arg(promotion) if promotion is not None else None,
+            tax_rate_bps=tax_rate_bps,
+            currency=currency,
+        )
+    except PricingError as exc:
+        raise ValidationFailed(f"cannot price this cart: {exc}") from None
+    priced = [
+        PricedLine(line.product_id, line.sku, line.name, line.quantity, line.unit_price,
+                   figures["line_subtotal"], figures["line_discount"], figures["line_total"])
+        for line, figures in zip(lines, result["lines"], strict=True)
+    ]
+    applied = promotion is not None and bool(result.get("promotion_applied", True))
+    return PricedCart(
+        lines=priced,
+        subtotal=result["subtotal"],
+        discount=result["discount"],
+        tax=result["tax"],
+        total=result["total"],
+        currency=currency,
+        promotion_code=promotion.code if applied and promotion is not None else None,
+        below_minimum=promotion is not None and not applied,
+    )
