@@ -1,0 +1,68 @@
+"""413 for oversized bodies on Tornado's stock HTTP server.
+
+Tornado's `HTTP1Connection` answers a `Content-Length` above `max_body_size` with a bare
+`400 Bad Request` and drops the connection. Here such a request is let through with its body
+read and thrown away (up to `DRAIN_FACTOR` times the limit, so a client that sends the body
+before reading the answer still gets one), and `ApiHandler.prepare` answers 413 problem+json
+from the declared length. Nothing of the body is kept in memory. Beyond the drain allowance,
+and for chunked bodies, Tornado's own 400 stays. The fast server answers 413 by itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable
+
+import tornado.web
+from tornado import httputil
+from tornado.http1connection import HTTP1Connection
+from typing_extensions import override
+
+DRAIN_FACTOR = 16
+
+
+class _OversizeBodyDrain(httputil.HTTPMessageDelegate):
+    def __init__(self, inner: httputil.HTTPMessageDelegate, connection: HTTP1Connection,
+                 limit: int) -> None:
+        self.inner = inner
+        self.connection = connection
+        self.limit = limit
+        self.discarding = False
+
+    @override
+    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
+        declared = headers.get("Content-Length", "")
+        if declared.isdigit() and self.limit < int(declared) <= self.limit * DRAIN_FACTOR:
+            self.discarding = True
+            self.connection.set_max_body_size(int(declared))
+        return self.inner.headers_received(start_line, headers)
+
+    @override
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self.discarding:
+            return None
+        return self.inner.data_received(chunk)
+
+    @override
+    def finish(self) -> None:
+        self.inner.finish()
+
+    @override
+    def on_connection_close(self) -> None:
+        self.inner.on_connection_close()
+
+
+class BodyLimitedApplication(tornado.web.Application):
+    """`tornado.web.Application` whose stock-server requests get a 413 for oversized bodies."""
+
+    def __init__(self, *args: object, max_body_size: int, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.max_body_size = max_body_size
+
+    @override
+    def start_request(self, server_conn: object,
+                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+        delegate = super().start_request(server_conn, request_conn)
+        if isinstance(request_conn, HTTP1Connection):
+            return _OversizeBodyDrain(delegate, request_conn, self.max_body_size)
+        return delegate

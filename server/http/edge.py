@@ -1,0 +1,74 @@
+"""What every REST request goes through before its handler: CORS, then its rate budget.
+
+`build_before_request(ctx)` returns the hook `ApiHandler.prepare` awaits. Per request it does
+one limiter call: the caller's user budget when a valid access token is sent, else the client
+IP's anonymous budget. A request with an invalid token is charged to its IP and then refused
+with 401, so forged tokens neither pass as anonymous nor dodge the limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+
+import tornado.httputil
+
+from server.context import AppContext
+from server.http.base import ApiHandler
+from server.http.cors import CorsPolicy
+from server.ratelimit import Decision, Network, RequestLimiter, Scope, client_address
+from server.services.errors import RateLimited, Unauthenticated
+
+BeforeRequest = Callable[[ApiHandler], Awaitable[None]]
+
+# Operational routes (probes, metrics, docs) are not budgeted: probes come often from one IP.
+LIMITED_PREFIX = "/api/v1/"
+
+
+def client_ip(request: tornado.httputil.HTTPServerRequest, trusted: Sequence[Network]) -> str:
+    forwarded = ",".join(request.headers.get_list("X-Forwarded-For"))
+    return client_address(request.remote_ip or "", forwarded, trusted)
+
+
+def apply_decision(handler: ApiHandler, decision: Decision) -> None:
+    """Put the budget on the response (it survives an error answer); 429 when it is spent."""
+    for name, value in decision.headers().items():
+        if name != "Retry-After":  # the 429 answer sets it from the error
+            handler.set_sticky_header(name, value)
+    if not decision.allowed:
+        raise RateLimited(retry_after=decision.retry_after_seconds)
+
+
+async def charge_login(handler: ApiHandler, email: str) -> None:
+    """Spend one login attempt of this client IP and e-mail (fails closed with 503)."""
+    limiter: RequestLimiter = handler.ctx.limiter
+    if not limiter.enabled:
+        return
+    ip = client_ip(handler.request, handler.ctx.settings.trusted_proxies)
+    decision = await limiter.check(Scope.LOGIN, f"{ip}|{email.strip().lower()}")
+    apply_decision(handler, decision)
+
+
+def build_before_request(ctx: AppContext) -> BeforeRequest:
+    cors = CorsPolicy(ctx.settings.cors_origins)
+    limiter = ctx.limiter
+    trusted = ctx.settings.trusted_proxies
+
+    async def before_request(handler: ApiHandler) -> None:
+        if cors.active and cors.apply(handler):
+            return  # a preflight, answered
+        if not limiter.enabled or not handler.request.path.startswith(LIMITED_PREFIX):
+            return
+        refused: Unauthenticated | None = None
+        try:
+            principal = handler.principal
+        except Unauthenticated as exc:
+            principal, refused = None, exc
+        if principal is not None:
+            decision = await limiter.check(Scope.USER, str(principal.user_id))
+        else:
+            decision = await limiter.check(Scope.ANON, client_ip(handler.request, trusted))
+        apply_decision(handler, decision)
+        if refused is not None:
+            raise refused
+
+    return before_request

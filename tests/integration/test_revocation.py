@@ -1,0 +1,99 @@
+"""Refresh-token families revoked on one gateway are refused at once by another (Redis mirror),
+and PostgreSQL stays the source of truth when Redis is gone."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from redis.asyncio import Redis
+
+from server.context import AppContext, build_context
+from server.services.revocations import family_key
+from tests.conftest import ApiClient, RedisServer, UserFactory, make_settings, start_gateway
+
+LOGIN = "/api/v1/auth/login"
+REFRESH = "/api/v1/auth/refresh"
+PASSWORD = "correct horse battery"
+
+
+@asynccontextmanager
+async def gateway(database_url: str, http_impl: str,
+                  **env: str) -> AsyncIterator[tuple[ApiClient, AppContext]]:
+    ctx = await build_context(make_settings(database_url, **env))
+    gw, addresses = await start_gateway(ctx, http_impl)
+    api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
+    try:
+        yield api, ctx
+    finally:
+        api.close()
+        await gw.stop_servers(1.0)
+        await ctx.close()
+
+
+async def sign_in(api: ApiClient, ctx: AppContext) -> dict[str, str]:
+    user, _ = await UserFactory(ctx).create(password=PASSWORD)
+    response = await api.post(LOGIN, json={"email": user.email, "password": PASSWORD})
+    assert response.status == 200, response
+    grant: dict[str, str] = response.json()
+    return grant
+
+
+async def test_a_reuse_seen_by_one_gateway_revokes_the_family_everywhere(
+        database_url: str, redis_url: str, http_impl: str) -> None:
+    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx), \
+            gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _):
+        first = (await sign_in(a, ctx))["refresh"]
+        second = (await a.post(REFRESH, json={"refresh": first})).json()["refresh"]
+
+        assert (await b.post(REFRESH, json={"refresh": first})).status == 401  # the replay
+
+        family = ctx.tokens.verify_refresh(second).family_id
+        redis = Redis.from_url(redis_url)
+        try:
+            ttl = await redis.ttl(family_key(family))
+        finally:
+            await redis.aclose()
+        assert 0 < ttl <= ctx.settings.refresh_token_ttl
+        assert (await a.post(REFRESH, json={"refresh": second})).status == 401
+
+
+async def test_logout_on_one_gateway_is_seen_by_the_other(
+        database_url: str, redis_url: str, http_impl: str) -> None:
+    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx), \
+            gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _):
+        grant = await sign_in(a, ctx)
+        logout = await a.post("/api/v1/auth/logout", json={"refresh": grant["refresh"]},
+                              token=grant["access"])
+        assert logout.status == 204
+        assert (await b.post(REFRESH, json={"refresh": grant["refresh"]})).status == 401
+
+
+async def test_redis_is_asked_before_postgresql(
+        database_url: str, redis_url: str, http_impl: str) -> None:
+    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
+        grant = await sign_in(api, ctx)
+        family = ctx.tokens.verify_refresh(grant["refresh"]).family_id
+        # Only Redis knows about this revocation (as right after another process revoked it).
+        assert ctx.redis is not None
+        await ctx.redis.set(family_key(family), b"1", ex=60)
+
+        assert (await api.post(REFRESH, json={"refresh": grant["refresh"]})).status == 401
+        used = await ctx.pool.fetchval(
+            "SELECT used_at FROM refresh_tokens WHERE family_id = $1", family)
+        assert used is None  # refused before the token was even consumed
+
+
+async def test_postgresql_still_refuses_reuse_while_redis_is_down(
+        database_url: str, redis_url: str, redis_server: RedisServer, http_impl: str) -> None:
+    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
+        first = (await sign_in(api, ctx))["refresh"]
+        redis_server.stop()
+        try:
+            rotated = await api.post(REFRESH, json={"refresh": first})
+            assert rotated.status == 200
+            assert (await api.post(REFRESH, json={"refresh": first})).status == 401
+            second = rotated.json()["refresh"]
+            assert (await api.post(REFRESH, json={"refresh": second})).status == 401
+        finally:
+            redis_server.start()
