@@ -8,7 +8,11 @@ from typing import Any
 import tornado.web
 
 from server.context import AppContext
-from server.http import base, health
+from server.http import auth, base, cart, catalog, docs, edge, health, orders, promotions, stats
+from server.http import metrics as metrics_http
+from server.http.bodylimit import BodyLimitedApplication
+from server.observability import RequestLogger, bind_request_context
+from server.openapi import openapi_path
 from server.services.principal import Principal
 
 Authenticator = Callable[[str], Principal]
@@ -29,7 +33,7 @@ def security_headers(ctx: AppContext) -> tuple[tuple[str, str], ...]:
 def feature_routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Every feature module ends with its `routes`; the order here is only for readability."""
     routes: list[tuple[str, type[tornado.web.RequestHandler]]] = []
-    for module in (health,):
+    for module in (health, auth, orders, catalog, cart, promotions, stats, docs, metrics_http):
         routes.extend(module.routes)
     return routes
 
@@ -41,14 +45,20 @@ def make_app(
     before_request: BeforeRequest | None = None,
     **settings: Any,
 ) -> tornado.web.Application:
-    handlers = [tornado.web.url(pattern, handler, {"ctx": ctx}) for pattern, handler in feature_routes()]
-    return tornado.web.Application(
+    routes = feature_routes()
+    handlers = [tornado.web.url(pattern, handler, {"ctx": ctx}) for pattern, handler in routes]
+    # Requests are logged and measured by route template, never by raw path.
+    # The template is the route's OpenAPI path, so dashboards and the schema use one name.
+    templates = {handler: openapi_path(pattern)[0] for pattern, handler in routes}
+    return BodyLimitedApplication(
         handlers,
+        max_body_size=ctx.settings.max_body_size,
         default_handler_class=base.NotFoundHandler,
         default_handler_args={"ctx": ctx},
         security_headers=security_headers(ctx),
         authenticator=authenticator or ctx.tokens.authenticate_header,
-        before_request=before_request,
+        before_request=bind_request_context(before_request or edge.build_before_request(ctx)),
+        log_function=RequestLogger(templates),
         serve_traceback=ctx.settings.debug,
         inflight=base.InFlight(),
         **settings,

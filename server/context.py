@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
+from server import metrics
+from server.cache import Cache
 from server.config import Settings
 from server.db import migrations
 from server.db.embedded import EmbeddedPostgres
 from server.db.pool import create_pool
+from server.ratelimit import RequestLimiter
 from server.services.tokens import TokenService
+from workers.tasks.analytics import ViewCounter
+
+if TYPE_CHECKING:
+    from taskiq import AsyncBroker
 
 log = logging.getLogger(__name__)
 
@@ -24,11 +31,27 @@ class AppContext:
     redis: Any | None = None  # redis.asyncio.Redis when REDIS_URL is set
     embedded: EmbeddedPostgres | None = None
     tokens: TokenService = field(init=False)
+    limiter: RequestLimiter = field(init=False)
+    cache: Cache = field(init=False)
+    views: ViewCounter = field(init=False)
+    # The taskiq broker (see workers.broker), set by build_context.
+    broker: AsyncBroker | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.tokens = TokenService(self.settings)
+        self.limiter = RequestLimiter(self.settings, self.redis)
+        self.cache = Cache(self.redis)
+        self.views = ViewCounter()
+
+    def record_product_view(self, product_id: int) -> None:
+        """Count a product view in memory; the gateway flushes the counts to product_stats."""
+        self.views.record_view(product_id)
 
     async def close(self) -> None:
+        if self.broker is not None:
+            from workers.broker import drain
+
+            await drain(self.broker)  # in-process jobs still need the pool
         await self.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -53,9 +76,14 @@ async def build_context(settings: Settings, *, apply_migrations: bool | None = N
     if apply_migrations:
         async with pool.acquire() as conn:
             await migrations.migrate(conn)
+    metrics.watch_pool(pool)
     redis = None
     if settings.redis_url:
         from redis.asyncio import Redis
 
         redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    return AppContext(settings=settings, pool=pool, redis=redis, embedded=embedded)
+    context = AppContext(settings=settings, pool=pool, redis=redis, embedded=embedded)
+    from workers.broker import build_broker  # imports the tasks, which import this module
+
+    context.broker = build_broker(settings, context)
+    return context

@@ -1,30 +1,72 @@
-"""Structured JSON logs (one object per line), Sentry, and the request log line."""
+"""Structured JSON logs (one object per line), the request log line, and Sentry.
+
+A request's id is kept in a context variable for as long as its handler runs, so every log line
+written on its behalf carries it, the tasks it enqueues carry it as a taskiq label, and the task
+logs carry it again on the worker.
+"""
 
 from __future__ import annotations
 
+import inspect
 import logging
 import sys
-from datetime import UTC, datetime
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from typing import Any
 
 import orjson
+import tornado.web
+
+from server import metrics
 
 # Fields a log record may carry (set through `extra=`) that belong in the JSON line.
 _CONTEXT_FIELDS = ("request_id", "method", "path", "status", "duration_ms", "user_id", "task")
 
+request_id_var: ContextVar[str | None] = ContextVar("request_id", default=None)
+task_name_var: ContextVar[str | None] = ContextVar("task_name", default=None)
+
+access_log = logging.getLogger("storefront.access")
+
+
+def current_request_id() -> str | None:
+    return request_id_var.get()
+
 
 class JsonFormatter(logging.Formatter):
+    # (second, "YYYY-MM-DDTHH:MM:SS") of the last line: one attribute, so threads that log at
+    # once never pair a second with another second's text.
+    _second: tuple[int, str] = (-1, "")
+
+    def timestamp(self, created: float) -> str:
+        """RFC 3339 UTC with milliseconds; the date part is formatted once per second."""
+        second = int(created)
+        cached = self._second
+        if cached[0] != second:
+            cached = (second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second)))
+            self._second = cached
+        return f"{cached[1]}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "timestamp": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "timestamp": self.timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
+        fields = record.__dict__
         for name in _CONTEXT_FIELDS:
-            value = record.__dict__.get(name)
+            value = fields.get(name)
             if value is not None:
                 entry[name] = value
+        if "request_id" not in entry and (request_id := request_id_var.get()) is not None:
+            entry["request_id"] = request_id
+        if "task" not in entry and (task := task_name_var.get()) is not None:
+            entry["task"] = task
+        data = fields.get("data")
+        if isinstance(data, Mapping):
+            for key, value in data.items():
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
@@ -41,10 +83,133 @@ def configure_logging(level: str = "INFO") -> None:
     logging.getLogger("tornado.access").disabled = True
 
 
-def configure_sentry(dsn: str | None, environment: str) -> None:
+# ---- the request log line and the HTTP metrics, in one place ---------------------------------
+
+BeforeRequest = Callable[[Any], Awaitable[None]]
+
+
+def bind_request_context(inner: BeforeRequest | None) -> BeforeRequest:
+    """A `before_request` hook that publishes the request id to the handler's context first.
+
+    Tornado runs `prepare()` and the verb method in one task, so the variable stays set for the
+    whole request (and is copied into any task the request spawns) without leaking to others.
+    """
+
+    async def hook(handler: Any) -> None:
+        request_id_var.set(getattr(handler, "request_id", None))
+        if inner is not None:
+            await inner(handler)
+
+    return hook
+
+
+class RequestLogger:
+    """Tornado's `log_function`: one JSON line and the HTTP metrics per finished request.
+
+    `templates` maps each handler class to its route template, so metrics are labelled by
+    route (`/api/v1/products/{id}`), never by raw path.
+    """
+
+    def __init__(self, templates: Mapping[type[tornado.web.RequestHandler], str]) -> None:
+        self.templates = dict(templates)
+
+    def __call__(self, handler: tornado.web.RequestHandler) -> None:
+        request = handler.request
+        status = handler.get_status()
+        seconds = request.request_time()
+        route = self.templates.get(type(handler), metrics.UNMATCHED_ROUTE)
+        method = request.method or "GET"
+        metrics.observe_http(method, route, status, seconds)
+        level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+        if not access_log.isEnabledFor(level):
+            return
+        access_log.log(level, "%s %s %d", method, request.path, status, extra={
+            "request_id": getattr(handler, "request_id", None),
+            "method": method,
+            "path": request.path,
+            "status": status,
+            "duration_ms": round(seconds * 1000.0, 3),
+            "user_id": _user_id(handler),
+        })
+
+
+def _user_id(handler: tornado.web.RequestHandler) -> int | None:
+    # Only a principal the handler already resolved: logging must never authenticate.
+    if not getattr(handler, "_principal_resolved", False):
+        return None
+    principal = getattr(handler, "_principal", None)
+    user_id = getattr(principal, "user_id", None)
+    return user_id if isinstance(user_id, int) else None
+
+
+# ---- Sentry -----------------------------------------------------------------------------------
+
+_SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie",
+                             "x-api-key", "x-forwarded-for", "x-real-ip"))
+
+
+def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Sentry `before_send`: keep what locates a failure, drop what identifies or authorises.
+
+    Headers that carry credentials or addresses, cookies, bodies (passwords, addresses), query
+    strings (e-mails in filters) and everything about the user but the id are removed; the
+    request id is added as a tag so the event can be matched with the log line.
+    """
+    request = event.get("request")
+    if isinstance(request, dict):
+        headers = request.get("headers")
+        if isinstance(headers, dict):
+            request["headers"] = {k: v for k, v in headers.items()
+                                  if k.lower() not in _SECRET_HEADERS}
+        for key in ("cookies", "data", "query_string", "env"):
+            request.pop(key, None)
+    user = event.get("user")
+    if isinstance(user, dict):
+        event["user"] = {"id": user["id"]} if "id" in user else {}
+    request_id = request_id_var.get()
+    if request_id is not None:
+        tags = event.setdefault("tags", {})
+        if isinstance(tags, dict):
+            tags["request_id"] = request_id
+    return event
+
+
+def configure_sentry(dsn: str | None, environment: str, *, transport: Any = None,
+                     release: str | None = None) -> bool:
+    """Enable Sentry when a DSN is set; `transport` replaces the network (tests)."""
     if not dsn:
-        return
+        return False
     import sentry_sdk
 
-    sentry_sdk.init(dsn=dsn, environment=environment, send_default_pii=False,
-                    traces_sample_rate=0.0)
+    options: dict[str, Any] = {
+        "dsn": dsn,
+        "environment": environment,
+        "max_request_body_size": "never",
+        "traces_sample_rate": 0.0,
+        "before_send": scrub_event,
+        **_no_personal_data(),
+    }
+    if transport is not None:
+        options["transport"] = transport
+    if release is not None:
+        options["release"] = release
+    sentry_sdk.init(**options)
+    return True
+
+
+def _no_personal_data() -> dict[str, Any]:
+    """`send_default_pii=False`, spelled as the installed SDK wants it (newer releases replace
+    the flag with `data_collection` and warn about it)."""
+    from sentry_sdk.consts import ClientConstructor
+
+    if "data_collection" not in inspect.signature(ClientConstructor.__init__).parameters:
+        return {"send_default_pii": False}
+    return {"data_collection": {
+        "user_info": False,
+        "cookies": {"mode": "off"},
+        "http_bodies": [],
+        "url_query_params": {"mode": "off"},
+        "http_headers": {"request": {"mode": "denylist",
+                                     "terms": ["authorization", "cookie", "forwarded", "-ip",
+                                               "remote-", "via", "-user", "api-key"]}},
+    }}

@@ -20,6 +20,7 @@ import tornado.web
 from server.app import make_app
 from server.context import AppContext
 from server.rpc.server import GrpcServer, build_grpc_server
+from workers.inprocess import GatewayJobs
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class Gateway:
         self.http_impl = http_impl
         self._http: tornado.httpserver.HTTPServer | None = None
         self._fast: object | None = None
+        # View flushing, the broker, and (without Redis) the scheduler and the jobs.
+        self.jobs = GatewayJobs(ctx)
 
     async def start(self, host: str, http_port: int, grpc_port: int, *,
                     reuse_port: bool = False) -> Addresses:
@@ -70,6 +73,7 @@ class Gateway:
             http.add_sockets(sockets)
             self._http = http
         bound_grpc = await self.grpc.start(host, grpc_port)
+        await self.jobs.start()
         return Addresses(host, bound_http, bound_grpc)
 
     async def shutdown(self, grace: float = 10.0) -> None:
@@ -94,6 +98,7 @@ class Gateway:
         if self._http is not None:
             await self._http.close_all_connections()
         await grpc_stop
+        await self.jobs.stop()
 
 
 def build_gateway(ctx: AppContext, *, http_impl: HttpImpl = "fast") -> Gateway:

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, TypeAlias
 
 import asyncpg
 import msgspec
+
+from server.services.errors import AlreadyExists, NotFound, ValidationFailed
+
+PoolOrConnection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
 class Promotion(msgspec.Struct, frozen=True):
@@ -53,3 +58,64 @@ async def get_by_code(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> Pro
     row = await conn.fetchrow(
         f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE lower(code) = lower($1)", code)
     return promotion_from_row(row) if row else None
+
+
+def _write_error(exc: asyncpg.PostgresError) -> Exception:
+    if isinstance(exc, asyncpg.UniqueViolationError):
+        return AlreadyExists("a promotion with this code already exists (codes ignore case)")
+    # The table's CHECK constraints back the service's validation; should one still fire, it is
+    # the caller's data that is wrong.
+    return ValidationFailed(f"the promotion is invalid ({getattr(exc, 'constraint_name', '')})")
+
+
+async def list_promotions(conn: asyncpg.Connection | asyncpg.Pool, after_id: int | None,
+                          limit: int) -> list[Promotion]:
+    rows = await conn.fetch(
+        f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id > $1 ORDER BY id LIMIT $2",
+        after_id or 0, limit,
+    )
+    return [promotion_from_row(r) for r in rows]
+
+
+async def get_for_update(conn: asyncpg.Connection, promotion_id: int) -> Promotion | None:
+    row = await conn.fetchrow(
+        f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id = $1 FOR UPDATE", promotion_id)
+    return promotion_from_row(row) if row else None
+
+
+async def insert_promotion(conn: asyncpg.Connection | asyncpg.Pool,
+                           values: dict[str, Any]) -> Promotion:
+    names = list(values)
+    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
+    try:
+        row = await conn.fetchrow(
+            f"INSERT INTO promotions ({', '.join(names)}) VALUES ({placeholders}) "
+            f"RETURNING {PROMOTION_COLUMNS}",
+            *values.values(),
+        )
+    except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
+        raise _write_error(exc) from None
+    assert row is not None
+    return promotion_from_row(row)
+
+
+async def update_promotion(conn: asyncpg.Connection, promotion_id: int,
+                           changes: dict[str, Any]) -> Promotion:
+    names = list(changes)
+    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
+    try:
+        row = await conn.fetchrow(
+            f"UPDATE promotions SET {assignments} WHERE id = $1 RETURNING {PROMOTION_COLUMNS}",
+            promotion_id, *changes.values(),
+        )
+    except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
+        raise _write_error(exc) from None
+    if row is None:
+        raise NotFound("no such promotion")
+    return promotion_from_row(row)
+
+
+async def delete_promotion(conn: asyncpg.Connection | asyncpg.Pool, promotion_id: int) -> None:
+    status = await conn.execute("DELETE FROM promotions WHERE id = $1", promotion_id)
+    if status.endswith(" 0"):
+        raise NotFound("no such promotion")

@@ -29,6 +29,7 @@ _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 _JSON_TYPES = ("application/json", "application/problem+json")
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 _UNKNOWN_FIELD_RE = re.compile(r"unknown field `([^`]*)`")
+_MISSING_FIELD_RE = re.compile(r"missing required field `([^`]*)`")
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -86,6 +87,11 @@ def validation_errors(exc: msgspec.ValidationError) -> list[errors.FieldError]:
         prefix = _PATH_RE.search(message)
         path = f"{prefix.group(1)}." if prefix and prefix.group(1) else ""
         return [errors.FieldError(path + unknown.group(1), "unknown or read-only field")]
+    missing = _MISSING_FIELD_RE.search(message)
+    if missing:
+        prefix = _PATH_RE.search(message)
+        path = f"{prefix.group(1)}." if prefix and prefix.group(1) else ""
+        return [errors.FieldError(path + missing.group(1), "this field is required")]
     located = _PATH_RE.search(message)
     field = located.group(1) if located else ""
     text = message.split(" - at `", 1)[0]
@@ -109,6 +115,7 @@ class ApiHandler(tornado.web.RequestHandler):
     _principal: Principal | None
     _principal_resolved: bool
     _counted: bool = False
+    _sticky_headers: dict[str, str] | None = None
 
     @override
     def initialize(self, ctx: AppContext) -> None:  # type: ignore[override]
@@ -127,19 +134,35 @@ class ApiHandler(tornado.web.RequestHandler):
             valid = supplied is not None and _REQUEST_ID_RE.match(supplied) is not None
             self.request_id = supplied if valid else uuid.uuid4().hex  # type: ignore[assignment]
         headers["X-Request-ID"] = self.request_id
+        if self._sticky_headers:
+            for name, value in self._sticky_headers.items():
+                headers[name] = value
+
+    def set_sticky_header(self, name: str, value: str) -> None:
+        """Set a header that stays when an error replaces the response (rate limits, CORS)."""
+        if self._sticky_headers is None:
+            self._sticky_headers = {}
+        self._sticky_headers[name] = value
+        self.set_header(name, value)
 
     @override
     async def prepare(self) -> None:
         self.application.settings["inflight"].count += 1
         self._counted = True
+        # The stock server drains an oversized body unread (http/bodylimit.py); the fast one answers
+        # 413 itself before the body is read.
+        declared = self.request.headers.get("Content-Length", "")
+        limit = self.ctx.settings.max_body_size
+        if declared.isdigit() and int(declared) > limit:
+            raise ApiError(413, f"request bodies are limited to {limit} bytes")
+        hook = self.application.settings.get("before_request")
+        if hook is not None:
+            await hook(self)
         if self.request.method in _BODY_METHODS and self.request.body:
             content_type = self.request.headers.get("Content-Type", "")
             media = content_type.split(";", 1)[0].strip().lower()
             if media not in _JSON_TYPES and not media.endswith("+json"):
                 raise ApiError(415, "request bodies must be application/json")
-        hook = self.application.settings.get("before_request")
-        if hook is not None:
-            await hook(self)
 
     @override
     def on_finish(self) -> None:

@@ -3,18 +3,44 @@
 from __future__ import annotations
 
 import asyncio
+from typing import ClassVar
+
+import msgspec
 
 from server.http.base import ApiHandler
+from server.openapi import Operation
 
 _CHECK_TIMEOUT = 2.0
 
 
+class Liveness(msgspec.Struct):
+    status: str
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    # "ok", or "error: <kind>" for the dependency that failed.
+    checks: dict[str, str]
+
+
 class LivenessHandler(ApiHandler):
+    access: ClassVar[dict[str, str]] = {"GET": "anyone"}
+    api: ClassVar[dict[str, Operation]] = {
+        "GET": Operation("Liveness: 200 while the event loop runs", response=Liveness),
+    }
     async def get(self) -> None:
         self.send_json({"status": "ok"})
 
 
 class ReadinessHandler(ApiHandler):
+    access: ClassVar[dict[str, str]] = {"GET": "anyone"}
+    api: ClassVar[dict[str, Operation]] = {
+        "GET": Operation(
+            "Readiness: PostgreSQL (and Redis when configured) answer",
+            response=Readiness,
+            also={503: "a dependency is down; `checks` names it (with Retry-After)"},
+        ),
+    }
     async def get(self) -> None:
         checks = {"database": await self._check_database()}
         if self.ctx.redis is not None:

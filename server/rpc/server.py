@@ -11,6 +11,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.context import AppContext
+from server.rpc import cart, orders, products
+from server.rpc.auth import AuthInterceptor
+from server.rpc.limits import RateLimitInterceptor
+from server.rpc.metrics import MetricsInterceptor
 
 # A feature registers its servicer with a function taking (server, ctx) and returning the
 # full service names it added (for health and reflection).
@@ -29,7 +33,7 @@ SERVER_OPTIONS = [
 
 def registrars() -> list[ServiceRegistrar]:
     """The storefront.v1 services; features append theirs here."""
-    return []
+    return [orders.register, products.register, cart.register]
 
 
 @dataclass
@@ -54,7 +58,17 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def build_grpc_server(ctx: AppContext, *, interceptors: Sequence[Any] = ()) -> GrpcServer:
+def default_interceptors(ctx: AppContext) -> list[grpc.aio.ServerInterceptor]:
+    """Metrics outermost (they count what the others refuse), authentication (it names the
+    caller), then the caller's rate budget."""
+    return [MetricsInterceptor(), AuthInterceptor(ctx.tokens),
+            RateLimitInterceptor(ctx.limiter, ctx.settings)]
+
+
+def build_grpc_server(ctx: AppContext, *,
+                      interceptors: Sequence[Any] | None = None) -> GrpcServer:
+    if interceptors is None:
+        interceptors = default_interceptors(ctx)
     server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
     names: list[str] = []
     for register in registrars():

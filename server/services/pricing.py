@@ -76,7 +76,10 @@ def price_lines(lines: list[CartLine], promotion: Promotion | None, *, tax_rate_
                    figures["line_subtotal"], figures["line_discount"], figures["line_total"])
         for line, figures in zip(lines, result["lines"], strict=True)
     ]
-    applied = promotion is not None and bool(result.get("promotion_applied", True))
+    # The engine reports `promotion_applied` only when money came off; a promotion whose
+    # minimum is met but whose scope matches no line still counts as applied (discount 0).
+    below_minimum = promotion is not None and result["subtotal"] < promotion.min_subtotal
+    applied = promotion is not None and not below_minimum
     return PricedCart(
         lines=priced,
         subtotal=result["subtotal"],
@@ -85,5 +88,5 @@ def price_lines(lines: list[CartLine], promotion: Promotion | None, *, tax_rate_
         total=result["total"],
         currency=currency,
         promotion_code=promotion.code if applied and promotion is not None else None,
-        below_minimum=promotion is not None and not applied,
+        below_minimum=below_minimum,
     )

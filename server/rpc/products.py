@@ -1,0 +1,81 @@
+"""storefront.v1.ProductService: the gRPC twin of REST /products, over the same services."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import grpc
+
+from server.context import AppContext
+from server.db.catalog import Product
+from server.rpc.common import caller, require_role, timestamp
+from server.rpc.errors import translate_errors
+from server.rpc.pb.storefront.v1 import common_pb2, products_pb2, products_pb2_grpc
+from server.services import catalog
+from server.services.catalog import ProductQuery
+
+
+def product_message(product: Product) -> common_pb2.Product:
+    message = common_pb2.Product(
+        id=product.id, sku=product.sku, name=product.name, description=product.description,
+        price=product.price, currency=product.currency, stock=product.stock,
+        is_active=product.is_active, created_at=timestamp(product.created_at),
+        updated_at=timestamp(product.updated_at),
+    )
+    if product.category_id is not None:
+        message.category_id = product.category_id
+    return message
+
+
+def product_query(request: products_pb2.ListProductsRequest) -> ProductQuery:
+    """Proto3 defaults (empty, 0) mean "not given", as an absent REST query parameter."""
+    return ProductQuery(
+        category=request.category or None,
+        q=request.q or None,
+        min_price=request.min_price if request.HasField("min_price") else None,
+        max_price=request.max_price if request.HasField("max_price") else None,
+        in_stock=request.in_stock,
+        sort=request.sort or None,
+        limit=request.page.limit or None,
+        cursor=request.page.cursor or None,
+    )
+
+
+class ProductServicer(products_pb2_grpc.ProductServiceServicer):
+    def __init__(self, ctx: AppContext) -> None:
+        self.ctx = ctx
+
+    @translate_errors
+    async def GetProduct(self, request: products_pb2.GetProductRequest,
+                         context: grpc.aio.ServicerContext) -> common_pb2.Product:
+        product = await catalog.get_product(self.ctx.pool, request.id, caller(self.ctx, context))
+        return product_message(product)
+
+    @translate_errors
+    async def ListProducts(self, request: products_pb2.ListProductsRequest,
+                           context: grpc.aio.ServicerContext) -> products_pb2.ListProductsResponse:
+        page = await catalog.list_products(self.ctx.pool, product_query(request),
+                                           caller(self.ctx, context))
+        return products_pb2.ListProductsResponse(
+            items=[product_message(p) for p in page.items], next_cursor=page.next_cursor or "")
+
+    @translate_errors
+    async def BatchGetProducts(self, request: products_pb2.BatchGetProductsRequest,
+                               context: grpc.aio.ServicerContext
+                               ) -> products_pb2.BatchGetProductsResponse:
+        found, missing = await catalog.batch_get_products(
+            self.ctx.pool, list(request.ids), caller(self.ctx, context))
+        return products_pb2.BatchGetProductsResponse(
+            products=[product_message(p) for p in found], missing_ids=missing)
+
+    @translate_errors
+    async def AdjustStock(self, request: products_pb2.AdjustStockRequest,
+                          context: grpc.aio.ServicerContext) -> common_pb2.Product:
+        require_role(self.ctx, context, "admin", "service")
+        product = await catalog.adjust_stock(self.ctx, request.product_id, request.delta)
+        return product_message(product)
+
+
+def register(server: grpc.aio.Server, ctx: AppContext) -> Sequence[str]:
+    products_pb2_grpc.add_ProductServiceServicer_to_server(ProductServicer(ctx), server)
+    return [products_pb2.DESCRIPTOR.services_by_name["ProductService"].full_name]

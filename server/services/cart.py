@@ -1,0 +1,243 @@
+"""Cart rules: one server-side cart per user, priced on every read by `pricing.price_lines`.
+
+Decisions (also in the OpenAPI descriptions):
+- Lines whose product became inactive are left out of the priced cart (and out of checkout);
+  the row stays, so the line returns if the product is reactivated.
+- Stock is checked when a quantity is added or set (409 when the cart would hold more than the
+  stock); checkout re-checks atomically, since stock moves in between.
+- An attached promotion that became unusable (expired, used up, deleted) or whose minimum is no
+  longer reached is kept attached but not applied: the cart is priced without it and
+  `promotion_code` is null. It applies again by itself once usable (e.g. the subtotal grows).
+- `promotion_code` in a priced cart is the code in effect: usable and its minimum reached, even
+  when no line is in its scope yet (discount 0).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated
+
+import msgspec
+
+from server.config import Settings
+from server.context import AppContext
+from server.db import carts as repo
+from server.db import promotions as promotions_repo
+from server.db.promotions import Promotion
+from server.services.catalog import INT64_MAX, NO_NUL
+from server.services.errors import Conflict, FieldError, NotFound, ValidationFailed
+from server.services.pricing import CartLine, PricedCart, price_lines
+
+MAX_QUANTITY = 999
+
+ProductId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
+Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
+QuantityOrZero = Annotated[int, msgspec.Meta(ge=0, le=MAX_QUANTITY,
+                                              description="0 removes the line")]
+PromotionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
+
+
+class CartItemAdd(msgspec.Struct, forbid_unknown_fields=True):
+    product_id: ProductId
+    quantity: Quantity
+
+
+class CartItemUpdate(msgspec.Struct, forbid_unknown_fields=True):
+    quantity: QuantityOrZero
+
+
+class CartPromotionApply(msgspec.Struct, forbid_unknown_fields=True):
+    code: PromotionCode
+
+
+class CartLineView(msgspec.Struct):
+    product_id: int
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int
+    line_subtotal: int
+    line_discount: int
+    line_total: int
+
+
+class CartView(msgspec.Struct):
+    """A priced cart. Amounts are minor units of `currency`; line discounts are rounded
+    half-even per line, tax half-even once on the discounted subtotal."""
+
+    items: list[CartLineView]
+    subtotal: int
+    discount: int
+    tax: int
+    total: int
+    currency: str
+    promotion_code: str | None
+
+
+# ---- for checkout and gRPC -------------------------------------------------------------------
+
+
+async def load_cart_lines(conn: repo.Executor, user_id: int) -> tuple[list[CartLine], str | None]:
+    """The user's purchasable cart lines and the attached promotion code (not yet validated)."""
+    return await repo.load_lines(conn, user_id)
+
+
+@dataclass(frozen=True, slots=True)
+class Quote:
+    priced: PricedCart
+    # The promotion in effect (usable, minimum reached); None when none.
+    promotion: Promotion | None
+
+
+def _price(lines: list[CartLine], promotion: Promotion | None, settings: Settings) -> PricedCart:
+    return price_lines(lines, promotion, tax_rate_bps=settings.tax_rate_bps,
+                       currency=settings.store_currency)
+
+
+def _subtotal(lines: list[CartLine]) -> int:
+    return sum(line.unit_price * line.quantity for line in lines)
+
+
+def _unusable(promotion: Promotion | None, now: datetime) -> str | None:
+    if promotion is None:
+        return "no such promotion"
+    return promotion.unusable_reason(now)
+
+
+async def quote(conn: repo.Executor, lines: list[CartLine], code: str | None, settings: Settings,
+                *, strict: bool) -> Quote:
+    """Price `lines` with the promotion `code`. `strict`: a code that is unknown (NotFound),
+    unusable or below its minimum (ValidationFailed) is an error; else it is just not applied."""
+    if code is None:
+        return Quote(_price(lines, None, settings), None)
+    promotion = await promotions_repo.get_by_code(conn, code)
+    if promotion is None and strict:
+        raise NotFound("no such promotion code")
+    reason = _unusable(promotion, datetime.now(UTC))
+    if reason is None and promotion is not None and _subtotal(lines) < promotion.min_subtotal:
+        reason = f"the subtotal is below this promotion's minimum of {promotion.min_subtotal}"
+    if reason is not None:
+        if strict:
+            raise ValidationFailed(reason, errors=[FieldError("code", reason)])
+        return Quote(_price(lines, None, settings), None)
+    return Quote(_price(lines, promotion, settings), promotion)
+
+
+def view(result: Quote) -> CartView:
+    priced = result.priced
+    return CartView(
+        items=[CartLineView(line.product_id, line.sku, line.name, line.quantity, line.unit_price,
+                            line.line_subtotal, line.line_discount, line.line_total)
+               for line in priced.lines],
+        subtotal=priced.subtotal,
+        discount=priced.discount,
+        tax=priced.tax,
+        total=priced.total,
+        currency=priced.currency,
+        promotion_code=result.promotion.code if result.promotion is not None else None,
+    )
+
+
+async def price_items(ctx: AppContext, items: list[tuple[int, int]], code: str | None) -> CartView:
+    """A quote for explicit (product_id, quantity) items: gRPC PriceCart. Nothing is stored."""
+    if not items:
+        raise ValidationFailed("at least one item is needed",
+                               errors=[FieldError("items", "empty")])
+    ids = [product_id for product_id, _ in items]
+    if len(set(ids)) != len(ids):
+        raise ValidationFailed("each product may appear once",
+                               errors=[FieldError("items", "duplicate product_id")])
+    for index, (product_id, quantity) in enumerate(items):
+        if not 1 <= product_id <= INT64_MAX:
+            raise NotFound(f"no such product: {product_id}")
+        if not 1 <= quantity <= MAX_QUANTITY:
+            raise ValidationFailed("invalid quantity", errors=[
+                FieldError(f"items[{index}].quantity", f"between 1 and {MAX_QUANTITY}")])
+    async with ctx.pool.acquire() as conn:
+        products = await repo.products_for_quote(conn, ids)
+        missing = [i for i in ids if i not in products]
+        if missing:
+            raise NotFound(f"no such product: {missing[0]}")
+        lines = [_with_quantity(products[pid], quantity) for pid, quantity in items]
+        return view(await quote(conn, lines, code, ctx.settings, strict=True))
+
+
+def _with_quantity(line: CartLine, quantity: int) -> CartLine:
+    return CartLine(line.product_id, line.sku, line.name, line.category_id, line.unit_price,
+                    quantity)
+
+
+# ---- the REST cart ---------------------------------------------------------------------------
+
+
+async def get_cart(ctx: AppContext, user_id: int) -> CartView:
+    async with ctx.pool.acquire() as conn:
+        lines, code = await repo.load_lines(conn, user_id)
+        return view(await quote(conn, lines, code, ctx.settings, strict=False))
+
+
+def _checked_quantity(state: repo.ItemState | None, quantity: int) -> None:
+    if state is None or not state.is_active:
+        raise NotFound("no such product")
+    if quantity > MAX_QUANTITY:
+        raise ValidationFailed("too many units", errors=[
+            FieldError("quantity", f"a line holds at most {MAX_QUANTITY} units")])
+    if quantity > state.stock:
+        raise Conflict(f"only {state.stock} in stock")
+
+
+async def add_item(ctx: AppContext, user_id: int, data: CartItemAdd) -> CartView:
+    """Adds to the line (quantities sum)."""
+    async with ctx.pool.acquire() as conn:
+        async with conn.transaction():
+            await repo.lock_cart(conn, user_id)
+            state = await repo.item_state(conn, user_id, data.product_id)
+            quantity = data.quantity + (state.in_cart if state else 0)
+            _checked_quantity(state, quantity)
+            await repo.set_quantity(conn, user_id, data.product_id, quantity)
+        lines, code = await repo.load_lines(conn, user_id)
+        return view(await quote(conn, lines, code, ctx.settings, strict=False))
+
+
+async def set_item_quantity(ctx: AppContext, user_id: int, product_id: int,
+                            data: CartItemUpdate) -> CartView:
+    """Sets the line's quantity; 0 removes it. A product not in the cart is NotFound."""
+    async with ctx.pool.acquire() as conn:
+        async with conn.transaction():
+            await repo.lock_cart(conn, user_id)
+            state = await repo.item_state(conn, user_id, product_id)
+            if state is None or state.in_cart == 0:
+                raise NotFound("this product is not in your cart")
+            if data.quantity == 0:
+                await repo.remove_item(conn, user_id, product_id)
+            else:
+                _checked_quantity(state, data.quantity)
+                await repo.set_quantity(conn, user_id, product_id, data.quantity)
+        lines, code = await repo.load_lines(conn, user_id)
+        return view(await quote(conn, lines, code, ctx.settings, strict=False))
+
+
+async def remove_item(ctx: AppContext, user_id: int, product_id: int) -> CartView:
+    async with ctx.pool.acquire() as conn:
+        if not await repo.remove_item(conn, user_id, product_id):
+            raise NotFound("this product is not in your cart")
+        lines, code = await repo.load_lines(conn, user_id)
+        return view(await quote(conn, lines, code, ctx.settings, strict=False))
+
+
+async def apply_promotion(ctx: AppContext, user_id: int, data: CartPromotionApply) -> CartView:
+    """404 for an unknown code; 422 when it is not usable now or the cart is below its minimum."""
+    async with ctx.pool.acquire() as conn:
+        lines, _ = await repo.load_lines(conn, user_id)
+        result = await quote(conn, lines, data.code, ctx.settings, strict=True)
+        assert result.promotion is not None
+        await repo.set_promotion(conn, user_id, result.promotion.code)
+        return view(result)
+
+
+async def remove_promotion(ctx: AppContext, user_id: int) -> CartView:
+    async with ctx.pool.acquire() as conn:
+        await repo.set_promotion(conn, user_id, None)
+        lines, _ = await repo.load_lines(conn, user_id)
+        return view(await quote(conn, lines, None, ctx.settings, strict=False))

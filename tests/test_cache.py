@@ -1,0 +1,337 @@
+"""The two-layer cache (process LRU + Redis): hits, invalidation, stampedes, Redis outages,
+and product reads through two gateway processes sharing one Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import orjson
+import pytest_asyncio
+from redis.asyncio import Redis
+
+from server import metrics
+from server.cache import Cache
+from server.context import AppContext, build_context
+from server.runtime import Gateway
+from tests.conftest import (
+    ApiClient,
+    RedisServer,
+    UserFactory,
+    free_port,
+    make_settings,
+    start_gateway,
+)
+
+
+class Source:
+    """A value to cache, and how many times it was computed."""
+
+    def __init__(self, value: bytes = b"v1", delay: float = 0.0) -> None:
+        self.value = value
+        self.delay = delay
+        self.calls = 0
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return self.value
+
+
+@pytest_asyncio.fixture
+async def redis_clients(redis_url: str) -> AsyncIterator[Callable[[], Redis]]:
+    """Independent Redis clients, one per simulated process."""
+    clients: list[Redis] = []
+
+    def client() -> Redis:
+        clients.append(Redis.from_url(redis_url, socket_timeout=1.0, socket_connect_timeout=1.0))
+        return clients[-1]
+
+    yield client
+    for c in clients:
+        await c.aclose()  # type: ignore[attr-defined]  # (types-redis predates aclose)
+
+
+def lookups(namespace: str, result: str) -> float:
+    return metrics.sample("cache_lookups_total", {"namespace": namespace, "result": result})
+
+
+# ---- one process -------------------------------------------------------------------------------
+
+
+async def test_a_value_is_computed_once_then_served_from_memory() -> None:
+    cache, source = Cache(None), Source(b'{"id": 1}')
+    hits = lookups("t-local", "local_hit")
+    assert await cache.get_or_compute("t-local", "1", 60, source) == b'{"id": 1}'
+    assert await cache.get_or_compute("t-local", "1", 60, source) == b'{"id": 1}'
+    assert source.calls == 1 and lookups("t-local", "local_hit") == hits + 1
+
+
+async def test_a_bump_retires_every_key_of_its_namespace_only() -> None:
+    cache = Cache(None)
+    item, page, other = Source(b"item"), Source(b"page"), Source(b"other")
+    for ns, key, source in (("t-ns", "id:1", item), ("t-ns", "list:x", page),
+                            ("t-other", "id:1", other)):
+        await cache.get_or_compute(ns, key, 60, source)
+    await cache.bump("t-ns")
+    for ns, key, source in (("t-ns", "id:1", item), ("t-ns", "list:x", page),
+                            ("t-other", "id:1", other)):
+        await cache.get_or_compute(ns, key, 60, source)
+    assert (item.calls, page.calls, other.calls) == (2, 2, 1)
+
+
+async def test_concurrent_misses_compute_once() -> None:
+    cache, source = Cache(None), Source(delay=0.05)
+    values = await asyncio.gather(*(cache.get_or_compute("t-flight", "k", 60, source)
+                                    for _ in range(50)))
+    assert values == [b"v1"] * 50 and source.calls == 1
+
+
+async def test_a_failed_computation_reaches_every_waiter_and_is_not_cached() -> None:
+    cache, calls = Cache(None), 0
+
+    async def failing() -> bytes:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0.02)
+        raise LookupError("no such product")
+
+    results = await asyncio.gather(*(cache.get_or_compute("t-fail", "k", 60, failing)
+                                     for _ in range(5)), return_exceptions=True)
+    assert all(isinstance(r, LookupError) for r in results) and calls == 1
+    assert await cache.get_or_compute("t-fail", "k", 60, Source(b"ok")) == b"ok"
+
+
+async def test_a_caller_that_goes_away_does_not_cancel_the_others() -> None:
+    cache, source = Cache(None), Source(delay=0.1)
+    first = asyncio.create_task(cache.get_or_compute("t-cancel", "k", 60, source))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(cache.get_or_compute("t-cancel", "k", 60, source))
+    await asyncio.sleep(0.01)
+    first.cancel()
+    assert await second == b"v1" and source.calls == 1
+
+
+async def test_the_local_layer_is_bounded_and_entries_expire() -> None:
+    cache = Cache(None, max_entries=3)
+    sources = [Source(str(i).encode()) for i in range(4)]
+    for i, source in enumerate(sources):
+        await cache.get_or_compute("t-lru", str(i), 60, source)
+    await cache.get_or_compute("t-lru", "0", 60, sources[0])  # evicted: least recently used
+    await cache.get_or_compute("t-lru", "3", 60, sources[3])  # still there
+    assert [s.calls for s in sources] == [2, 1, 1, 1]
+    short = Source()
+    await cache.get_or_compute("t-ttl", "k", 0.05, short)
+    await asyncio.sleep(0.08)
+    await cache.get_or_compute("t-ttl", "k", 0.05, short)
+    assert short.calls == 2
+
+
+# ---- processes sharing Redis -------------------------------------------------------------------
+
+
+async def test_another_process_reads_the_value_from_redis(
+        redis_clients: Callable[[], Redis]) -> None:
+    a, b = Cache(redis_clients()), Cache(redis_clients())
+    source = Source(b"shared")
+    redis_hits = lookups("t-shared", "redis_hit")
+    assert await a.get_or_compute("t-shared", "k", 60, source) == b"shared"
+    assert await b.get_or_compute("t-shared", "k", 60, source) == b"shared"
+    assert source.calls == 1 and lookups("t-shared", "redis_hit") == redis_hits + 1
+
+
+async def test_a_bump_reaches_another_process_within_the_version_bound(
+        redis_clients: Callable[[], Redis]) -> None:
+    a, b = Cache(redis_clients()), Cache(redis_clients())
+    source = Source(b"old")
+    await a.get_or_compute("t-bump", "k", 300, source)
+    assert await b.get_or_compute("t-bump", "k", 300, source) == b"old"
+
+    source.value = b"new"
+    await a.bump("t-bump")
+    bumped_at = time.monotonic()
+
+    assert await a.get_or_compute("t-bump", "k", 300, source) == b"new"  # at once, here
+    while await b.get_or_compute("t-bump", "k", 300, source) != b"new":
+        assert time.monotonic() - bumped_at < b.version_ttl + 0.2
+        await asyncio.sleep(0.02)
+    assert source.calls == 2  # B found A's new value in Redis
+
+
+async def test_processes_missing_the_same_key_compute_it_once(
+        redis_clients: Callable[[], Redis]) -> None:
+    caches = [Cache(redis_clients()) for _ in range(3)]
+    source = Source(delay=0.1)
+    values = await asyncio.gather(*(c.get_or_compute("t-stampede", "k", 60, source)
+                                    for c in caches for _ in range(5)))
+    assert values == [b"v1"] * 15 and source.calls == 1
+
+
+async def test_without_an_answer_from_redis_values_are_computed_and_served() -> None:
+    dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
+    cache, source = Cache(dead, retry_after=30.0), Source(b"from postgres")
+    errors_before = sum(metrics.sample("cache_redis_errors_total", {"operation": op})
+                        for op in ("version", "get", "set", "lock", "unlock", "bump"))
+    try:
+        assert await cache.get_or_compute("t-down", "k", 60, source) == b"from postgres"
+        errors = sum(metrics.sample("cache_redis_errors_total", {"operation": op})
+                     for op in ("version", "get", "set", "lock", "unlock", "bump"))
+        assert errors == errors_before + 1  # then Redis is left alone for retry_after
+        started = time.perf_counter()
+        for key in range(20):
+            await cache.get_or_compute("t-down", str(key), 60, source)
+        assert time.perf_counter() - started < 0.1
+        await cache.bump("t-down")  # a write still retires the local copies
+        source.value = b"changed"
+        assert await cache.get_or_compute("t-down", "k", 60, source) == b"changed"
+    finally:
+        await dead.aclose()  # type: ignore[attr-defined]
+
+
+async def test_a_bump_redis_missed_is_published_when_it_is_back(
+        redis_server: RedisServer, redis_clients: Callable[[], Redis]) -> None:
+    client = redis_clients()
+    cache = Cache(client, version_ttl=0.05, retry_after=0.05)
+    await cache.get_or_compute("t-replay", "k", 60, Source())
+    redis_server.stop()
+    try:
+        await cache.bump("t-replay")
+    finally:
+        redis_server.start()
+    await asyncio.sleep(0.1)
+    await cache.get_or_compute("t-replay", "k", 60, Source())
+    assert await client.get("cache:t-replay:version") == b"1"
+
+
+# ---- through the gateways ----------------------------------------------------------------------
+
+
+class Gateways:
+    """Two gateway processes' worth of state (own context, pool, cache) on one DB and Redis."""
+
+    def __init__(self) -> None:
+        self.contexts: list[AppContext] = []
+        self.gateways: list[Gateway] = []
+        self.clients: list[ApiClient] = []
+
+    async def start(self, database_url: str, redis_url: str, http_impl: str, count: int) -> None:
+        for _ in range(count):
+            ctx = await build_context(make_settings(database_url, REDIS_URL=redis_url))
+            gateway, addresses = await start_gateway(ctx, http_impl)
+            self.contexts.append(ctx)
+            self.gateways.append(gateway)
+            self.clients.append(ApiClient(f"http://127.0.0.1:{addresses.http_port}"))
+
+    async def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        for gateway in self.gateways:
+            await gateway.stop_servers(grace=1.0)
+        for ctx in self.contexts:
+            await ctx.close()
+
+
+@pytest_asyncio.fixture
+async def two_gateways(database_url: str, redis_url: str,
+                       http_impl: str) -> AsyncIterator[list[ApiClient]]:
+    gateways = Gateways()
+    await gateways.start(database_url, redis_url, http_impl, 2)
+    yield gateways.clients
+    await gateways.stop()
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> float:
+    """Seconds until `check` passed; fails after `within`."""
+    started = time.monotonic()
+    while not await check():
+        assert time.monotonic() - started < within, f"not seen within {within}s"
+        await asyncio.sleep(0.02)
+    return time.monotonic() - started
+
+
+async def new_product(api: ApiClient, admin: str, **fields: Any) -> dict[str, Any]:
+    body = {"sku": f"CACHE-{time.monotonic_ns()}", "name": "Cached kettle", "price": 1000,
+            "stock": 10, **fields}
+    response = await api.post("/api/v1/products", json=body, token=admin)
+    assert response.status == 201, response
+    created: dict[str, Any] = response.json()
+    return created
+
+
+async def test_a_patch_is_seen_by_both_gateways(two_gateways: list[ApiClient],
+                                               make_user: UserFactory) -> None:
+    a, b = two_gateways
+    _, admin = await make_user.create("admin")
+    product = await new_product(a, admin, name="Blue kettle")
+    path = f"/api/v1/products/{product['id']}"
+    listing = "/api/v1/products?q=Blue&limit=100"
+    for api in (a, b):  # both layers of both processes hold the product and the list
+        assert (await api.get(path)).json()["price"] == 1000
+        assert [p["price"] for p in (await api.get(listing)).json()["items"]
+                if p["id"] == product["id"]] == [1000]
+    old_etag = (await b.get(path)).headers["ETag"]
+
+    assert (await a.patch(path, json={"price": 1500}, token=admin)).status == 200
+
+    assert (await a.get(path)).json()["price"] == 1500  # the writing process: at once
+
+    async def b_sees_it() -> bool:
+        response = await b.get(path)
+        return bool(response.json()["price"] == 1500 and response.headers["ETag"] != old_etag)
+
+    async def b_lists_it() -> bool:
+        items = (await b.get(listing)).json()["items"]
+        return [p["price"] for p in items if p["id"] == product["id"]] == [1500]
+
+    assert await eventually(b_sees_it, within=1.5) <= 1.5  # the documented 1 s version bound
+    await eventually(b_lists_it, within=1.5)
+
+    assert (await a.delete(path, token=admin)).status == 204
+    await eventually(lambda: _status_is(b, path, 404), within=1.5)
+
+
+async def _status_is(api: ApiClient, path: str, status: int) -> bool:
+    return (await api.get(path)).status == status
+
+
+async def test_reads_and_writes_survive_redis_going_away(
+        two_gateways: list[ApiClient], make_user: UserFactory,
+        redis_server: RedisServer) -> None:
+    a, b = two_gateways
+    _, admin = await make_user.create("admin")
+    product = await new_product(a, admin)
+    path = f"/api/v1/products/{product['id']}"
+    assert (await b.get(path)).status == 200
+    errors_before = metrics.sample("cache_redis_errors_total", {"operation": "version"}) + \
+        metrics.sample("cache_redis_errors_total", {"operation": "get"})
+
+    redis_server.stop()
+    try:
+        for api in (a, b):
+            response = await api.get(path)
+            assert response.status == 200 and response.json()["id"] == product["id"]
+            assert (await api.get("/api/v1/products?limit=5")).status == 200
+        patched = await a.patch(path, json={"stock": 77}, token=admin)
+        assert patched.status == 200 and patched.json()["stock"] == 77
+        assert (await a.get(path)).json()["stock"] == 77  # the writer sees its write
+        # The other process holds at most a local copy, which expires within its local TTL.
+        await eventually(lambda: _stock_is(b, path, 77), within=3.0)
+        ready = await a.get("/readyz")
+        assert ready.status == 503 and ready.json()["checks"]["redis"].startswith("error")
+        errors_after = metrics.sample("cache_redis_errors_total", {"operation": "version"}) + \
+            metrics.sample("cache_redis_errors_total", {"operation": "get"})
+        assert errors_after > errors_before
+    finally:
+        redis_server.start()
+    # Redis is back (empty): reads go through it again and writes reach the other process.
+    await asyncio.sleep(1.1)
+    assert (await a.patch(path, json={"stock": 5}, token=admin)).status == 200
+    await eventually(lambda: _stock_is(b, path, 5), within=2.5)
+
+
+async def _stock_is(api: ApiClient, path: str, stock: int) -> bool:
+    response = await api.get(path)
+    return response.status == 200 and bool(orjson.loads(response.body)["stock"] == stock)

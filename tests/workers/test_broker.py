@@ -1,0 +1,154 @@
+"""The broker, its schedules, and the jobs a gateway runs itself when there is no Redis."""
+
+from __future__ import annotations
+
+from taskiq import TaskiqMessage
+
+from server import metrics
+from server.context import AppContext
+from server.observability import request_id_var
+from tests.conftest import ApiClient, make_settings, start_gateway, wait_for
+from tests.orders_support import create_product
+from tests.workers.logs import json_lines
+from workers.broker import (
+    ANALYTICS,
+    CLEANUP,
+    DELIVER_OUTBOX,
+    EXPIRE_ORDERS,
+    build_broker,
+    build_scheduler,
+    enqueue_outbox_delivery,
+    is_in_memory,
+)
+from workers.inprocess import GatewayJobs
+from workers.middleware import TaskObservability
+
+
+async def add_mail(ctx: AppContext, subject: str) -> int:
+    outbox_id: int = await ctx.pool.fetchval(
+        """INSERT INTO outbox (kind, recipient, subject, body)
+           VALUES ('order_confirmation', 'ada@example.com', $1, 'thanks') RETURNING id""",
+        subject)
+    return outbox_id
+
+
+async def status_of(ctx: AppContext, outbox_id: int) -> str:
+    status: str = await ctx.pool.fetchval("SELECT status FROM outbox WHERE id = $1", outbox_id)
+    return status
+
+
+async def test_every_job_is_scheduled_at_its_interval(ctx: AppContext) -> None:
+    assert ctx.broker is not None
+    source = build_scheduler(ctx.broker).sources[0]
+    await source.startup()
+    schedules = {s.task_name: s.cron for s in await source.get_schedules()}
+    assert schedules == {
+        CLEANUP: "17 3 * * *",  # daily
+        ANALYTICS: "7 */6 * * *",  # every 6 hours
+        EXPIRE_ORDERS: "*/30 * * * *",  # every 30 minutes
+        DELIVER_OUTBOX: "*/15 * * * *",  # every 15 minutes
+    }
+
+
+async def test_without_redis_the_outbox_is_delivered_in_process_on_the_event(
+        ctx: AppContext) -> None:
+    assert ctx.broker is not None and is_in_memory(ctx.broker)
+    outbox_id = await add_mail(ctx, "Order 1")
+    runs_before = metrics.sample("taskiq_task_runs_total",
+                                 {"task": DELIVER_OUTBOX, "outcome": "success"})
+    token = request_id_var.set("req-0123")
+    try:
+        with json_lines("storefront.mail") as lines:
+            assert await enqueue_outbox_delivery(ctx)
+            await wait_for(lambda: _is_sent(ctx, outbox_id))
+    finally:
+        request_id_var.reset(token)
+    [line] = [line for line in lines if line["outbox_id"] == outbox_id]
+    # The task's log line carries the id of the request that enqueued it.
+    assert line["request_id"] == "req-0123" and line["task"] == DELIVER_OUTBOX
+    assert metrics.sample("taskiq_task_runs_total",
+                          {"task": DELIVER_OUTBOX, "outcome": "success"}) == runs_before + 1
+    assert metrics.sample("taskiq_task_duration_seconds_count", {"task": DELIVER_OUTBOX}) >= 1
+
+
+async def _is_sent(ctx: AppContext, outbox_id: int) -> bool:
+    return await status_of(ctx, outbox_id) == "sent"
+
+
+def test_the_request_id_travels_as_a_task_label() -> None:
+    middleware = TaskObservability()
+    message = TaskiqMessage(task_id="t1", task_name=DELIVER_OUTBOX, labels={}, args=[],
+                            kwargs={})
+    token = request_id_var.set("req-label")
+    try:
+        sent = middleware.pre_send(message)
+    finally:
+        request_id_var.reset(token)
+    assert sent.labels["request_id"] == "req-label"
+    # On the worker: the label becomes the logging context of the task run.
+    request_id_var.set(None)
+    middleware.pre_execute(sent)
+    assert request_id_var.get() == "req-label"
+    request_id_var.set(None)
+
+
+async def test_a_failing_task_is_counted(ctx: AppContext) -> None:
+    # A worker broker whose context was never opened: the task fails.
+    broker = build_broker(ctx.settings)
+    task = broker.find_task(CLEANUP)
+    assert task is not None
+    failures = metrics.sample("taskiq_task_runs_total", {"task": CLEANUP, "outcome": "failure"})
+    result = await (await task.kiq()).wait_result(timeout=5)
+    assert result.is_err
+    assert metrics.sample("taskiq_task_runs_total",
+                          {"task": CLEANUP, "outcome": "failure"}) == failures + 1
+
+
+async def test_a_gateway_without_redis_runs_the_scheduler_and_flushes_views_on_stop(
+        ctx: AppContext) -> None:
+    product = await create_product(ctx.pool, stock=3)
+    gateway, addresses = await start_gateway(ctx, "tornado")
+    api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
+    try:
+        assert gateway.jobs.runs_scheduler
+        for _ in range(3):
+            assert (await api.get(f"/api/v1/products/{product}")).status == 200
+    finally:
+        api.close()
+        await gateway.stop_servers(grace=1.0)
+    views = await ctx.pool.fetchval(
+        "SELECT views FROM product_stats WHERE product_id = $1", product)
+    assert views == 3
+
+
+async def test_views_are_flushed_periodically(ctx: AppContext) -> None:
+    product = await create_product(ctx.pool, stock=3)
+    jobs = GatewayJobs(ctx, flush_interval=0.05)
+    await jobs.start()
+    try:
+        ctx.record_product_view(product)
+        ctx.record_product_view(product)
+        await wait_for(lambda: _views(ctx, product, 2))
+    finally:
+        await jobs.stop()
+
+
+async def _views(ctx: AppContext, product_id: int, expected: int) -> bool:
+    views = await ctx.pool.fetchval(
+        "SELECT views FROM product_stats WHERE product_id = $1", product_id)
+    return bool(views == expected)
+
+
+async def test_with_redis_the_gateway_leaves_scheduling_to_the_scheduler(
+        database_url: str, redis_url: str) -> None:
+    from server.context import build_context
+
+    context = await build_context(make_settings(database_url, REDIS_URL=redis_url))
+    try:
+        assert context.broker is not None and not is_in_memory(context.broker)
+        jobs = GatewayJobs(context)
+        assert not jobs.runs_scheduler
+        await jobs.start()
+        await jobs.stop()
+    finally:
+        await context.close()

@@ -1,0 +1,1 @@
+"""Background work: the taskiq broker, its schedules, and one module per job family."""

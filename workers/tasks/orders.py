@@ -1,0 +1,31 @@
+"""Order processing: pending orders past ORDER_PAYMENT_TIMEOUT are cancelled and restocked.
+
+The rule lives in the orders service (`cancel_expired_unpaid`: batches, SKIP LOCKED, so two
+runs at once never restock an order twice); this job runs it and, since stock came back,
+retires the cached product reads.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from server.cache import PRODUCTS
+
+if TYPE_CHECKING:
+    from server.context import AppContext
+
+log = logging.getLogger(__name__)
+
+
+async def cancel_unpaid_orders(ctx: AppContext) -> int:
+    """Cancel the expired pending orders; returns how many were cancelled."""
+    # Imported here: the orders service enqueues through workers.broker, which imports this.
+    from server.services.orders import cancel_expired_unpaid
+
+    async with ctx.pool.acquire() as conn:
+        cancelled = await cancel_expired_unpaid(conn, ctx.settings.order_payment_timeout)
+    if cancelled:
+        await ctx.cache.bump(PRODUCTS)
+        log.info("order processing: cancelled %d unpaid order(s)", cancelled)
+    return cancelled
