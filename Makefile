@@ -65,5 +65,11 @@ proto: ## regenerate server/rpc/pb from protos/ (imports rewritten to the packag
 bench-native: ## Rust vs Python figures for JWT, pricing and the limiter
 	$(PYTHON) scripts/bench_native.py
 
+bench: ## wrk on pinned cores: gateway vs FastAPI reference and vs Tornado's connection (ARGS=--profile)
+	$(PYTHON) loadtests/bench.py $(ARGS)
+
+loadtest: ## Locust suites vs a seeded gateway + Redis; budgets in loadtests/targets.toml (LOADTEST_DURATION=60)
+	$(PYTHON) loadtests/run_loadtest.py
+
 check-delivery: ## static checks: docker compose config, nginx -t, actionlint
 	scripts/check_delivery.sh

@@ -1,0 +1,423 @@
+"""Locust suites for the storefront gateway (`make loadtest` runs them headless).
+
+User classes, weighted like a shop's traffic:
+- `Browser` (anonymous): product lists with filters and sorts, search, next pages, product pages
+  (sometimes revalidated with If-None-Match), categories. Popularity is skewed (Zipf, s=1) over
+  the seeded catalog, as real browsing is: a few products and filters take most of the views.
+- `Shopper`: registers, sometimes logs in again, looks at products, fills the cart, applies the
+  promotion code, checks out with an `Idempotency-Key` (and sometimes replays it), reads orders.
+- `Admin` (one): catalog writes (create, reprice, restock, deactivate its own products), a
+  category now and then, the cached order stats.
+- `GrpcBrowser`: ProductService GetProduct / ListProducts over the sync gRPC stubs (gevent-aware),
+  firing Locust request events itself.
+
+Request names are the route templates (`GET /api/v1/products/{id}`), which loadtests/targets.toml
+budgets. Expected business answers (409 when stock ran out under another shopper) count as
+successes; anything else outside 2xx/3xx is a failure.
+
+Environment: `LOADTEST_ADMIN_EMAIL`, `LOADTEST_ADMIN_PASSWORD` (an existing admin),
+`LOADTEST_GRPC_TARGET` (`host:port`; without it the gRPC user stops), `LOADTEST_PROMOTION`
+(a promotion code; default `LOADTEST10`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import grpc
+import grpc.experimental.gevent as grpc_gevent
+from locust import FastHttpUser, User, between, events, task
+from locust.env import Environment
+from locust.exception import StopUser
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the generated stubs live in server/
+
+from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
+
+# grpc's sync calls must yield to Locust's other greenlets; before any channel exists.
+grpc_gevent.init_gevent()
+
+API = "/api/v1"
+PROMOTION = os.environ.get("LOADTEST_PROMOTION", "LOADTEST10")
+SORTS = ("-created", "created", "price", "-price", "name")
+WORDS = ("lamp", "kettle", "backpack", "headphones", "jacket", "vintage", "compact", "eco")
+
+
+class Catalog:
+    """What the seeded shop holds, read once at test start (outside the statistics)."""
+
+    product_ids: list[int] = []
+    product_weights: list[float] = []
+    category_keys: list[str] = []
+    list_queries: list[str] = []
+    query_weights: list[float] = []
+
+    @classmethod
+    def load(cls, host: str) -> None:
+        ids: list[int] = []
+        cursor: str | None = None
+        while True:
+            query = "limit=100&sort=created" + (f"&cursor={cursor}" if cursor else "")
+            page = _get_json(f"{host}{API}/products?{query}")
+            ids += [item["id"] for item in page["items"] if item.get("stock", 0) > 0]
+            cursor = page.get("next_cursor")
+            if not cursor:
+                break
+        categories = _get_json(f"{host}{API}/categories")["items"]
+        rng = random.Random(7)
+        rng.shuffle(ids)  # popularity should not follow creation order
+        cls.product_ids = ids
+        cls.product_weights = list(itertools.accumulate(1.0 / r for r in range(1, len(ids) + 1)))
+        keys = [c["slug"] for c in categories] + [str(c["id"]) for c in categories[:3]]
+        cls.category_keys = keys
+        queries = [f"sort={sort}" for sort in SORTS]
+        queries += [f"category={key}&sort={rng.choice(SORTS)}" for key in keys]
+        queries += [f"category={key}&in_stock=true" for key in keys[:5]]
+        queries += [
+            "min_price=1000&max_price=5000",
+            "max_price=1000&sort=price",
+            "min_price=20000&sort=-price",
+            "in_stock=true&sort=name",
+        ]
+        rng.shuffle(queries)
+        cls.list_queries = queries
+        cls.query_weights = list(itertools.accumulate(1.0 / r for r in range(1, len(queries) + 1)))
+
+    @classmethod
+    def popular_product(cls) -> int:
+        return random.choices(cls.product_ids, cum_weights=cls.product_weights)[0]
+
+    @classmethod
+    def popular_query(cls) -> str:
+        return random.choices(cls.list_queries, cum_weights=cls.query_weights)[0]
+
+
+def _get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        return json.loads(response.read())
+
+
+@events.test_start.add_listener
+def _load_catalog(environment: Environment, **_kwargs: Any) -> None:
+    if environment.host:
+        Catalog.load(environment.host.rstrip("/"))
+
+
+def _bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+class Browser(FastHttpUser):
+    """Anonymous visitors: most of the traffic, nearly all of it cacheable."""
+
+    weight = 6
+    wait_time = between(0.2, 1.0)
+
+    def on_start(self) -> None:
+        self.etags: dict[int, str] = {}
+
+    @task(8)
+    def product_page(self) -> None:
+        product_id = Catalog.popular_product()
+        etag = self.etags.get(product_id)
+        if etag is not None and random.random() < 0.3:
+            with self.client.get(
+                f"{API}/products/{product_id}",
+                name="GET /api/v1/products/{id} (304)",
+                headers={"If-None-Match": etag},
+                catch_response=True,
+            ) as reply:
+                if reply.status_code in (200, 304):
+                    reply.success()
+                else:
+                    reply.failure(f"status {reply.status_code}")
+            return
+        with self.client.get(
+            f"{API}/products/{product_id}", name="GET /api/v1/products/{id}", catch_response=True
+        ) as reply:
+            if reply.status_code == 200 and reply.headers.get("ETag"):
+                self.etags[product_id] = reply.headers["ETag"]
+
+    @task(4)
+    def product_list(self) -> None:
+        self.client.get(f"{API}/products", name="GET /api/v1/products")
+
+    @task(4)
+    def filtered_list(self) -> None:
+        query = Catalog.popular_query()
+        with self.client.get(
+            f"{API}/products?{query}", name="GET /api/v1/products?filters", catch_response=True
+        ) as reply:
+            cursor = None
+            if reply.status_code == 200:
+                try:
+                    cursor = reply.json().get("next_cursor")
+                except ValueError:
+                    reply.failure("the list is not JSON")
+        if cursor and random.random() < 0.3:
+            # The next page of the same query: cursor pages are the least cacheable read.
+            self.client.get(
+                f"{API}/products?{query}&cursor={quote(cursor)}", name="GET /api/v1/products?cursor"
+            )
+
+    @task(1)
+    def search(self) -> None:
+        self.client.get(f"{API}/products?q={random.choice(WORDS)}", name="GET /api/v1/products?q")
+
+    @task(2)
+    def categories(self) -> None:
+        self.client.get(f"{API}/categories", name="GET /api/v1/categories")
+
+
+class Shopper(FastHttpUser):
+    """Signed-in customers going from product pages to a paid-for cart."""
+
+    weight = 3
+    wait_time = between(0.5, 2.0)
+
+    def on_start(self) -> None:
+        self.email = f"shopper-{uuid.uuid4().hex[:12]}@loadtest.example.com"
+        self.password = "loadtest-password-1"
+        reply = self.client.post(
+            f"{API}/auth/register",
+            name="POST /api/v1/auth/register",
+            json={"email": self.email, "password": self.password, "name": "Load Shopper"},
+        )
+        if reply.status_code != 201:
+            raise StopUser()
+        self.token: str = reply.json()["access"]
+        self.in_cart: set[int] = set()
+
+    @task(1)
+    def login_again(self) -> None:
+        reply = self.client.post(
+            f"{API}/auth/login",
+            name="POST /api/v1/auth/login",
+            json={"email": self.email, "password": self.password},
+        )
+        if reply.status_code == 200:
+            self.token = reply.json()["access"]
+
+    @task(2)
+    def me(self) -> None:
+        self.client.get(f"{API}/auth/me", name="GET /api/v1/auth/me", headers=_bearer(self.token))
+
+    @task(6)
+    def look_at_product(self) -> None:
+        self.client.get(
+            f"{API}/products/{Catalog.popular_product()}", name="GET /api/v1/products/{id}"
+        )
+
+    @task(4)
+    def add_to_cart(self) -> None:
+        product_id = Catalog.popular_product()
+        with self.client.post(
+            f"{API}/cart/items",
+            name="POST /api/v1/cart/items",
+            headers=_bearer(self.token),
+            catch_response=True,
+            json={"product_id": product_id, "quantity": random.randint(1, 2)},
+        ) as reply:
+            if reply.status_code == 200:
+                self.in_cart.add(product_id)
+            elif reply.status_code == 409:
+                reply.success()  # more than the stock left: a shop's answer, not an error
+
+    @task(3)
+    def view_cart(self) -> None:
+        self.client.get(f"{API}/cart", name="GET /api/v1/cart", headers=_bearer(self.token))
+
+    @task(1)
+    def apply_promotion(self) -> None:
+        if self.in_cart:
+            self.client.post(
+                f"{API}/cart/promotion",
+                name="POST /api/v1/cart/promotion",
+                headers=_bearer(self.token),
+                json={"code": PROMOTION},
+            )
+
+    @task(2)
+    def checkout(self) -> None:
+        if not self.in_cart:
+            return
+        key = uuid.uuid4().hex
+        body = {
+            "shipping_address": {
+                "name": "Load Shopper",
+                "line1": "1 Bench Street",
+                "city": "Testville",
+                "postal_code": "12345",
+                "country": "US",
+            },
+            "note": "load test",
+        }
+        headers = {**_bearer(self.token), "Idempotency-Key": key}
+        with self.client.post(
+            f"{API}/orders",
+            name="POST /api/v1/orders",
+            headers=headers,
+            json=body,
+            catch_response=True,
+        ) as reply:
+            if reply.status_code == 409:
+                reply.success()  # another shopper took the last units first
+        self.in_cart.clear()
+        if reply.status_code == 201 and random.random() < 0.2:
+            with self.client.post(
+                f"{API}/orders",
+                name="POST /api/v1/orders (replay)",
+                headers=headers,
+                json=body,
+                catch_response=True,
+            ) as replay:
+                if replay.headers.get("Idempotent-Replayed") != "true":
+                    replay.failure("a replayed Idempotency-Key was not answered from the record")
+
+    @task(1)
+    def my_orders(self) -> None:
+        self.client.get(f"{API}/orders", name="GET /api/v1/orders", headers=_bearer(self.token))
+
+
+class Admin(FastHttpUser):
+    """One back-office user editing the catalog, at a back-office pace."""
+
+    fixed_count = 1
+    wait_time = between(3.0, 8.0)
+
+    def on_start(self) -> None:
+        email, password = (
+            os.environ.get("LOADTEST_ADMIN_EMAIL"),
+            os.environ.get("LOADTEST_ADMIN_PASSWORD"),
+        )
+        if not email or not password:
+            raise StopUser()
+        reply = self.client.post(
+            f"{API}/auth/login",
+            name="POST /api/v1/auth/login",
+            json={"email": email, "password": password},
+        )
+        if reply.status_code != 200:
+            raise StopUser()
+        self.headers = _bearer(reply.json()["access"])
+        self.mine: list[int] = []
+
+    @task(3)
+    def create_product(self) -> None:
+        body = {
+            "sku": f"LT-{uuid.uuid4().hex[:16]}",
+            "name": "Load-test gadget",
+            "description": "made by the load test",
+            "price": random.randint(100, 90_000),
+            "stock": random.randint(10, 500),
+        }
+        reply = self.client.post(
+            f"{API}/products", name="POST /api/v1/products", json=body, headers=self.headers
+        )
+        if reply.status_code == 201:
+            self.mine.append(reply.json()["id"])
+
+    @task(3)
+    def reprice(self) -> None:
+        if self.mine:
+            self.client.patch(
+                f"{API}/products/{random.choice(self.mine)}",
+                name="PATCH /api/v1/products/{id}",
+                headers=self.headers,
+                json={"price": random.randint(100, 90_000)},
+            )
+
+    @task(1)
+    def restock_popular(self) -> None:
+        self.client.patch(
+            f"{API}/products/{Catalog.popular_product()}",
+            name="PATCH /api/v1/products/{id}",
+            headers=self.headers,
+            json={"stock": random.randint(200, 500)},
+        )
+
+    @task(1)
+    def deactivate(self) -> None:
+        if len(self.mine) > 3:
+            self.client.delete(
+                f"{API}/products/{self.mine.pop(0)}",
+                name="DELETE /api/v1/products/{id}",
+                headers=self.headers,
+            )
+
+    @task(1)
+    def create_category(self) -> None:
+        self.client.post(
+            f"{API}/categories",
+            name="POST /api/v1/categories",
+            headers=self.headers,
+            json={"name": f"Load category {uuid.uuid4().hex[:8]}"},
+        )
+
+    @task(1)
+    def order_stats(self) -> None:
+        self.client.get(
+            f"{API}/stats/orders", name="GET /api/v1/stats/orders", headers=self.headers
+        )
+
+
+class GrpcBrowser(User):
+    """Internal callers reading the catalog over gRPC (ProductService)."""
+
+    weight = 1
+    wait_time = between(0.2, 1.0)
+
+    def on_start(self) -> None:
+        target = os.environ.get("LOADTEST_GRPC_TARGET")
+        if not target:
+            raise StopUser()
+        self.channel = grpc.insecure_channel(target)
+        self.stub = products_pb2_grpc.ProductServiceStub(self.channel)
+
+    def on_stop(self) -> None:
+        channel = getattr(self, "channel", None)
+        if channel is not None:
+            channel.close()
+
+    def _call(self, name: str, method: Any, message: Any) -> None:
+        started = time.perf_counter()
+        length, error = 0, None
+        try:
+            length = method(message, timeout=10).ByteSize()
+        except grpc.RpcError as exc:
+            error = exc
+        self.environment.events.request.fire(
+            request_type="grpc",
+            name=name,
+            response_time=(time.perf_counter() - started) * 1000,
+            response_length=length,
+            exception=error,
+            context={},
+        )
+
+    @task(3)
+    def get_product(self) -> None:
+        self._call(
+            "ProductService/GetProduct",
+            self.stub.GetProduct,
+            products_pb2.GetProductRequest(id=Catalog.popular_product()),
+        )
+
+    @task(1)
+    def list_products(self) -> None:
+        sort = random.choice(SORTS)
+        self._call(
+            "ProductService/ListProducts",
+            self.stub.ListProducts,
+            products_pb2.ListProductsRequest(sort=sort),
+        )

@@ -1,0 +1,101 @@
+"""The FastAPI reference `make bench` compares the gateway against.
+
+It serves, from memory, the very JSON the gateway served for one product and one user (captured
+by the harness into a fixtures file), and checks the same HS256 access tokens with PyJWT. It is
+written the way a careful FastAPI service would be: a path parameter typed `int`, the bearer token
+read through a dependency, every endpoint `async def` (nothing goes to the threadpool), bodies
+encoded once (the product, as the gateway's cache holds ready bytes) or per request with orjson
+(the user, as the gateway encodes it per request).
+
+What it does NOT do, unlike the gateway: rate limiting, Prometheus metrics, request ids, security
+headers, a database read for /auth/me. The comparison is therefore the strict one: any of those
+costs counts against the gateway.
+
+Run: `REFERENCE_FIXTURES=fixtures.json uvicorn --factory loadtests.reference.app:create_app_from_env
+--loop uvloop --http httptools --no-access-log`.
+"""
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Annotated, Any, Self
+
+import jwt
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+
+FIXTURES_ENV = "REFERENCE_FIXTURES"
+JSON = "application/json"
+PRODUCT_CACHE_CONTROL = "public, max-age=60"
+
+
+class Fixtures:
+    """What the reference serves: JWT settings, product bodies by id, users by id."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self.jwt_secret: str = data["jwt_secret"]
+        self.jwt_issuer: str = data["jwt_issuer"]
+        self.users: dict[int, dict[str, Any]] = {int(k): v for k, v in data["users"].items()}
+        # Encoded once, with a strong validator over the bytes, like the gateway's cached bodies.
+        self.products: dict[int, tuple[bytes, str]] = {}
+        for key, product in data["products"].items():
+            body = orjson.dumps(product)
+            self.products[int(key)] = (body, '"' + hashlib.sha1(body).hexdigest() + '"')
+
+    @classmethod
+    def load(cls, path: Path) -> Self:
+        return cls(orjson.loads(path.read_bytes()))
+
+
+def create_app(fixtures: Fixtures) -> FastAPI:
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+    unauthorized = {"WWW-Authenticate": "Bearer"}
+
+    async def current_user(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        scheme, _, token = (authorization or "").partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "authentication required", headers=unauthorized)
+        try:
+            claims = jwt.decode(
+                token.strip(),
+                fixtures.jwt_secret,
+                algorithms=["HS256"],
+                issuer=fixtures.jwt_issuer,
+                leeway=5,
+                options={"require": ["exp", "iat", "sub", "iss"]},
+            )
+        except jwt.InvalidTokenError as exc:
+            raise HTTPException(401, f"invalid access token: {exc}", headers=unauthorized) from None
+        sub = claims.get("sub")
+        if claims.get("typ") != "access" or not isinstance(sub, str) or not sub.isdigit():
+            raise HTTPException(401, "invalid access token", headers=unauthorized)
+        user = fixtures.users.get(int(sub))
+        if user is None:
+            raise HTTPException(401, "this account no longer exists", headers=unauthorized)
+        return user
+
+    @app.get("/healthz")
+    async def healthz() -> Response:
+        return Response(b'{"status":"ok"}', media_type=JSON)
+
+    @app.get("/api/v1/products/{product_id}")
+    async def get_product(product_id: int, request: Request) -> Response:
+        found = fixtures.products.get(product_id)
+        if found is None:
+            raise HTTPException(404, "no such product")
+        body, etag = found
+        headers = {"ETag": etag, "Cache-Control": PRODUCT_CACHE_CONTROL}
+        if request.headers.get("if-none-match") == etag:
+            return Response(status_code=304, headers=headers)
+        return Response(body, media_type=JSON, headers=headers)
+
+    @app.get("/api/v1/auth/me")
+    async def me(user: Annotated[dict[str, Any], Depends(current_user)]) -> Response:
+        return Response(orjson.dumps(user), media_type=JSON)
+
+    return app
+
+
+def create_app_from_env() -> FastAPI:
+    """uvicorn `--factory` entry point: fixtures from the file named by $REFERENCE_FIXTURES."""
+    return create_app(Fixtures.load(Path(os.environ[FIXTURES_ENV])))
