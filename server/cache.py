@@ -233,8 +233,9 @@ class Cache:
         assert self.redis is not None
         token = os.urandom(8).hex()
         try:
-            acquired = await self._redis("lock", self.redis.set(
-                f"{key}:lock", token, nx=True, px=int(self.lock_ttl * 1000)))
+            acquired = await self._redis(
+                "lock", self.redis.set(f"{key}:lock", token, nx=True, px=int(self.lock_ttl * 1000))
+            )
         except _RedisUnavailable:
             return ""
         return token if acquired else None
@@ -272,8 +273,13 @@ class Cache:
         except Exception as exc:
             metrics.CACHE_REDIS_ERRORS.labels(operation).inc()
             if time.monotonic() >= self._redis_down_until:
-                log.warning("cache: Redis %s failed (%s: %s); serving from PostgreSQL for %.1fs",
-                            operation, type(exc).__name__, exc, self.retry_after)
+                log.warning(
+                    "cache: Redis %s failed (%s: %s); serving from PostgreSQL for %.1fs",
+                    operation,
+                    type(exc).__name__,
+                    exc,
+                    self.retry_after,
+                )
             self._redis_down_until = time.monotonic() + self.retry_after
             raise _RedisUnavailable(operation) from exc
 

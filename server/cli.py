@@ -33,10 +33,18 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default=None, help="bind address (default 127.0.0.1)")
     serve.add_argument("--http-port", type=int, default=8000)
     serve.add_argument("--grpc-port", type=int, default=50051)
-    serve.add_argument("--http-impl", choices=("fast", "tornado"), default="fast",
-                       help="HTTP/1.1 connection: httptools (fast) or Tornado's own")
-    serve.add_argument("--workers", type=int, default=1,
-                       help="N gateway processes sharing the ports with SO_REUSEPORT")
+    serve.add_argument(
+        "--http-impl",
+        choices=("fast", "tornado"),
+        default="fast",
+        help="HTTP/1.1 connection: httptools (fast) or Tornado's own",
+    )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="N gateway processes sharing the ports with SO_REUSEPORT",
+    )
     serve.add_argument("--grace", type=float, default=10.0, help="seconds to drain on shutdown")
 
     sub.add_parser("migrate", help="apply pending SQL migrations (idempotent)")
@@ -82,18 +90,37 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     host = args.host or settings.host
     if args.workers > 1:
-        return _serve_many(args.workers, [
-            "serve", "--host", host, "--http-port", str(args.http_port),
-            "--grpc-port", str(args.grpc_port), "--http-impl", args.http_impl,
-            "--grace", str(args.grace)])
+        return _serve_many(
+            args.workers,
+            [
+                "serve",
+                "--host",
+                host,
+                "--http-port",
+                str(args.http_port),
+                "--grpc-port",
+                str(args.grpc_port),
+                "--http-impl",
+                args.http_impl,
+                "--grace",
+                str(args.grace),
+            ],
+        )
     _install_uvloop()
     from server.context import build_context
     from server.runtime import serve
 
     async def run() -> None:
         ctx = await build_context(settings)
-        await serve(ctx, host, args.http_port, args.grpc_port, http_impl=args.http_impl,
-                    reuse_port=os.environ.get("STOREFRONT_REUSE_PORT") == "1", grace=args.grace)
+        await serve(
+            ctx,
+            host,
+            args.http_port,
+            args.grpc_port,
+            http_impl=args.http_impl,
+            reuse_port=os.environ.get("STOREFRONT_REUSE_PORT") == "1",
+            grace=args.grace,
+        )
 
     asyncio.run(run())
     return 0
@@ -103,8 +130,9 @@ def _serve_many(workers: int, argv: list[str]) -> int:
     """N identical single-process gateways on the same ports (SO_REUSEPORT); the kernel
     spreads connections. State is shared only through PostgreSQL and Redis."""
     env = {**os.environ, "STOREFRONT_REUSE_PORT": "1"}
-    children = [subprocess.Popen([sys.executable, "-m", "server", *argv], env=env)
-                for _ in range(workers)]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "server", *argv], env=env) for _ in range(workers)
+    ]
 
     def forward(signum: int, _frame: object) -> None:
         for child in children:
@@ -161,7 +189,8 @@ async def _seed(settings: Settings, products: int, categories: int) -> int:
     ctx = await build_context(settings)
     try:
         added_categories, added_products = await seed_catalog(
-            ctx.pool, products, categories, currency=settings.store_currency)
+            ctx.pool, products, categories, currency=settings.store_currency
+        )
     finally:
         await ctx.close()
     print(f"seeded {added_categories} categories and {added_products} products")

@@ -35,7 +35,9 @@ class Rate:
     def parse(cls, name: str, text: str) -> Rate:
         match = _RATE_RE.match(text)
         if not match or int(match.group(1)) < 1:
-            raise ConfigError(f"{name} must look like '100/hour' (second|minute|hour|day), got {text!r}")
+            raise ConfigError(
+                f"{name} must look like '100/hour' (second|minute|hour|day), got {text!r}"
+            )
         return cls(int(match.group(1)), _PERIODS[match.group(2)])
 
     def __str__(self) -> str:
@@ -131,7 +133,9 @@ def _duration(name: str, text: str) -> int:
 
 def _networks(name: str, text: str) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
     try:
-        return tuple(ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip())
+        return tuple(
+            ipaddress.ip_network(p.strip(), strict=False) for p in text.split(",") if p.strip()
+        )
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}") from None
 
@@ -177,7 +181,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     if algorithm != "HS256":
         private, public = get("JWT_PRIVATE_KEY_FILE"), get("JWT_PUBLIC_KEY_FILE")
         if not private or not public:
-            raise ConfigError(f"JWT_ALGORITHM={algorithm} needs JWT_PRIVATE_KEY_FILE and JWT_PUBLIC_KEY_FILE")
+            raise ConfigError(
+                f"JWT_ALGORITHM={algorithm} needs JWT_PRIVATE_KEY_FILE and JWT_PUBLIC_KEY_FILE"
+            )
         values["jwt_private_key"] = _read_key("JWT_PRIVATE_KEY_FILE", private)
         values["jwt_public_key"] = _read_key("JWT_PUBLIC_KEY_FILE", public)
     if (v := get("JWT_ISSUER")) is not None:
@@ -211,7 +217,9 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     values["sentry_dsn"] = get("SENTRY_DSN")
     if (v := get("LOG_LEVEL")) is not None:
         if v.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
-            raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {v!r}")
+            raise ConfigError(
+                f"LOG_LEVEL must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {v!r}"
+            )
         values["log_level"] = v.upper()
     reflection = get("GRPC_REFLECTION")
     values["grpc_reflection"] = (

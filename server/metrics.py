@@ -49,8 +49,22 @@ CONTENT_TYPE = CONTENT_TYPE_LATEST
 UNMATCHED_ROUTE = "unmatched"
 
 # Latency buckets from 0.5 ms (a cached read) to 10 s (a stuck dependency).
-_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
-                    2.5, 5.0, 10.0)
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
 _TASK_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0, 900.0)
 
 
@@ -60,8 +74,15 @@ class LoopHistogram(Collector):
     thread (the worker's exposition server) read a consistent-enough snapshot under the GIL.
     """
 
-    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 buckets: Sequence[float], *, counter: tuple[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        labelnames: Sequence[str],
+        buckets: Sequence[float],
+        *,
+        counter: tuple[str, str] | None = None,
+    ) -> None:
         self.name = name
         self.documentation = documentation
         self.labelnames = list(labelnames)
@@ -79,13 +100,17 @@ class LoopHistogram(Collector):
 
     def collect(self) -> Iterator[Metric]:
         histogram = HistogramMetricFamily(self.name, self.documentation, labels=self.labelnames)
-        total = (CounterMetricFamily(self.counter[0], self.counter[1], labels=self.labelnames)
-                 if self.counter else None)
+        total = (
+            CounterMetricFamily(self.counter[0], self.counter[1], labels=self.labelnames)
+            if self.counter
+            else None
+        )
         edges = [*(repr(float(b)) for b in self.bounds), "+Inf"]
         for labels, series in list(self.series.items()):
             cumulative = list(accumulate(series[:-1]))
-            histogram.add_metric(list(labels), list(zip(edges, cumulative, strict=True)),
-                                 sum_value=series[-1])
+            histogram.add_metric(
+                list(labels), list(zip(edges, cumulative, strict=True)), sum_value=series[-1]
+            )
             if total is not None:
                 total.add_metric(list(labels), cumulative[-1])
         yield histogram
@@ -102,54 +127,87 @@ class LoopHistogram(Collector):
 
 
 BUILD_INFO = Gauge(
-    "storefront_build_info", "Version of the running gateway (always 1).",
-    ("version", "python", "implementation"), registry=REGISTRY)
+    "storefront_build_info",
+    "Version of the running gateway (always 1).",
+    ("version", "python", "implementation"),
+    registry=REGISTRY,
+)
 
 HTTP = LoopHistogram(
-    "http_request_duration_seconds", "REST request latency, by route template and status.",
-    ("method", "route", "status"), _LATENCY_BUCKETS,
-    counter=("http_requests", "REST requests answered, by route template and status."))
+    "http_request_duration_seconds",
+    "REST request latency, by route template and status.",
+    ("method", "route", "status"),
+    _LATENCY_BUCKETS,
+    counter=("http_requests", "REST requests answered, by route template and status."),
+)
 GRPC = LoopHistogram(
-    "grpc_server_handling_seconds", "gRPC call latency, by method and status code.",
-    ("grpc_service", "grpc_method", "grpc_code"), _LATENCY_BUCKETS,
-    counter=("grpc_server_handled", "gRPC calls completed, by method and status code."))
+    "grpc_server_handling_seconds",
+    "gRPC call latency, by method and status code.",
+    ("grpc_service", "grpc_method", "grpc_code"),
+    _LATENCY_BUCKETS,
+    counter=("grpc_server_handled", "gRPC calls completed, by method and status code."),
+)
 DB_QUERIES = LoopHistogram(
-    "db_query_duration_seconds", "PostgreSQL statement latency, by statement kind.",
-    ("operation",), _LATENCY_BUCKETS)
+    "db_query_duration_seconds",
+    "PostgreSQL statement latency, by statement kind.",
+    ("operation",),
+    _LATENCY_BUCKETS,
+)
 for _collector in (HTTP, GRPC, DB_QUERIES):
     REGISTRY.register(_collector)
 DB_QUERY_ERRORS = Counter(
-    "db_query_errors_total", "PostgreSQL statements that failed, by statement kind.",
-    ("operation",), registry=REGISTRY)
+    "db_query_errors_total",
+    "PostgreSQL statements that failed, by statement kind.",
+    ("operation",),
+    registry=REGISTRY,
+)
 
 CACHE_LOOKUPS = Counter(
     "cache_lookups_total",
     "Cache reads by namespace and result: local_hit, redis_hit or miss (computed).",
-    ("namespace", "result"), registry=REGISTRY)
+    ("namespace", "result"),
+    registry=REGISTRY,
+)
 CACHE_REDIS_ERRORS = Counter(
     "cache_redis_errors_total",
     "Redis failures the cache absorbed (it then serves from PostgreSQL), by operation.",
-    ("operation",), registry=REGISTRY)
+    ("operation",),
+    registry=REGISTRY,
+)
 CACHE_INVALIDATIONS = Counter(
-    "cache_invalidations_total", "Namespace version bumps.", ("namespace",), registry=REGISTRY)
+    "cache_invalidations_total", "Namespace version bumps.", ("namespace",), registry=REGISTRY
+)
 
 RATELIMIT_DECISIONS = Counter(
     "ratelimit_decisions_total",
     "Rate-limit decisions by scope (anon, user, login) and decision (allowed, limited).",
-    ("scope", "decision"), registry=REGISTRY)
+    ("scope", "decision"),
+    registry=REGISTRY,
+)
 
 TASK_RUNS = Counter(
-    "taskiq_task_runs_total", "Background task executions, by task and outcome.",
-    ("task", "outcome"), registry=REGISTRY)
+    "taskiq_task_runs_total",
+    "Background task executions, by task and outcome.",
+    ("task", "outcome"),
+    registry=REGISTRY,
+)
 TASK_DURATION = Histogram(
-    "taskiq_task_duration_seconds", "Background task run time, by task.",
-    ("task",), buckets=_TASK_BUCKETS, registry=REGISTRY)
+    "taskiq_task_duration_seconds",
+    "Background task run time, by task.",
+    ("task",),
+    buckets=_TASK_BUCKETS,
+    registry=REGISTRY,
+)
 
 OUTBOX_DELIVERIES = Counter(
-    "outbox_deliveries_total", "E-mail outbox delivery attempts, by outcome (sent, retry, dead).",
-    ("outcome",), registry=REGISTRY)
+    "outbox_deliveries_total",
+    "E-mail outbox delivery attempts, by outcome (sent, retry, dead).",
+    ("outcome",),
+    registry=REGISTRY,
+)
 VIEWS_FLUSHED = Counter(
-    "product_views_flushed_total", "Product views written to product_stats.", registry=REGISTRY)
+    "product_views_flushed_total", "Product views written to product_stats.", registry=REGISTRY
+)
 
 
 def _version() -> str:
@@ -186,9 +244,26 @@ def observe_grpc(full_method: str, code: str, seconds: float) -> None:
 
 # ---- database ---------------------------------------------------------------------------------
 
-_OPERATIONS = frozenset(("SELECT", "INSERT", "UPDATE", "DELETE", "WITH", "BEGIN", "COMMIT",
-                         "ROLLBACK", "SET", "RESET", "SAVEPOINT", "RELEASE", "LOCK", "CREATE",
-                         "ALTER", "DROP"))
+_OPERATIONS = frozenset(
+    (
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "WITH",
+        "BEGIN",
+        "COMMIT",
+        "ROLLBACK",
+        "SET",
+        "RESET",
+        "SAVEPOINT",
+        "RELEASE",
+        "LOCK",
+        "CREATE",
+        "ALTER",
+        "DROP",
+    )
+)
 # Statement text -> its label; the gateway runs a bounded set of statements.
 _operations: dict[str, tuple[str]] = {}
 _MAX_REMEMBERED_STATEMENTS = 2_000

@@ -123,14 +123,21 @@ class RequestLogger:
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
         if not access_log.isEnabledFor(level):
             return
-        access_log.log(level, "%s %s %d", method, request.path, status, extra={
-            "request_id": getattr(handler, "request_id", None),
-            "method": method,
-            "path": request.path,
-            "status": status,
-            "duration_ms": round(seconds * 1000.0, 3),
-            "user_id": _user_id(handler),
-        })
+        access_log.log(
+            level,
+            "%s %s %d",
+            method,
+            request.path,
+            status,
+            extra={
+                "request_id": getattr(handler, "request_id", None),
+                "method": method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(seconds * 1000.0, 3),
+                "user_id": _user_id(handler),
+            },
+        )
 
 
 def _user_id(handler: tornado.web.RequestHandler) -> int | None:
@@ -144,8 +151,17 @@ def _user_id(handler: tornado.web.RequestHandler) -> int | None:
 
 # ---- Sentry -----------------------------------------------------------------------------------
 
-_SECRET_HEADERS = frozenset(("authorization", "proxy-authorization", "cookie", "set-cookie",
-                             "x-api-key", "x-forwarded-for", "x-real-ip"))
+_SECRET_HEADERS = frozenset(
+    (
+        "authorization",
+        "proxy-authorization",
+        "cookie",
+        "set-cookie",
+        "x-api-key",
+        "x-forwarded-for",
+        "x-real-ip",
+    )
+)
 
 
 def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -159,8 +175,9 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
     if isinstance(request, dict):
         headers = request.get("headers")
         if isinstance(headers, dict):
-            request["headers"] = {k: v for k, v in headers.items()
-                                  if k.lower() not in _SECRET_HEADERS}
+            request["headers"] = {
+                k: v for k, v in headers.items() if k.lower() not in _SECRET_HEADERS
+            }
         for key in ("cookies", "data", "query_string", "env"):
             request.pop(key, None)
     user = event.get("user")
@@ -174,8 +191,9 @@ def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> di
     return event
 
 
-def configure_sentry(dsn: str | None, environment: str, *, transport: Any = None,
-                     release: str | None = None) -> bool:
+def configure_sentry(
+    dsn: str | None, environment: str, *, transport: Any = None, release: str | None = None
+) -> bool:
     """Enable Sentry when a DSN is set; `transport` replaces the network (tests)."""
     if not dsn:
         return False
@@ -204,12 +222,26 @@ def _no_personal_data() -> dict[str, Any]:
 
     if "data_collection" not in inspect.signature(ClientConstructor.__init__).parameters:
         return {"send_default_pii": False}
-    return {"data_collection": {
-        "user_info": False,
-        "cookies": {"mode": "off"},
-        "http_bodies": [],
-        "url_query_params": {"mode": "off"},
-        "http_headers": {"request": {"mode": "denylist",
-                                     "terms": ["authorization", "cookie", "forwarded", "-ip",
-                                               "remote-", "via", "-user", "api-key"]}},
-    }}
+    return {
+        "data_collection": {
+            "user_info": False,
+            "cookies": {"mode": "off"},
+            "http_bodies": [],
+            "url_query_params": {"mode": "off"},
+            "http_headers": {
+                "request": {
+                    "mode": "denylist",
+                    "terms": [
+                        "authorization",
+                        "cookie",
+                        "forwarded",
+                        "-ip",
+                        "remote-",
+                        "via",
+                        "-user",
+                        "api-key",
+                    ],
+                }
+            },
+        }
+    }

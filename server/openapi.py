@@ -121,7 +121,8 @@ class Param:
 
     def schema(self) -> dict[str, Any]:
         schema: dict[str, Any] = {
-            "type": {str: "string", int: "integer", bool: "boolean"}[self.kind]}
+            "type": {str: "string", int: "integer", bool: "boolean"}[self.kind]
+        }
         if self.minimum is not None:
             schema["minimum"] = self.minimum
         if self.maximum is not None:
@@ -146,7 +147,8 @@ class Param:
                 raise self._bad("must be an integer")
             value = int(text)
             if (self.minimum is not None and value < self.minimum) or (
-                    self.maximum is not None and value > self.maximum):
+                self.maximum is not None and value > self.maximum
+            ):
                 raise self._bad(f"must be between {self.minimum} and {self.maximum}")
             return value
         if self.enum is not None and raw not in self.enum:
@@ -156,8 +158,9 @@ class Param:
         return raw
 
     def _bad(self, message: str) -> BadRequest:
-        return BadRequest(f"invalid query parameter {self.name!r}",
-                          errors=[FieldError(self.name, message)])
+        return BadRequest(
+            f"invalid query parameter {self.name!r}", errors=[FieldError(self.name, message)]
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +198,7 @@ def openapi_path(pattern: str) -> tuple[str, list[tuple[str, bool]]]:
     def replace(match: re.Match[str]) -> str:
         name, body = match.group("name"), match.group("body")
         if name is None:
-            segment = match.string[:match.start()].rstrip("/").rsplit("/", 1)[-1]
+            segment = match.string[: match.start()].rstrip("/").rsplit("/", 1)[-1]
             name = f"{segment.removesuffix('s') or 'param'}_id"
         params.append((name, _INT_GROUP_RE.fullmatch(body) is not None))
         return "{" + name + "}"
@@ -206,8 +209,11 @@ def openapi_path(pattern: str) -> tuple[str, list[tuple[str, bool]]]:
 
 
 def _implemented(handler: type[tornado.web.RequestHandler]) -> list[str]:
-    return [m for m in _METHODS
-            if getattr(handler, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
+    return [
+        m
+        for m in _METHODS
+        if getattr(handler, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())
+    ]
 
 
 class _Builder:
@@ -220,8 +226,9 @@ class _Builder:
         self.types.append(type_)
         return _TypeRef(len(self.types) - 1)
 
-    def operation(self, path: str, method: str, handler: type[Any],
-                  params: list[tuple[str, bool]]) -> dict[str, Any]:
+    def operation(
+        self, path: str, method: str, handler: type[Any], params: list[tuple[str, bool]]
+    ) -> dict[str, Any]:
         specs: dict[str, Operation] = getattr(handler, "api", {})
         access = getattr(handler, "access", {}).get(method, "anyone")
         tag = handler.__module__.rsplit(".", 1)[-1]
@@ -229,31 +236,50 @@ class _Builder:
         result: dict[str, Any] = {"tags": [tag], "operationId": _operation_id(handler, method)}
         if params:
             result["parameters"] = [
-                {"name": name, "in": "path", "required": True,
-                 "schema": {"type": "integer", "minimum": 1} if is_int else {"type": "string"}}
+                {
+                    "name": name,
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "integer", "minimum": 1} if is_int else {"type": "string"},
+                }
                 for name, is_int in params
             ]
-        result["security"] = ([{}, {"bearerAuth": []}] if access == "anyone"
-                              else [{"bearerAuth": []}])
+        result["security"] = (
+            [{}, {"bearerAuth": []}] if access == "anyone" else [{"bearerAuth": []}]
+        )
         if spec is None:
             self.undocumented.append(f"{method} {path}")
-            result.update({"summary": f"{handler.__name__} {method}", "x-undocumented": True,
-                           "responses": {"default": {"description": "not described yet"}}})
+            result.update(
+                {
+                    "summary": f"{handler.__name__} {method}",
+                    "x-undocumented": True,
+                    "responses": {"default": {"description": "not described yet"}},
+                }
+            )
             return result
         result["summary"] = spec.summary
         if spec.description:
             result["description"] = spec.description
         if access != "anyone":
-            result["description"] = (result.get("description", "") +
-                                     f"\n\nWho may call: **{access}**.").strip()
+            result["description"] = (
+                result.get("description", "") + f"\n\nWho may call: **{access}**."
+            ).strip()
         if spec.query:
             result.setdefault("parameters", []).extend(
-                {"name": p.name, "in": "query", "required": False, "schema": p.schema(),
-                 **({"description": p.description} if p.description else {})}
-                for p in spec.query)
+                {
+                    "name": p.name,
+                    "in": "query",
+                    "required": False,
+                    "schema": p.schema(),
+                    **({"description": p.description} if p.description else {}),
+                }
+                for p in spec.query
+            )
         if spec.request is not None:
-            result["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": self.ref(spec.request)}}}
+            result["requestBody"] = {
+                "required": True,
+                "content": {"application/json": {"schema": self.ref(spec.request)}},
+            }
         result["responses"] = self.responses(spec, access, bool(params))
         return result
 
@@ -262,8 +288,10 @@ class _Builder:
         if spec.response is not None:
             success["content"] = {spec.content_type: {"schema": self.ref(spec.response)}}
         if spec.headers:
-            success["headers"] = {name: {"description": text, "schema": {"type": "string"}}
-                                  for name, text in spec.headers.items()}
+            success["headers"] = {
+                name: {"description": text, "schema": {"type": "string"}}
+                for name, text in spec.headers.items()
+            }
         responses: dict[str, Any] = {str(spec.status): success}
         for status, text in spec.also.items():
             responses[str(status)] = {"description": text}
@@ -316,9 +344,11 @@ def build_document(routes: Iterable[tuple[str, type[Any]]]) -> dict[str, Any]:
         path, params = openapi_path(pattern)
         for method in _implemented(handler):
             paths.setdefault(path, {})[method.lower()] = builder.operation(
-                path, method, handler, params)
+                path, method, handler, params
+            )
     schemas, components = msgspec.json.schema_components(
-        builder.types, ref_template="#/components/schemas/{name}")
+        builder.types, ref_template="#/components/schemas/{name}"
+    )
     problem_schema = schemas[0]
     return {
         "openapi": OPENAPI_VERSION,
@@ -328,13 +358,20 @@ def build_document(routes: Iterable[tuple[str, type[Any]]]) -> dict[str, Any]:
         "components": {
             "schemas": components,
             "responses": {
-                f"Problem{status}": {"description": text,
-                                     "content": {PROBLEM_TYPE: {"schema": problem_schema}}}
+                f"Problem{status}": {
+                    "description": text,
+                    "content": {PROBLEM_TYPE: {"schema": problem_schema}},
+                }
                 for status, text in _STATUS_TEXT.items()
             },
-            "securitySchemes": {"bearerAuth": {
-                "type": "http", "scheme": "bearer", "bearerFormat": "JWT",
-                "description": "An access token from POST /api/v1/auth/login (60 minutes)."}},
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "An access token from POST /api/v1/auth/login (60 minutes).",
+                }
+            },
         },
         "x-undocumented-operations": builder.undocumented,
     }

@@ -37,8 +37,14 @@ class Addresses:
 class Gateway:
     """One gateway process: the REST and gRPC servers and the context they share."""
 
-    def __init__(self, ctx: AppContext, app: tornado.web.Application, grpc_server: GrpcServer,
-                 *, http_impl: HttpImpl = "fast") -> None:
+    def __init__(
+        self,
+        ctx: AppContext,
+        app: tornado.web.Application,
+        grpc_server: GrpcServer,
+        *,
+        http_impl: HttpImpl = "fast",
+    ) -> None:
         self.ctx = ctx
         self.app = app
         self.grpc = grpc_server
@@ -48,17 +54,22 @@ class Gateway:
         # View flushing, the broker, and (without Redis) the scheduler and the jobs.
         self.jobs = GatewayJobs(ctx)
 
-    async def start(self, host: str, http_port: int, grpc_port: int, *,
-                    reuse_port: bool = False) -> Addresses:
+    async def start(
+        self, host: str, http_port: int, grpc_port: int, *, reuse_port: bool = False
+    ) -> Addresses:
         settings = self.ctx.settings
-        sockets = tornado.netutil.bind_sockets(http_port, host, family=socket.AF_INET,
-                                               reuse_port=reuse_port)
+        sockets = tornado.netutil.bind_sockets(
+            http_port, host, family=socket.AF_INET, reuse_port=reuse_port
+        )
         bound_http = sockets[0].getsockname()[1]
         if self.http_impl == "fast":
             from server.fasthttp import FastHTTPServer
 
-            fast = FastHTTPServer(self.app, max_body_size=settings.max_body_size,
-                                  body_timeout=settings.request_timeout)
+            fast = FastHTTPServer(
+                self.app,
+                max_body_size=settings.max_body_size,
+                body_timeout=settings.request_timeout,
+            )
             for sock in sockets:
                 await fast.listen(bound_http, host, sock=sock)
             self._fast = fast
@@ -90,9 +101,7 @@ class Gateway:
         if self._http is not None:
             self._http.stop()
         grpc_stop = asyncio.ensure_future(self.grpc.stop(grace))
-        inflight = self.app.settings["inflight"]
-        while inflight.count > 0 and loop.time() < deadline:
-            await asyncio.sleep(0.02)
+        await self.app.settings["inflight"].wait_idle(grace)
         if self._fast is not None:
             await self._fast.close_all_connections(max(0.0, deadline - loop.time()))  # type: ignore[attr-defined]
         if self._http is not None:
@@ -105,12 +114,24 @@ def build_gateway(ctx: AppContext, *, http_impl: HttpImpl = "fast") -> Gateway:
     return Gateway(ctx, make_app(ctx), build_grpc_server(ctx), http_impl=http_impl)
 
 
-async def serve(ctx: AppContext, host: str, http_port: int, grpc_port: int, *,
-                http_impl: HttpImpl = "fast", reuse_port: bool = False, grace: float = 10.0) -> None:
+async def serve(
+    ctx: AppContext,
+    host: str,
+    http_port: int,
+    grpc_port: int,
+    *,
+    http_impl: HttpImpl = "fast",
+    reuse_port: bool = False,
+    grace: float = 10.0,
+) -> None:
     gateway = build_gateway(ctx, http_impl=http_impl)
     addresses = await gateway.start(host, http_port, grpc_port, reuse_port=reuse_port)
-    print(f"REST  http://{addresses.host}:{addresses.http_port}/api/v1  (docs /api/docs)", flush=True)
-    print(f"gRPC  {addresses.host}:{addresses.grpc_port}  (storefront.v1, grpc.health.v1)", flush=True)
+    print(
+        f"REST  http://{addresses.host}:{addresses.http_port}/api/v1  (docs /api/docs)", flush=True
+    )
+    print(
+        f"gRPC  {addresses.host}:{addresses.grpc_port}  (storefront.v1, grpc.health.v1)", flush=True
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -32,8 +32,7 @@ import tornado.httpclient
 
 from server.config import Settings, load_settings
 from server.context import AppContext, build_context
-from server.db import migrations
-from server.db import users
+from server.db import migrations, users
 from server.db.embedded import EmbeddedPostgres
 from server.db.users import UserRecord
 from server.runtime import Addresses, Gateway, HttpImpl, build_gateway
@@ -134,9 +133,21 @@ class RedisServer:
         if binary is None:
             pytest.fail("redis-server is not installed (apt-get install redis-server)")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -232,11 +243,17 @@ class UserFactory:
         self.ctx = ctx
         self._n = itertools.count(1)
 
-    async def create(self, role: str = "customer", *, email: str | None = None,
-                     password: str = "correct horse battery") -> tuple[UserRecord, str]:
+    async def create(
+        self,
+        role: str = "customer",
+        *,
+        email: str | None = None,
+        password: str = "correct horse battery",
+    ) -> tuple[UserRecord, str]:
         email = email or f"{role}{next(self._n)}-{os.urandom(4).hex()}@example.com"
-        user = await users.create_user(self.ctx.pool, email, role.title(),
-                                       await hash_password(password), role)
+        user = await users.create_user(
+            self.ctx.pool, email, role.title(), await hash_password(password), role
+        )
         return user, self.ctx.tokens.issue_access(user.id, user.role)
 
 
@@ -268,9 +285,17 @@ class ApiClient:
         self.base_url = base_url
         self.http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=512)
 
-    async def request(self, method: str, path: str, *, json: Any = None, body: bytes | None = None,
-                      token: str | None = None, headers: Mapping[str, str] | None = None,
-                      timeout: float = 30.0) -> Response:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        body: bytes | None = None,
+        token: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> Response:
         all_headers = dict(headers or {})
         if token is not None:
             all_headers["Authorization"] = f"Bearer {token}"
@@ -281,8 +306,14 @@ class ApiClient:
             body = b""
         url = path if path.startswith("http") else self.base_url + path
         response = await self.http.fetch(
-            url, method=method, body=body, headers=all_headers, raise_error=False,
-            request_timeout=timeout, allow_nonstandard_methods=True, follow_redirects=False,
+            url,
+            method=method,
+            body=body,
+            headers=all_headers,
+            raise_error=False,
+            request_timeout=timeout,
+            allow_nonstandard_methods=True,
+            follow_redirects=False,
         )
         if response.code == 599:
             raise response.error or RuntimeError("request failed")

@@ -37,12 +37,21 @@ def forged_authorizations(settings: Settings, user_id: int) -> dict[str, str]:
     now = int(time.time())
     secret = settings.jwt_secret
     good: dict[str, Any] = {
-        "sub": str(user_id), "role": "customer", "typ": "access", "jti": uuid.uuid4().hex,
-        "iss": settings.jwt_issuer, "iat": now, "exp": now + 600,
+        "sub": str(user_id),
+        "role": "customer",
+        "typ": "access",
+        "jti": uuid.uuid4().hex,
+        "iss": settings.jwt_issuer,
+        "iat": now,
+        "exp": now + 600,
     }
 
-    def signed(claims: dict[str, Any], key: Any = secret, algorithm: str = "HS256",
-               headers: dict[str, Any] | None = None) -> str:
+    def signed(
+        claims: dict[str, Any],
+        key: Any = secret,
+        algorithm: str = "HS256",
+        headers: dict[str, Any] | None = None,
+    ) -> str:
         return jwt.encode(claims, key, algorithm=algorithm, headers=headers)
 
     def without(*names: str) -> dict[str, Any]:
@@ -54,9 +63,17 @@ def forged_authorizations(settings: Settings, user_id: int) -> dict[str, str]:
     flipped = signature[:-2] + ("A" if signature[-2] != "A" else "B") + signature[-1]
     rsa_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     ed_key = ed25519.Ed25519PrivateKey.generate()
-    refresh = signed({"sub": str(user_id), "typ": "refresh", "jti": str(uuid.uuid4()),
-                      "fam": str(uuid.uuid4()), "iss": settings.jwt_issuer, "iat": now,
-                      "exp": now + 600})
+    refresh = signed(
+        {
+            "sub": str(user_id),
+            "typ": "refresh",
+            "jti": str(uuid.uuid4()),
+            "fam": str(uuid.uuid4()),
+            "iss": settings.jwt_issuer,
+            "iat": now,
+            "exp": now + 600,
+        }
+    )
     # Algorithm confusion: an RS256 header over an HMAC made with the shared secret.
     confused_input = f"{_segment({'alg': 'RS256', 'typ': 'JWT'})}.{payload}"
     confused_mac = hmac.new(secret.encode(), confused_input.encode(), hashlib.sha256).digest()
@@ -93,12 +110,14 @@ def forged_authorizations(settings: Settings, user_id: int) -> dict[str, str]:
         "huge": "a" * 9000 + "." + "b" * 10 + "." + "c" * 10,
     }
     authorizations = {name: f"Bearer {token}" for name, token in tokens.items()}
-    authorizations.update({
-        "empty_bearer": "Bearer ",
-        "bearer_only": "Bearer",
-        "wrong_scheme_basic": "Basic " + _b64(b"admin:admin"),
-        "wrong_scheme_token": f"Token {valid}",
-        "no_scheme": valid,
-        "bearer_with_extra_part": f"Bearer {valid} extra",
-    })
+    authorizations.update(
+        {
+            "empty_bearer": "Bearer ",
+            "bearer_only": "Bearer",
+            "wrong_scheme_basic": "Basic " + _b64(b"admin:admin"),
+            "wrong_scheme_token": f"Token {valid}",
+            "no_scheme": valid,
+            "bearer_with_extra_part": f"Bearer {valid} extra",
+        }
+    )
     return authorizations

@@ -19,26 +19,41 @@ from server.db.users import UserRecord
 _n = itertools.count(1)
 
 
-async def create_product(db: asyncpg.Pool | asyncpg.Connection, *, stock: int, price: int = 1000,
-                         is_active: bool = True, category_id: int | None = None,
-                         name: str | None = None) -> int:
+async def create_product(
+    db: asyncpg.Pool | asyncpg.Connection,
+    *,
+    stock: int,
+    price: int = 1000,
+    is_active: bool = True,
+    category_id: int | None = None,
+    name: str | None = None,
+) -> int:
     n = next(_n)
     product_id: int = await db.fetchval(
         """INSERT INTO products (sku, name, price, currency, stock, is_active, category_id)
            VALUES ($1, $2, $3, 'USD', $4, $5, $6) RETURNING id""",
-        f"SKU-{os.getpid()}-{n}-{os.urandom(3).hex()}", name or f"Product {n}", price, stock,
-        is_active, category_id,
+        f"SKU-{os.getpid()}-{n}-{os.urandom(3).hex()}",
+        name or f"Product {n}",
+        price,
+        stock,
+        is_active,
+        category_id,
     )
     return product_id
 
 
-async def fill_cart(db: asyncpg.Pool | asyncpg.Connection, user_id: int, items: dict[int, int],
-                    promotion_code: str | None = None) -> None:
+async def fill_cart(
+    db: asyncpg.Pool | asyncpg.Connection,
+    user_id: int,
+    items: dict[int, int],
+    promotion_code: str | None = None,
+) -> None:
     """Replace the user's cart with `items` (product_id → quantity)."""
     await db.execute(
         """INSERT INTO carts (user_id, promotion_code) VALUES ($1, $2)
            ON CONFLICT (user_id) DO UPDATE SET promotion_code = EXCLUDED.promotion_code""",
-        user_id, promotion_code,
+        user_id,
+        promotion_code,
     )
     await db.execute("DELETE FROM cart_items WHERE user_id = $1", user_id)
     await db.executemany(
@@ -52,13 +67,25 @@ async def cart_size(db: asyncpg.Pool, user_id: int) -> int:
     return count
 
 
-async def create_promotion(db: asyncpg.Pool, code: str, *, kind: str = "percent", value: int = 10,
-                           usage_limit: int | None = None, min_subtotal: int = 0,
-                           ends_in: str | None = None) -> int:
+async def create_promotion(
+    db: asyncpg.Pool,
+    code: str,
+    *,
+    kind: str = "percent",
+    value: int = 10,
+    usage_limit: int | None = None,
+    min_subtotal: int = 0,
+    ends_in: str | None = None,
+) -> int:
     promotion_id: int = await db.fetchval(
         """INSERT INTO promotions (code, kind, value, usage_limit, min_subtotal, ends_at)
            VALUES ($1, $2, $3, $4, $5, now() + $6::text::interval) RETURNING id""",
-        code, kind, value, usage_limit, min_subtotal, ends_in,
+        code,
+        kind,
+        value,
+        usage_limit,
+        min_subtotal,
+        ends_in,
     )
     return promotion_id
 
@@ -70,7 +97,8 @@ async def stock_of(db: asyncpg.Pool, product_id: int) -> int:
 
 async def units_sold(db: asyncpg.Pool, product_id: int) -> int:
     sold: int | None = await db.fetchval(
-        "SELECT units_sold FROM product_stats WHERE product_id = $1", product_id)
+        "SELECT units_sold FROM product_stats WHERE product_id = $1", product_id
+    )
     return sold or 0
 
 
@@ -82,7 +110,8 @@ async def create_customers(ctx: AppContext, count: int) -> list[tuple[int, str]]
            SELECT $1 || '-' || i || '@example.com', 'Bulk', 'x', 'customer'
              FROM generate_series(1, $2) AS i
            RETURNING id""",
-        prefix, count,
+        prefix,
+        count,
     )
     return [(r["id"], ctx.tokens.issue_access(r["id"], "customer")) for r in rows]
 
@@ -90,12 +119,19 @@ async def create_customers(ctx: AppContext, count: int) -> list[tuple[int, str]]
 async def outbox_rows(db: asyncpg.Pool, dedupe_prefix: str) -> list[dict[str, Any]]:
     rows = await db.fetch(
         "SELECT kind, recipient, subject, body, dedupe_key FROM outbox "
-        "WHERE dedupe_key LIKE $1 || '%' ORDER BY id", dedupe_prefix)
+        "WHERE dedupe_key LIKE $1 || '%' ORDER BY id",
+        dedupe_prefix,
+    )
     return [dict(r) for r in rows]
 
 
-ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James's Square", "city": "London",
-           "postal_code": "SW1Y 4JH", "country": "GB"}
+ADDRESS = {
+    "name": "Ada Lovelace",
+    "line1": "12 St James's Square",
+    "city": "London",
+    "postal_code": "SW1Y 4JH",
+    "country": "GB",
+}
 
 
 class Accounts:

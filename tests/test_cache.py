@@ -73,20 +73,27 @@ async def test_a_value_is_computed_once_then_served_from_memory() -> None:
 async def test_a_bump_retires_every_key_of_its_namespace_only() -> None:
     cache = Cache(None)
     item, page, other = Source(b"item"), Source(b"page"), Source(b"other")
-    for ns, key, source in (("t-ns", "id:1", item), ("t-ns", "list:x", page),
-                            ("t-other", "id:1", other)):
+    for ns, key, source in (
+        ("t-ns", "id:1", item),
+        ("t-ns", "list:x", page),
+        ("t-other", "id:1", other),
+    ):
         await cache.get_or_compute(ns, key, 60, source)
     await cache.bump("t-ns")
-    for ns, key, source in (("t-ns", "id:1", item), ("t-ns", "list:x", page),
-                            ("t-other", "id:1", other)):
+    for ns, key, source in (
+        ("t-ns", "id:1", item),
+        ("t-ns", "list:x", page),
+        ("t-other", "id:1", other),
+    ):
         await cache.get_or_compute(ns, key, 60, source)
     assert (item.calls, page.calls, other.calls) == (2, 2, 1)
 
 
 async def test_concurrent_misses_compute_once() -> None:
     cache, source = Cache(None), Source(delay=0.05)
-    values = await asyncio.gather(*(cache.get_or_compute("t-flight", "k", 60, source)
-                                    for _ in range(50)))
+    values = await asyncio.gather(
+        *(cache.get_or_compute("t-flight", "k", 60, source) for _ in range(50))
+    )
     assert values == [b"v1"] * 50 and source.calls == 1
 
 
@@ -99,8 +106,10 @@ async def test_a_failed_computation_reaches_every_waiter_and_is_not_cached() -> 
         await asyncio.sleep(0.02)
         raise LookupError("no such product")
 
-    results = await asyncio.gather(*(cache.get_or_compute("t-fail", "k", 60, failing)
-                                     for _ in range(5)), return_exceptions=True)
+    results = await asyncio.gather(
+        *(cache.get_or_compute("t-fail", "k", 60, failing) for _ in range(5)),
+        return_exceptions=True,
+    )
     assert all(isinstance(r, LookupError) for r in results) and calls == 1
     assert await cache.get_or_compute("t-fail", "k", 60, Source(b"ok")) == b"ok"
 
@@ -134,7 +143,8 @@ async def test_the_local_layer_is_bounded_and_entries_expire() -> None:
 
 
 async def test_another_process_reads_the_value_from_redis(
-        redis_clients: Callable[[], Redis]) -> None:
+    redis_clients: Callable[[], Redis],
+) -> None:
     a, b = Cache(redis_clients()), Cache(redis_clients())
     source = Source(b"shared")
     redis_hits = lookups("t-shared", "redis_hit")
@@ -144,7 +154,8 @@ async def test_another_process_reads_the_value_from_redis(
 
 
 async def test_a_bump_reaches_another_process_within_the_version_bound(
-        redis_clients: Callable[[], Redis]) -> None:
+    redis_clients: Callable[[], Redis],
+) -> None:
     a, b = Cache(redis_clients()), Cache(redis_clients())
     source = Source(b"old")
     await a.get_or_compute("t-bump", "k", 300, source)
@@ -162,23 +173,29 @@ async def test_a_bump_reaches_another_process_within_the_version_bound(
 
 
 async def test_processes_missing_the_same_key_compute_it_once(
-        redis_clients: Callable[[], Redis]) -> None:
+    redis_clients: Callable[[], Redis],
+) -> None:
     caches = [Cache(redis_clients()) for _ in range(3)]
     source = Source(delay=0.1)
-    values = await asyncio.gather(*(c.get_or_compute("t-stampede", "k", 60, source)
-                                    for c in caches for _ in range(5)))
+    values = await asyncio.gather(
+        *(c.get_or_compute("t-stampede", "k", 60, source) for c in caches for _ in range(5))
+    )
     assert values == [b"v1"] * 15 and source.calls == 1
 
 
 async def test_without_an_answer_from_redis_values_are_computed_and_served() -> None:
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     cache, source = Cache(dead, retry_after=30.0), Source(b"from postgres")
-    errors_before = sum(metrics.sample("cache_redis_errors_total", {"operation": op})
-                        for op in ("version", "get", "set", "lock", "unlock", "bump"))
+    errors_before = sum(
+        metrics.sample("cache_redis_errors_total", {"operation": op})
+        for op in ("version", "get", "set", "lock", "unlock", "bump")
+    )
     try:
         assert await cache.get_or_compute("t-down", "k", 60, source) == b"from postgres"
-        errors = sum(metrics.sample("cache_redis_errors_total", {"operation": op})
-                     for op in ("version", "get", "set", "lock", "unlock", "bump"))
+        errors = sum(
+            metrics.sample("cache_redis_errors_total", {"operation": op})
+            for op in ("version", "get", "set", "lock", "unlock", "bump")
+        )
         assert errors == errors_before + 1  # then Redis is left alone for retry_after
         started = time.perf_counter()
         for key in range(20):
@@ -192,7 +209,8 @@ async def test_without_an_answer_from_redis_values_are_computed_and_served() -> 
 
 
 async def test_a_bump_redis_missed_is_published_when_it_is_back(
-        redis_server: RedisServer, redis_clients: Callable[[], Redis]) -> None:
+    redis_server: RedisServer, redis_clients: Callable[[], Redis]
+) -> None:
     client = redis_clients()
     cache = Cache(client, version_ttl=0.05, retry_after=0.05)
     await cache.get_or_compute("t-replay", "k", 60, Source())
@@ -235,8 +253,9 @@ class Gateways:
 
 
 @pytest_asyncio.fixture
-async def two_gateways(database_url: str, redis_url: str,
-                       http_impl: str) -> AsyncIterator[list[ApiClient]]:
+async def two_gateways(
+    database_url: str, redis_url: str, http_impl: str
+) -> AsyncIterator[list[ApiClient]]:
     gateways = Gateways()
     await gateways.start(database_url, redis_url, http_impl, 2)
     yield gateways.clients
@@ -253,16 +272,22 @@ async def eventually(check: Callable[[], Awaitable[bool]], within: float) -> flo
 
 
 async def new_product(api: ApiClient, admin: str, **fields: Any) -> dict[str, Any]:
-    body = {"sku": f"CACHE-{time.monotonic_ns()}", "name": "Cached kettle", "price": 1000,
-            "stock": 10, **fields}
+    body = {
+        "sku": f"CACHE-{time.monotonic_ns()}",
+        "name": "Cached kettle",
+        "price": 1000,
+        "stock": 10,
+        **fields,
+    }
     response = await api.post("/api/v1/products", json=body, token=admin)
     assert response.status == 201, response
     created: dict[str, Any] = response.json()
     return created
 
 
-async def test_a_patch_is_seen_by_both_gateways(two_gateways: list[ApiClient],
-                                               make_user: UserFactory) -> None:
+async def test_a_patch_is_seen_by_both_gateways(
+    two_gateways: list[ApiClient], make_user: UserFactory
+) -> None:
     a, b = two_gateways
     _, admin = await make_user.create("admin")
     product = await new_product(a, admin, name="Blue kettle")
@@ -270,8 +295,9 @@ async def test_a_patch_is_seen_by_both_gateways(two_gateways: list[ApiClient],
     listing = "/api/v1/products?q=Blue&limit=100"
     for api in (a, b):  # both layers of both processes hold the product and the list
         assert (await api.get(path)).json()["price"] == 1000
-        assert [p["price"] for p in (await api.get(listing)).json()["items"]
-                if p["id"] == product["id"]] == [1000]
+        assert [
+            p["price"] for p in (await api.get(listing)).json()["items"] if p["id"] == product["id"]
+        ] == [1000]
     old_etag = (await b.get(path)).headers["ETag"]
 
     assert (await a.patch(path, json={"price": 1500}, token=admin)).status == 200
@@ -298,15 +324,16 @@ async def _status_is(api: ApiClient, path: str, status: int) -> bool:
 
 
 async def test_reads_and_writes_survive_redis_going_away(
-        two_gateways: list[ApiClient], make_user: UserFactory,
-        redis_server: RedisServer) -> None:
+    two_gateways: list[ApiClient], make_user: UserFactory, redis_server: RedisServer
+) -> None:
     a, b = two_gateways
     _, admin = await make_user.create("admin")
     product = await new_product(a, admin)
     path = f"/api/v1/products/{product['id']}"
     assert (await b.get(path)).status == 200
-    errors_before = metrics.sample("cache_redis_errors_total", {"operation": "version"}) + \
-        metrics.sample("cache_redis_errors_total", {"operation": "get"})
+    errors_before = metrics.sample(
+        "cache_redis_errors_total", {"operation": "version"}
+    ) + metrics.sample("cache_redis_errors_total", {"operation": "get"})
 
     redis_server.stop()
     try:
@@ -321,8 +348,9 @@ async def test_reads_and_writes_survive_redis_going_away(
         await eventually(lambda: _stock_is(b, path, 77), within=3.0)
         ready = await a.get("/readyz")
         assert ready.status == 503 and ready.json()["checks"]["redis"].startswith("error")
-        errors_after = metrics.sample("cache_redis_errors_total", {"operation": "version"}) + \
-            metrics.sample("cache_redis_errors_total", {"operation": "get"})
+        errors_after = metrics.sample(
+            "cache_redis_errors_total", {"operation": "version"}
+        ) + metrics.sample("cache_redis_errors_total", {"operation": "get"})
         assert errors_after > errors_before
     finally:
         redis_server.start()

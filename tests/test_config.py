@@ -30,14 +30,26 @@ def test_development_is_the_default_profile_with_embedded_services() -> None:
 
 
 def test_every_documented_variable_is_read() -> None:
-    settings = load_settings({
-        "DATABASE_URL": "postgresql://h/db", "REDIS_URL": "redis://h:6379/0",
-        "STOREFRONT_DATA_DIR": "/tmp/sf", "JWT_SECRET": "s" * 40, "RATE_LIMIT_ENABLED": "0",
-        "RATE_LIMIT_ANON": "5/minute", "RATE_LIMIT_USER": "50/hour", "RATE_LIMIT_LOGIN": "3/second",
-        "TAX_RATE_BPS": "825", "STORE_CURRENCY": "JPY", "ORDER_PAYMENT_TIMEOUT": "15m",
-        "LOW_STOCK_THRESHOLD": "2", "SMTP_URL": "smtp://mail:25", "SENTRY_DSN": "https://k@s/1",
-        "LOG_LEVEL": "debug", "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
-    })
+    settings = load_settings(
+        {
+            "DATABASE_URL": "postgresql://h/db",
+            "REDIS_URL": "redis://h:6379/0",
+            "STOREFRONT_DATA_DIR": "/tmp/sf",
+            "JWT_SECRET": "s" * 40,
+            "RATE_LIMIT_ENABLED": "0",
+            "RATE_LIMIT_ANON": "5/minute",
+            "RATE_LIMIT_USER": "50/hour",
+            "RATE_LIMIT_LOGIN": "3/second",
+            "TAX_RATE_BPS": "825",
+            "STORE_CURRENCY": "JPY",
+            "ORDER_PAYMENT_TIMEOUT": "15m",
+            "LOW_STOCK_THRESHOLD": "2",
+            "SMTP_URL": "smtp://mail:25",
+            "SENTRY_DSN": "https://k@s/1",
+            "LOG_LEVEL": "debug",
+            "TRUSTED_PROXIES": "10.0.0.0/8, 127.0.0.1",
+        }
+    )
     assert settings.database_url == "postgresql://h/db"
     assert settings.redis_url == "redis://h:6379/0"
     assert settings.data_dir == Path("/tmp/sf")
@@ -51,19 +63,22 @@ def test_every_documented_variable_is_read() -> None:
     assert len(settings.trusted_proxies) == 2
 
 
-@pytest.mark.parametrize(("name", "value"), [
-    ("STOREFRONT_ENV", "staging"),
-    ("RATE_LIMIT_ANON", "100 per hour"),
-    ("RATE_LIMIT_USER", "0/hour"),
-    ("TAX_RATE_BPS", "-1"),
-    ("TAX_RATE_BPS", "ten"),
-    ("STORE_CURRENCY", "usd"),
-    ("JWT_ALGORITHM", "none"),
-    ("JWT_ALGORITHM", "RS256"),  # without key files
-    ("RATE_LIMIT_ENABLED", "maybe"),
-    ("LOG_LEVEL", "loud"),
-    ("TRUSTED_PROXIES", "not-an-ip"),
-])
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("STOREFRONT_ENV", "staging"),
+        ("RATE_LIMIT_ANON", "100 per hour"),
+        ("RATE_LIMIT_USER", "0/hour"),
+        ("TAX_RATE_BPS", "-1"),
+        ("TAX_RATE_BPS", "ten"),
+        ("STORE_CURRENCY", "usd"),
+        ("JWT_ALGORITHM", "none"),
+        ("JWT_ALGORITHM", "RS256"),  # without key files
+        ("RATE_LIMIT_ENABLED", "maybe"),
+        ("LOG_LEVEL", "loud"),
+        ("TRUSTED_PROXIES", "not-an-ip"),
+    ],
+)
 def test_malformed_values_are_refused_with_the_variable_named(name: str, value: str) -> None:
     with pytest.raises(ConfigError, match=name):
         load_settings({name: value})
@@ -74,12 +89,15 @@ def test_production_starts_with_safe_values() -> None:
     assert settings.is_production and settings.grpc_reflection is False
 
 
-@pytest.mark.parametrize(("override", "reason"), [
-    ({"JWT_SECRET": DEFAULT_JWT_SECRET}, "development secret"),
-    ({"JWT_SECRET": "short"}, "at least 32 bytes"),
-    ({"DEBUG": "1"}, "DEBUG"),
-    ({"DATABASE_URL": ""}, "DATABASE_URL"),
-])
+@pytest.mark.parametrize(
+    ("override", "reason"),
+    [
+        ({"JWT_SECRET": DEFAULT_JWT_SECRET}, "development secret"),
+        ({"JWT_SECRET": "short"}, "at least 32 bytes"),
+        ({"DEBUG": "1"}, "DEBUG"),
+        ({"DATABASE_URL": ""}, "DATABASE_URL"),
+    ],
+)
 def test_production_refuses_unsafe_values(override: dict[str, str], reason: str) -> None:
     with pytest.raises(ConfigError, match=reason):
         load_settings({**SAFE_PRODUCTION, **override})
@@ -93,6 +111,11 @@ def test_asymmetric_keys_are_read_from_files(tmp_path: Path) -> None:
     private, public = tmp_path / "k.pem", tmp_path / "k.pub"
     private.write_bytes(b"PRIVATE")
     public.write_bytes(b"PUBLIC")
-    settings = load_settings({"JWT_ALGORITHM": "EdDSA", "JWT_PRIVATE_KEY_FILE": str(private),
-                              "JWT_PUBLIC_KEY_FILE": str(public)})
+    settings = load_settings(
+        {
+            "JWT_ALGORITHM": "EdDSA",
+            "JWT_PRIVATE_KEY_FILE": str(private),
+            "JWT_PUBLIC_KEY_FILE": str(public),
+        }
+    )
     assert settings.signing_key == b"PRIVATE" and settings.verifying_key == b"PUBLIC"

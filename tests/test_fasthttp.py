@@ -187,7 +187,7 @@ async def read_response(
     reader: asyncio.StreamReader,
     *,
     head: bool = False,
-    timeout: float = 5.0,  # noqa: ASYNC109
+    timeout: float = 5.0,
 ) -> Response:
     async def _read() -> Response:
         raw = await reader.readuntil(b"\r\n\r\n")
@@ -233,13 +233,13 @@ async def connect(
 
 async def assert_closed(
     reader: asyncio.StreamReader,
-    timeout: float = 3.0,  # noqa: ASYNC109
+    timeout: float = 3.0,
 ) -> None:
     rest = await asyncio.wait_for(reader.read(), timeout)
     assert rest == b"", rest
 
 
-async def wait_for(pred: Callable[[], bool], timeout: float = 3.0) -> None:  # noqa: ASYNC109
+async def wait_for(pred: Callable[[], bool], timeout: float = 3.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:

@@ -41,13 +41,23 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def make_product(ctx: AppContext) -> repo.Product:
-    return await repo.insert_product(ctx.pool, {
-        "sku": f"MET-{uuid.uuid4().hex[:10]}", "name": "Metered", "price": 100,
-        "currency": "USD", "stock": 5, "is_active": True, "category_id": None})
+    return await repo.insert_product(
+        ctx.pool,
+        {
+            "sku": f"MET-{uuid.uuid4().hex[:10]}",
+            "name": "Metered",
+            "price": 100,
+            "currency": "USD",
+            "stock": 5,
+            "is_active": True,
+            "category_id": None,
+        },
+    )
 
 
 async def test_http_requests_are_counted_by_route_template_and_status(
-        api: ApiClient, ctx: AppContext) -> None:
+    api: ApiClient, ctx: AppContext
+) -> None:
     product = await make_product(ctx)
     route = "/api/v1/products/{product_id}"
     before = await scrape(api)
@@ -71,7 +81,8 @@ async def test_http_requests_are_counted_by_route_template_and_status(
 
 
 async def test_grpc_calls_are_counted_by_method_and_code(
-        api: ApiClient, ctx: AppContext, grpc_channel: grpc.aio.Channel) -> None:
+    api: ApiClient, ctx: AppContext, grpc_channel: grpc.aio.Channel
+) -> None:
     stub = products_pb2_grpc.ProductServiceStub(grpc_channel)
     product = await make_product(ctx)
     before = await scrape(api)
@@ -87,17 +98,27 @@ async def test_grpc_calls_are_counted_by_method_and_code(
 
     def delta(method: str, code: str) -> float:
         labels = dict(grpc_service=service, grpc_method=method, grpc_code=code)
-        return (value(after, "grpc_server_handled_total", **labels)
-                - value(before, "grpc_server_handled_total", **labels))
+        return value(after, "grpc_server_handled_total", **labels) - value(
+            before, "grpc_server_handled_total", **labels
+        )
 
     assert delta("GetProduct", "OK") == 1 and delta("GetProduct", "NOT_FOUND") == 1
     assert delta("AdjustStock", "UNAUTHENTICATED") == 1
-    assert value(after, "grpc_server_handling_seconds_count", grpc_service=service,
-                 grpc_method="GetProduct", grpc_code="OK") >= 1
+    assert (
+        value(
+            after,
+            "grpc_server_handling_seconds_count",
+            grpc_service=service,
+            grpc_method="GetProduct",
+            grpc_code="OK",
+        )
+        >= 1
+    )
 
 
 async def test_database_cache_pool_and_build_series_are_exposed(
-        api: ApiClient, ctx: AppContext) -> None:
+    api: ApiClient, ctx: AppContext
+) -> None:
     product = await make_product(ctx)
     for _ in range(2):
         await api.get(f"/api/v1/products/{product.id}")
@@ -113,12 +134,12 @@ async def test_database_cache_pool_and_build_series_are_exposed(
     assert value(samples, "ratelimit_decisions_total", scope="anon", decision="allowed") >= 2
 
 
-async def test_each_request_is_one_json_log_line(api: ApiClient,
-                                                 make_user: UserFactory) -> None:
+async def test_each_request_is_one_json_log_line(api: ApiClient, make_user: UserFactory) -> None:
     user, token = await make_user.create()
     with json_lines("storefront.access") as lines:
-        response = await api.get("/api/v1/auth/me", token=token,
-                                 headers={"X-Request-ID": "trace-me-1"})
+        response = await api.get(
+            "/api/v1/auth/me", token=token, headers={"X-Request-ID": "trace-me-1"}
+        )
         missing = await api.get("/api/v1/nowhere")
     assert response.status == 200 and missing.status == 404
     [line] = [entry for entry in lines if entry.get("request_id") == "trace-me-1"]
@@ -182,18 +203,32 @@ class FailingHandler(tornado.web.RequestHandler):
 def test_scrubbing_keeps_only_what_locates_a_failure() -> None:
     token = request_id_var.set("req-scrub")
     try:
-        event = scrub_event({
-            "request": {"url": "http://x/api/v1/orders", "method": "POST",
-                        "headers": {"Authorization": "Bearer secret", "Cookie": "sid=1",
-                                    "X-Forwarded-For": "203.0.113.9", "User-Agent": "curl"},
-                        "cookies": {"sid": "1"}, "data": {"password": "hunter2"},
-                        "query_string": "email=ada@example.com", "env": {"REMOTE_ADDR": "1.2.3.4"}},
-            "user": {"id": 7, "email": "ada@example.com", "ip_address": "203.0.113.9"},
-        })
+        event = scrub_event(
+            {
+                "request": {
+                    "url": "http://x/api/v1/orders",
+                    "method": "POST",
+                    "headers": {
+                        "Authorization": "Bearer secret",
+                        "Cookie": "sid=1",
+                        "X-Forwarded-For": "203.0.113.9",
+                        "User-Agent": "curl",
+                    },
+                    "cookies": {"sid": "1"},
+                    "data": {"password": "hunter2"},
+                    "query_string": "email=ada@example.com",
+                    "env": {"REMOTE_ADDR": "1.2.3.4"},
+                },
+                "user": {"id": 7, "email": "ada@example.com", "ip_address": "203.0.113.9"},
+            }
+        )
     finally:
         request_id_var.reset(token)
-    assert event["request"] == {"url": "http://x/api/v1/orders", "method": "POST",
-                                "headers": {"User-Agent": "curl"}}
+    assert event["request"] == {
+        "url": "http://x/api/v1/orders",
+        "method": "POST",
+        "headers": {"User-Agent": "curl"},
+    }
     assert event["user"] == {"id": 7} and event["tags"] == {"request_id": "req-scrub"}
 
 
@@ -208,8 +243,10 @@ async def test_sentry_events_carry_no_credentials_or_personal_data() -> None:
     client = ApiClient(f"http://127.0.0.1:{port}")
     try:
         response = await client.post(
-            "/fail?email=ada@example.com", json={"password": "hunter2"},
-            headers={"Authorization": "Bearer secret-token", "Cookie": "session=abc"})
+            "/fail?email=ada@example.com",
+            json={"password": "hunter2"},
+            headers={"Authorization": "Bearer secret-token", "Cookie": "session=abc"},
+        )
         assert response.status == 500
         sentry_sdk.flush()
     finally:

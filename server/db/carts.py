@@ -28,9 +28,11 @@ async def load_lines(conn: Executor, user_id: int) -> tuple[list[CartLine], str 
     )
     code = rows[0]["promotion_code"] if rows else None
     lines = [
-        CartLine(r["product_id"], r["sku"], r["name"], r["category_id"], r["unit_price"],
-                 r["quantity"])
-        for r in rows if r["product_id"] is not None
+        CartLine(
+            r["product_id"], r["sku"], r["name"], r["category_id"], r["unit_price"], r["quantity"]
+        )
+        for r in rows
+        if r["product_id"] is not None
     ]
     return lines, code
 
@@ -42,8 +44,10 @@ async def products_for_quote(conn: Executor, product_ids: Sequence[int]) -> dict
             WHERE id = ANY($1::bigint[]) AND is_active""",
         list(product_ids),
     )
-    return {r["id"]: CartLine(r["id"], r["sku"], r["name"], r["category_id"], r["price"], 1)
-            for r in rows}
+    return {
+        r["id"]: CartLine(r["id"], r["sku"], r["name"], r["category_id"], r["price"], 1)
+        for r in rows
+    }
 
 
 async def lock_cart(conn: asyncpg.Connection, user_id: int) -> None:
@@ -70,7 +74,8 @@ async def item_state(conn: Executor, user_id: int, product_id: int) -> ItemState
              FROM products p
              LEFT JOIN cart_items ci ON ci.product_id = p.id AND ci.user_id = $1
             WHERE p.id = $2""",
-        user_id, product_id,
+        user_id,
+        product_id,
     )
     return ItemState(row["is_active"], row["stock"], row["in_cart"]) if row else None
 
@@ -79,13 +84,16 @@ async def set_quantity(conn: Executor, user_id: int, product_id: int, quantity: 
     await conn.execute(
         """INSERT INTO cart_items (user_id, product_id, quantity) VALUES ($1, $2, $3)
            ON CONFLICT (user_id, product_id) DO UPDATE SET quantity = EXCLUDED.quantity""",
-        user_id, product_id, quantity,
+        user_id,
+        product_id,
+        quantity,
     )
 
 
 async def remove_item(conn: Executor, user_id: int, product_id: int) -> bool:
     status = await conn.execute(
-        "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2", user_id, product_id)
+        "DELETE FROM cart_items WHERE user_id = $1 AND product_id = $2", user_id, product_id
+    )
     return not status.endswith(" 0")
 
 
@@ -94,5 +102,6 @@ async def set_promotion(conn: Executor, user_id: int, code: str | None) -> None:
         """INSERT INTO carts (user_id, promotion_code) VALUES ($1, $2)
            ON CONFLICT (user_id) DO UPDATE SET promotion_code = EXCLUDED.promotion_code,
                                                updated_at = now()""",
-        user_id, code,
+        user_id,
+        code,
     )

@@ -64,16 +64,18 @@ async def list_categories(conn: Executor) -> list[Category]:
 
 
 async def get_category(conn: Executor, category_id: int) -> Category:
-    row = await conn.fetchrow(f"SELECT {_CATEGORY_COLUMNS} FROM categories WHERE id = $1",
-                              category_id)
+    row = await conn.fetchrow(
+        f"SELECT {_CATEGORY_COLUMNS} FROM categories WHERE id = $1", category_id
+    )
     if row is None:
         raise NotFound("no such category")
     return _category(row)
 
 
 def _parent_missing() -> ValidationFailed:
-    return ValidationFailed("the parent category does not exist",
-                            errors=[FieldError("parent_id", "no such category")])
+    return ValidationFailed(
+        "the parent category does not exist", errors=[FieldError("parent_id", "no such category")]
+    )
 
 
 async def insert_category(conn: Executor, name: str, slug: str, parent_id: int | None) -> Category:
@@ -81,7 +83,9 @@ async def insert_category(conn: Executor, name: str, slug: str, parent_id: int |
         row = await conn.fetchrow(
             f"INSERT INTO categories (name, slug, parent_id) VALUES ($1, $2, $3) "
             f"RETURNING {_CATEGORY_COLUMNS}",
-            name, slug, parent_id,
+            name,
+            slug,
+            parent_id,
         )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists(f"the slug {slug!r} is already used by another category") from None
@@ -99,7 +103,8 @@ async def is_ancestor_or_self(conn: asyncpg.Connection, candidate: int, of: int)
                UNION
                SELECT c.id, c.parent_id FROM categories c JOIN up ON c.id = up.parent_id)
            SELECT EXISTS (SELECT 1 FROM up WHERE id = $1)""",
-        candidate, of,
+        candidate,
+        of,
     )
     return bool(found)
 
@@ -109,8 +114,9 @@ async def lock_category_tree(conn: asyncpg.Connection) -> None:
     await conn.execute("LOCK TABLE categories IN SHARE ROW EXCLUSIVE MODE")
 
 
-async def update_category(conn: asyncpg.Connection, category_id: int,
-                          changes: dict[str, Any]) -> Category:
+async def update_category(
+    conn: asyncpg.Connection, category_id: int, changes: dict[str, Any]
+) -> Category:
     if not changes:
         return await get_category(conn, category_id)
     names = list(changes)
@@ -118,7 +124,8 @@ async def update_category(conn: asyncpg.Connection, category_id: int,
     try:
         row = await conn.fetchrow(
             f"UPDATE categories SET {assignments} WHERE id = $1 RETURNING {_CATEGORY_COLUMNS}",
-            category_id, *changes.values(),
+            category_id,
+            *changes.values(),
         )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists("this slug is already used by another category") from None
@@ -146,7 +153,8 @@ async def get_product(conn: Executor, product_id: int) -> Product | None:
 
 async def get_products(conn: Executor, product_ids: Sequence[int]) -> list[Product]:
     rows = await conn.fetch(
-        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1::bigint[])", list(product_ids))
+        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1::bigint[])", list(product_ids)
+    )
     return [product_from_row(r) for r in rows]
 
 
@@ -154,8 +162,9 @@ def _product_write_error(exc: asyncpg.PostgresError) -> Exception:
     if isinstance(exc, asyncpg.UniqueViolationError):
         return AlreadyExists("a product with this sku already exists")
     if isinstance(exc, asyncpg.ForeignKeyViolationError):
-        return ValidationFailed("the category does not exist",
-                                errors=[FieldError("category_id", "no such category")])
+        return ValidationFailed(
+            "the category does not exist", errors=[FieldError("category_id", "no such category")]
+        )
     return exc
 
 
@@ -178,11 +187,13 @@ async def update_product(conn: Executor, product_id: int, changes: dict[str, Any
     names = list(changes)
     # updated_at moves with every change: it is what the ETag is made of.
     assignments = ", ".join(
-        [f"{name} = ${i}" for i, name in enumerate(names, start=2)] + ["updated_at = now()"])
+        [f"{name} = ${i}" for i, name in enumerate(names, start=2)] + ["updated_at = now()"]
+    )
     try:
         row = await conn.fetchrow(
             f"UPDATE products SET {assignments} WHERE id = $1 RETURNING {PRODUCT_COLUMNS}",
-            product_id, *changes.values(),
+            product_id,
+            *changes.values(),
         )
     except (asyncpg.UniqueViolationError, asyncpg.ForeignKeyViolationError) as exc:
         raise _product_write_error(exc) from None
@@ -198,7 +209,8 @@ async def adjust_stock(conn: Executor, product_id: int, delta: int) -> Product |
         f"""UPDATE products SET stock = stock + $2::integer, updated_at = now()
              WHERE id = $1 AND stock::bigint + $2::bigint BETWEEN 0 AND 2147483647
          RETURNING {PRODUCT_COLUMNS}""",
-        product_id, delta,
+        product_id,
+        delta,
     )
     return product_from_row(row) if row else None
 
@@ -242,8 +254,9 @@ class _Params:
         return f"${len(self.values)}"
 
 
-async def list_products(conn: Executor, filters: ProductFilter, sort: str,
-                        after: tuple[object, int] | None, limit: int) -> list[Product]:
+async def list_products(
+    conn: Executor, filters: ProductFilter, sort: str, after: tuple[object, int] | None, limit: int
+) -> list[Product]:
     """Up to `limit` products after the keyset position `after` (sort key, id)."""
     order = SORT_ORDERS[sort]
     params = _Params()
@@ -251,8 +264,11 @@ async def list_products(conn: Executor, filters: ProductFilter, sort: str,
     prefix = ""
     if filters.category_id is not None or filters.category_slug is not None:
         # The category and all its descendants; an unknown category simply matches nothing.
-        root = (f"id = {params.add(filters.category_id)}" if filters.category_id is not None
-                else f"slug = {params.add(filters.category_slug)}")
+        root = (
+            f"id = {params.add(filters.category_id)}"
+            if filters.category_id is not None
+            else f"slug = {params.add(filters.category_slug)}"
+        )
         prefix = f"""WITH RECURSIVE tree AS (
                          SELECT id FROM categories WHERE {root}
                          UNION
@@ -271,12 +287,15 @@ async def list_products(conn: Executor, filters: ProductFilter, sort: str,
     if after is not None:
         comparison = "<" if order.descending else ">"
         key, last_id = after
-        where.append(f"(p.{order.column}, p.id) {comparison} "
-                     f"({params.add(key)}, {params.add(last_id)})")
+        where.append(
+            f"(p.{order.column}, p.id) {comparison} ({params.add(key)}, {params.add(last_id)})"
+        )
     direction = "DESC" if order.descending else "ASC"
-    sql = (f"{prefix}SELECT {', '.join('p.' + c for c in PRODUCT_COLUMNS.split(', '))} "
-           f"FROM products p {'WHERE ' + ' AND '.join(where) if where else ''} "
-           f"ORDER BY p.{order.column} {direction}, p.id {direction} "
-           f"LIMIT {params.add(limit)}")
+    sql = (
+        f"{prefix}SELECT {', '.join('p.' + c for c in PRODUCT_COLUMNS.split(', '))} "
+        f"FROM products p {'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"ORDER BY p.{order.column} {direction}, p.id {direction} "
+        f"LIMIT {params.add(limit)}"
+    )
     rows = await conn.fetch(sql, *params.values)
     return [product_from_row(r) for r in rows]

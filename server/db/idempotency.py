@@ -25,8 +25,15 @@ class StoredKey:
     response_body: bytes | None
 
 
-async def claim(conn: Executor, user_id: int, key: str, request_hash: str, *,
-                ttl_seconds: int, lease_seconds: int) -> StoredKey | None:
+async def claim(
+    conn: Executor,
+    user_id: int,
+    key: str,
+    request_hash: str,
+    *,
+    ttl_seconds: int,
+    lease_seconds: int,
+) -> StoredKey | None:
     """Claim `key` for this request; None when claimed, else the row that holds it.
 
     A row past its expiry, or an in-flight claim older than `lease_seconds` (its request died
@@ -43,21 +50,31 @@ async def claim(conn: Executor, user_id: int, key: str, request_hash: str, *,
                OR (idempotency_keys.state = 'in_flight'
                    AND idempotency_keys.created_at < now() - make_interval(secs => $5))
            RETURNING true""",
-        user_id, key, request_hash, float(ttl_seconds), float(lease_seconds),
+        user_id,
+        key,
+        request_hash,
+        float(ttl_seconds),
+        float(lease_seconds),
     )
     if row is not None:
         return None
     held = await conn.fetchrow(
         """SELECT request_hash, state, response_status, response_body
              FROM idempotency_keys WHERE user_id = $1 AND key = $2""",
-        user_id, key,
+        user_id,
+        key,
     )
     if held is None:
         # Released between our INSERT and SELECT: the key is free again.
-        return await claim(conn, user_id, key, request_hash, ttl_seconds=ttl_seconds,
-                           lease_seconds=lease_seconds)
-    return StoredKey(held["request_hash"], held["state"], held["response_status"],
-                     bytes(held["response_body"]) if held["response_body"] is not None else None)
+        return await claim(
+            conn, user_id, key, request_hash, ttl_seconds=ttl_seconds, lease_seconds=lease_seconds
+        )
+    return StoredKey(
+        held["request_hash"],
+        held["state"],
+        held["response_status"],
+        bytes(held["response_body"]) if held["response_body"] is not None else None,
+    )
 
 
 async def complete(conn: Executor, user_id: int, key: str, status: int, body: bytes) -> None:
@@ -66,7 +83,10 @@ async def complete(conn: Executor, user_id: int, key: str, status: int, body: by
         """UPDATE idempotency_keys
               SET state = 'done', response_status = $3, response_body = $4
             WHERE user_id = $1 AND key = $2""",
-        user_id, key, status, body,
+        user_id,
+        key,
+        status,
+        body,
     )
 
 
@@ -74,5 +94,6 @@ async def release(conn: Executor, user_id: int, key: str) -> None:
     """Drop an in-flight claim whose request failed without an answer worth replaying."""
     await conn.execute(
         "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND state = 'in_flight'",
-        user_id, key,
+        user_id,
+        key,
     )

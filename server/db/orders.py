@@ -109,18 +109,21 @@ async def take_stock(conn: asyncpg.Connection, product_id: int, quantity: int) -
         """UPDATE products SET stock = stock - $2, updated_at = now()
             WHERE id = $1 AND is_active AND stock >= $2
         RETURNING id, sku, name, category_id, price, stock""",
-        product_id, quantity,
+        product_id,
+        quantity,
     )
     if row is None:
         return None
-    return TakenStock(row["id"], row["sku"], row["name"], row["category_id"], row["price"],
-                      row["stock"])
+    return TakenStock(
+        row["id"], row["sku"], row["name"], row["category_id"], row["price"], row["stock"]
+    )
 
 
 async def availability(conn: Executor, product_ids: Sequence[int]) -> dict[int, Availability]:
     """Current stock of products (unknown ids are absent); reads only, takes no lock."""
     rows = await conn.fetch(
-        "SELECT id, stock, is_active FROM products WHERE id = ANY($1::bigint[])", list(product_ids))
+        "SELECT id, stock, is_active FROM products WHERE id = ANY($1::bigint[])", list(product_ids)
+    )
     return {r["id"]: Availability(r["id"], r["stock"], r["is_active"]) for r in rows}
 
 
@@ -129,7 +132,8 @@ async def restock(conn: asyncpg.Connection, quantities: dict[int, int]) -> None:
     for product_id in sorted(quantities):
         await conn.execute(
             "UPDATE products SET stock = stock + $2, updated_at = now() WHERE id = $1",
-            product_id, quantities[product_id],
+            product_id,
+            quantities[product_id],
         )
 
 
@@ -141,7 +145,8 @@ async def add_units_sold(conn: asyncpg.Connection, quantities: dict[int, int]) -
                ON CONFLICT (product_id) DO UPDATE
                   SET units_sold = GREATEST(product_stats.units_sold + $2, 0),
                       updated_at = now()""",
-            product_id, quantities[product_id],
+            product_id,
+            quantities[product_id],
         )
 
 
@@ -168,8 +173,15 @@ async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> OrderRecord
                                 shipping_address, note)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
             RETURNING {_ORDER_COLUMNS}""",
-        order.user_id, order.subtotal, order.discount, order.tax, order.total, order.currency,
-        order.promotion_code, order.shipping_address, order.note,
+        order.user_id,
+        order.subtotal,
+        order.discount,
+        order.tax,
+        order.total,
+        order.currency,
+        order.promotion_code,
+        order.shipping_address,
+        order.note,
     )
     assert row is not None
     items = sorted(order.items, key=lambda i: i.product_id)
@@ -177,8 +189,12 @@ async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> OrderRecord
         f"""INSERT INTO order_items ({_ITEM_COLUMNS})
             SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],
                                      $6::bigint[], $7::bigint[])""",
-        row["id"], [i.product_id for i in items], [i.sku for i in items],
-        [i.name for i in items], [i.quantity for i in items], [i.unit_price for i in items],
+        row["id"],
+        [i.product_id for i in items],
+        [i.sku for i in items],
+        [i.name for i in items],
+        [i.quantity for i in items],
+        [i.unit_price for i in items],
         [i.line_total for i in items],
     )
     return _order(row, list(items))
@@ -196,8 +212,9 @@ async def _items_of(conn: Executor, order_ids: Sequence[int]) -> dict[int, list[
     return items
 
 
-async def get_order(conn: Executor, order_id: int, *,
-                    for_update: bool = False) -> OrderRecord | None:
+async def get_order(
+    conn: Executor, order_id: int, *, for_update: bool = False
+) -> OrderRecord | None:
     """One order with its items; `for_update` locks the order row until the transaction ends."""
     lock = " FOR UPDATE" if for_update else ""
     row = await conn.fetchrow(f"SELECT {_ORDER_COLUMNS} FROM orders WHERE id = $1{lock}", order_id)
@@ -206,20 +223,25 @@ async def get_order(conn: Executor, order_id: int, *,
     return _order(row, (await _items_of(conn, [order_id]))[order_id])
 
 
-async def list_orders(conn: Executor, *, user_id: int | None, status: str | None,
-                      before_id: int | None, limit: int) -> list[OrderRecord]:
+async def list_orders(
+    conn: Executor, *, user_id: int | None, status: str | None, before_id: int | None, limit: int
+) -> list[OrderRecord]:
     """Newest first (ids follow creation), keyset-paginated on the id."""
     conditions: list[str] = []
     args: list[Any] = []
-    for column, op, value in (("user_id", "=", user_id), ("status", "=", status),
-                              ("id", "<", before_id)):
+    for column, op, value in (
+        ("user_id", "=", user_id),
+        ("status", "=", status),
+        ("id", "<", before_id),
+    ):
         if value is not None:
             args.append(value)
             conditions.append(f"{column} {op} ${len(args)}")
     where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
     args.append(limit)
     rows = await conn.fetch(
-        f"SELECT {_ORDER_COLUMNS} FROM orders {where} ORDER BY id DESC LIMIT ${len(args)}", *args)
+        f"SELECT {_ORDER_COLUMNS} FROM orders {where} ORDER BY id DESC LIMIT ${len(args)}", *args
+    )
     items = await _items_of(conn, [r["id"] for r in rows])
     return [_order(r, items[r["id"]]) for r in rows]
 
@@ -228,21 +250,24 @@ async def set_status(conn: asyncpg.Connection, order: OrderRecord, status: str) 
     row = await conn.fetchrow(
         f"""UPDATE orders SET status = $2, updated_at = now() WHERE id = $1
             RETURNING {_ORDER_COLUMNS}""",
-        order.id, status,
+        order.id,
+        status,
     )
     assert row is not None
     return _order(row, order.items)
 
 
-async def lock_expired_pending(conn: asyncpg.Connection, older_than_seconds: float,
-                               limit: int) -> list[OrderRecord]:
+async def lock_expired_pending(
+    conn: asyncpg.Connection, older_than_seconds: float, limit: int
+) -> list[OrderRecord]:
     """Pending orders created before the cut-off, locked; rows another worker holds are skipped."""
     rows = await conn.fetch(
         f"""SELECT {_ORDER_COLUMNS} FROM orders
              WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)
              ORDER BY id LIMIT $2
              FOR UPDATE SKIP LOCKED""",
-        float(older_than_seconds), limit,
+        float(older_than_seconds),
+        limit,
     )
     items = await _items_of(conn, [r["id"] for r in rows])
     return [_order(r, items[r["id"]]) for r in rows]
@@ -271,7 +296,8 @@ async def empty_cart(conn: asyncpg.Connection, user_id: int) -> None:
     """Remove the lines and the promotion code the order used."""
     await conn.execute("DELETE FROM cart_items WHERE user_id = $1", user_id)
     await conn.execute(
-        "UPDATE carts SET promotion_code = NULL, updated_at = now() WHERE user_id = $1", user_id)
+        "UPDATE carts SET promotion_code = NULL, updated_at = now() WHERE user_id = $1", user_id
+    )
 
 
 # ---- who gets told --------------------------------------------------------------------------
@@ -303,5 +329,9 @@ async def enqueue_mail(conn: asyncpg.Connection, mails: Iterable[Mail]) -> None:
             """INSERT INTO outbox (kind, recipient, subject, body, dedupe_key)
                VALUES ($1, $2, $3, $4, $5)
                ON CONFLICT (dedupe_key) WHERE dedupe_key IS NOT NULL DO NOTHING""",
-            mail.kind, mail.recipient, mail.subject, mail.body, mail.dedupe_key,
+            mail.kind,
+            mail.recipient,
+            mail.subject,
+            mail.body,
+            mail.dedupe_key,
         )

@@ -56,7 +56,8 @@ def promotion_from_row(row: asyncpg.Record) -> Promotion:
 async def get_by_code(conn: asyncpg.Connection | asyncpg.Pool, code: str) -> Promotion | None:
     """Codes are case-insensitive."""
     row = await conn.fetchrow(
-        f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE lower(code) = lower($1)", code)
+        f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE lower(code) = lower($1)", code
+    )
     return promotion_from_row(row) if row else None
 
 
@@ -68,23 +69,27 @@ def _write_error(exc: asyncpg.PostgresError) -> Exception:
     return ValidationFailed(f"the promotion is invalid ({getattr(exc, 'constraint_name', '')})")
 
 
-async def list_promotions(conn: asyncpg.Connection | asyncpg.Pool, after_id: int | None,
-                          limit: int) -> list[Promotion]:
+async def list_promotions(
+    conn: asyncpg.Connection | asyncpg.Pool, after_id: int | None, limit: int
+) -> list[Promotion]:
     rows = await conn.fetch(
         f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id > $1 ORDER BY id LIMIT $2",
-        after_id or 0, limit,
+        after_id or 0,
+        limit,
     )
     return [promotion_from_row(r) for r in rows]
 
 
 async def get_for_update(conn: asyncpg.Connection, promotion_id: int) -> Promotion | None:
     row = await conn.fetchrow(
-        f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id = $1 FOR UPDATE", promotion_id)
+        f"SELECT {PROMOTION_COLUMNS} FROM promotions WHERE id = $1 FOR UPDATE", promotion_id
+    )
     return promotion_from_row(row) if row else None
 
 
-async def insert_promotion(conn: asyncpg.Connection | asyncpg.Pool,
-                           values: dict[str, Any]) -> Promotion:
+async def insert_promotion(
+    conn: asyncpg.Connection | asyncpg.Pool, values: dict[str, Any]
+) -> Promotion:
     names = list(values)
     placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
     try:
@@ -99,14 +104,16 @@ async def insert_promotion(conn: asyncpg.Connection | asyncpg.Pool,
     return promotion_from_row(row)
 
 
-async def update_promotion(conn: asyncpg.Connection, promotion_id: int,
-                           changes: dict[str, Any]) -> Promotion:
+async def update_promotion(
+    conn: asyncpg.Connection, promotion_id: int, changes: dict[str, Any]
+) -> Promotion:
     names = list(changes)
     assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
     try:
         row = await conn.fetchrow(
             f"UPDATE promotions SET {assignments} WHERE id = $1 RETURNING {PROMOTION_COLUMNS}",
-            promotion_id, *changes.values(),
+            promotion_id,
+            *changes.values(),
         )
     except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
         raise _write_error(exc) from None

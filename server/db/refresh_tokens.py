@@ -22,11 +22,15 @@ class ConsumedToken(msgspec.Struct, frozen=True):
     user_id: int
 
 
-async def record(conn: Executor, jti: uuid.UUID, family_id: uuid.UUID, user_id: int,
-                 expires_at: datetime) -> None:
+async def record(
+    conn: Executor, jti: uuid.UUID, family_id: uuid.UUID, user_id: int, expires_at: datetime
+) -> None:
     await conn.execute(
         "INSERT INTO refresh_tokens (jti, family_id, user_id, expires_at) VALUES ($1, $2, $3, $4)",
-        jti, family_id, user_id, expires_at,
+        jti,
+        family_id,
+        user_id,
+        expires_at,
     )
 
 

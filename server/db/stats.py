@@ -22,7 +22,8 @@ async def order_figures(conn: Executor) -> dict[str, dict[str, tuple[int, int]]]
     )
     rows = await conn.fetch(
         f"""SELECT status, {columns} FROM orders
-             WHERE created_at >= now() - interval '30 days' GROUP BY status""")
+             WHERE created_at >= now() - interval '30 days' GROUP BY status"""
+    )
     return {
         row["status"]: {name: (row[f"count_{name}"], row[f"revenue_{name}"]) for name, _ in WINDOWS}
         for row in rows

@@ -36,13 +36,21 @@ def _record(row: asyncpg.Record) -> UserRecord:
     return UserRecord(**dict(row))
 
 
-async def create_user(conn: asyncpg.Connection | asyncpg.Pool, email: str, name: str,
-                      password_hash: str, role: str = "customer") -> UserRecord:
+async def create_user(
+    conn: asyncpg.Connection | asyncpg.Pool,
+    email: str,
+    name: str,
+    password_hash: str,
+    role: str = "customer",
+) -> UserRecord:
     try:
         row = await conn.fetchrow(
             f"INSERT INTO users (email, name, password_hash, role) VALUES ($1, $2, $3, $4) "
             f"RETURNING {_COLUMNS}",
-            email.lower(), name, password_hash, role,
+            email.lower(),
+            name,
+            password_hash,
+            role,
         )
     except asyncpg.UniqueViolationError:
         raise AlreadyExists("this e-mail is already registered") from None
@@ -62,15 +70,17 @@ async def get_by_id(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> Us
     return _record(row)
 
 
-async def upsert_admin(conn: asyncpg.Connection | asyncpg.Pool, email: str,
-                       password_hash: str) -> tuple[UserRecord, bool]:
+async def upsert_admin(
+    conn: asyncpg.Connection | asyncpg.Pool, email: str, password_hash: str
+) -> tuple[UserRecord, bool]:
     """Create an admin, or promote an existing user (resetting the password); True if created."""
     row = await conn.fetchrow(
         f"""INSERT INTO users (email, name, password_hash, role) VALUES ($1, '', $2, 'admin')
             ON CONFLICT (email) DO UPDATE
                SET role = 'admin', password_hash = EXCLUDED.password_hash, updated_at = now()
             RETURNING {_COLUMNS}, (xmax = 0) AS created""",
-        email.lower(), password_hash,
+        email.lower(),
+        password_hash,
     )
     assert row is not None
     values = dict(row)

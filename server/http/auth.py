@@ -14,11 +14,18 @@ from server.openapi import Operation
 from server.services import accounts
 from server.services.accounts import TokenPair
 
-Email = Annotated[str, msgspec.Meta(max_length=accounts.MAX_EMAIL_LENGTH,
-                                    pattern=accounts.EMAIL_PATTERN,
-                                    description="lowercased before it is stored or compared")]
-NewPassword = Annotated[str, msgspec.Meta(min_length=accounts.MIN_PASSWORD_LENGTH,
-                                          max_length=accounts.MAX_PASSWORD_LENGTH)]
+Email = Annotated[
+    str,
+    msgspec.Meta(
+        max_length=accounts.MAX_EMAIL_LENGTH,
+        pattern=accounts.EMAIL_PATTERN,
+        description="lowercased before it is stored or compared",
+    ),
+]
+NewPassword = Annotated[
+    str,
+    msgspec.Meta(min_length=accounts.MIN_PASSWORD_LENGTH, max_length=accounts.MAX_PASSWORD_LENGTH),
+]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=accounts.MAX_PASSWORD_LENGTH)]
 RefreshToken = Annotated[str, msgspec.Meta(min_length=1, max_length=8192)]
 
@@ -47,8 +54,13 @@ class User(msgspec.Struct, frozen=True):
 
     @classmethod
     def of(cls, record: UserRecord) -> User:
-        return cls(record.id, record.email, record.name, record.role,  # type: ignore[arg-type]
-                   record.created_at)
+        return cls(
+            record.id,
+            record.email,
+            record.name,
+            record.role,  # type: ignore[arg-type]
+            record.created_at,
+        )
 
 
 class Registered(msgspec.Struct, frozen=True):
@@ -72,11 +84,15 @@ class RegisterHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Create a customer account and sign in", request=RegisterBody, response=Registered,
-            status=201, errors=(409,),
+            "Create a customer account and sign in",
+            request=RegisterBody,
+            response=Registered,
+            status=201,
+            errors=(409,),
             description="The e-mail is trimmed and lowercased; 409 when it is taken. Passwords "
-                        "have at least 10 characters and are stored as Argon2id hashes. `role`, "
-                        "`id` and other read-only fields are refused with 422."),
+            "have at least 10 characters and are stored as Argon2id hashes. `role`, "
+            "`id` and other read-only fields are refused with 422.",
+        ),
     }
 
     async def post(self) -> None:
@@ -89,10 +105,14 @@ class LoginHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Sign in", request=LoginBody, response=Grant, errors=(401,),
+            "Sign in",
+            request=LoginBody,
+            response=Grant,
+            errors=(401,),
             description="401 alike for an unknown e-mail and a wrong password. Attempts are "
-                        "limited per client IP and e-mail (`RATE_LIMIT_LOGIN`); when the shared "
-                        "limiter (Redis) is down, sign-in answers 503 rather than go unlimited."),
+            "limited per client IP and e-mail (`RATE_LIMIT_LOGIN`); when the shared "
+            "limiter (Redis) is down, sign-in answers 503 rather than go unlimited.",
+        ),
     }
 
     async def post(self) -> None:
@@ -106,12 +126,16 @@ class RefreshHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Rotate a refresh token", request=RefreshBody, response=Grant, errors=(401,),
+            "Rotate a refresh token",
+            request=RefreshBody,
+            response=Grant,
+            errors=(401,),
             description="Answers a new access and refresh token; the presented refresh token is "
-                        "dead from then on. Presenting a used (or revoked) refresh token again "
-                        "revokes every token of its sign-in (401): whoever holds them must sign "
-                        "in again. Of two concurrent refreshes of one token, one wins and the "
-                        "sign-in is revoked."),
+            "dead from then on. Presenting a used (or revoked) refresh token again "
+            "revokes every token of its sign-in (401): whoever holds them must sign "
+            "in again. Of two concurrent refreshes of one token, one wins and the "
+            "sign-in is revoked.",
+        ),
     }
 
     async def post(self) -> None:
@@ -124,10 +148,14 @@ class LogoutHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "user"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Sign out", request=RefreshBody, status=204, errors=(403,),
+            "Sign out",
+            request=RefreshBody,
+            status=204,
+            errors=(403,),
             description="Revokes the sign-in (token family) of the refresh token; idempotent. "
-                        "403 when the refresh token belongs to another account. Access tokens "
-                        "are stateless and stay valid until they expire (60 minutes)."),
+            "403 when the refresh token belongs to another account. Access tokens "
+            "are stateless and stay valid until they expire (60 minutes).",
+        ),
     }
 
     async def post(self) -> None:

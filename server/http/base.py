@@ -6,6 +6,8 @@ function, serialise. Every domain error becomes problem+json here, in one place.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import re
 import uuid
@@ -50,7 +52,7 @@ _STATUS_OF: dict[type[errors.DomainError], int] = {
 def status_of(error: errors.DomainError) -> int:
     for cls in type(error).__mro__:
         if cls in _STATUS_OF:
-            return _STATUS_OF[cls]  # type: ignore[index]
+            return _STATUS_OF[cls]
     return 400
 
 
@@ -71,9 +73,16 @@ class ApiError(tornado.web.HTTPError):
         self.extra_headers = headers or {}
 
 
-def problem(status: int, detail: str = "", field_errors: list[errors.FieldError] | None = None) -> dict[str, Any]:
+def problem(
+    status: int, detail: str = "", field_errors: list[errors.FieldError] | None = None
+) -> dict[str, Any]:
     title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status, "detail": detail or title}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": detail or title,
+    }
     if field_errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in field_errors]
     return body
@@ -101,10 +110,26 @@ def validation_errors(exc: msgspec.ValidationError) -> list[errors.FieldError]:
 class InFlight:
     """Counts requests being handled, so a graceful shutdown can wait for them."""
 
-    __slots__ = ("count",)
+    __slots__ = ("_idle", "count")
 
     def __init__(self) -> None:
         self.count = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def enter(self) -> None:
+        self.count += 1
+        self._idle.clear()
+
+    def leave(self) -> None:
+        self.count -= 1
+        if self.count == 0:
+            self._idle.set()
+
+    async def wait_idle(self, grace: float) -> None:
+        """Return once no request is in flight, or after `grace` seconds."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), grace)
 
 
 class ApiHandler(tornado.web.RequestHandler):
@@ -118,7 +143,7 @@ class ApiHandler(tornado.web.RequestHandler):
     _sticky_headers: dict[str, str] | None = None
 
     @override
-    def initialize(self, ctx: AppContext) -> None:  # type: ignore[override]
+    def initialize(self, ctx: AppContext) -> None:
         self.ctx = ctx
         self._principal = None
         self._principal_resolved = False
@@ -147,7 +172,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     @override
     async def prepare(self) -> None:
-        self.application.settings["inflight"].count += 1
+        self.application.settings["inflight"].enter()
         self._counted = True
         # The stock server drains an oversized body unread (http/bodylimit.py); the fast one answers
         # 413 itself before the body is read.
@@ -175,7 +200,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def _uncount(self) -> None:
         if self._counted:
             self._counted = False
-            self.application.settings["inflight"].count -= 1
+            self.application.settings["inflight"].leave()
 
     # ---- auth -------------------------------------------------------------------------------
 
@@ -192,7 +217,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if header is None:
             return None
         authenticator = self.application.settings["authenticator"]
-        return authenticator(header)  # type: ignore[no-any-return]
+        return authenticator(header)
 
     def require_user(self) -> Principal:
         principal = self.principal
@@ -217,7 +242,9 @@ class ApiHandler(tornado.web.RequestHandler):
         try:
             return msgspec.json.decode(body, type=struct_type, strict=True)
         except msgspec.ValidationError as exc:
-            raise errors.ValidationFailed("the request body is invalid", errors=validation_errors(exc)) from None
+            raise errors.ValidationFailed(
+                "the request body is invalid", errors=validation_errors(exc)
+            ) from None
         except msgspec.DecodeError:
             raise errors.BadRequest("the request body is not valid JSON") from None
 
@@ -271,7 +298,11 @@ class ApiHandler(tornado.web.RequestHandler):
         self._write_problem(status_code, detail, field_errors, headers)
 
     def _write_problem(
-        self, status: int, detail: str, field_errors: list[errors.FieldError], headers: dict[str, str]
+        self,
+        status: int,
+        detail: str,
+        field_errors: list[errors.FieldError],
+        headers: dict[str, str],
     ) -> None:
         self.clear()
         self.set_status(status)

@@ -21,16 +21,20 @@ DRAIN_FACTOR = 16
 
 
 class _OversizeBodyDrain(httputil.HTTPMessageDelegate):
-    def __init__(self, inner: httputil.HTTPMessageDelegate, connection: HTTP1Connection,
-                 limit: int) -> None:
+    def __init__(
+        self, inner: httputil.HTTPMessageDelegate, connection: HTTP1Connection, limit: int
+    ) -> None:
         self.inner = inner
         self.connection = connection
         self.limit = limit
         self.discarding = False
 
     @override
-    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-                         headers: httputil.HTTPHeaders) -> Awaitable[None] | None:
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
         declared = headers.get("Content-Length", "")
         if declared.isdigit() and self.limit < int(declared) <= self.limit * DRAIN_FACTOR:
             self.discarding = True
@@ -60,8 +64,9 @@ class BodyLimitedApplication(tornado.web.Application):
         self.max_body_size = max_body_size
 
     @override
-    def start_request(self, server_conn: object,
-                      request_conn: httputil.HTTPConnection) -> httputil.HTTPMessageDelegate:
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
         delegate = super().start_request(server_conn, request_conn)
         if isinstance(request_conn, HTTP1Connection):
             return _OversizeBodyDrain(delegate, request_conn, self.max_body_size)

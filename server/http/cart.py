@@ -40,10 +40,13 @@ class CartItemsHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "user"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Add a product to my cart", request=CartItemAdd, response=CartView,
+            "Add a product to my cart",
+            request=CartItemAdd,
+            response=CartView,
             errors=(404, 409),
             description="Quantities add up. 404 unknown or inactive product; 409 when the line "
-                        "would hold more than the stock; 422 beyond 999 units."),
+            "would hold more than the stock; 422 beyond 999 units.",
+        ),
     }
 
     async def post(self) -> None:
@@ -56,24 +59,33 @@ class CartItemHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"PATCH": "user", "DELETE": "user"}
     api: ClassVar[dict[str, Operation]] = {
         "PATCH": Operation(
-            "Set a line's quantity", request=CartItemUpdate, response=CartView, errors=(409,),
+            "Set a line's quantity",
+            request=CartItemUpdate,
+            response=CartView,
+            errors=(409,),
             description="0 removes the line. 404 when the product is not in the cart; 409 more "
-                        "than the stock."),
-        "DELETE": Operation("Remove a line", response=CartView,
-                            description="404 when the product is not in the cart."),
+            "than the stock.",
+        ),
+        "DELETE": Operation(
+            "Remove a line",
+            response=CartView,
+            description="404 when the product is not in the cart.",
+        ),
     }
 
     async def patch(self, product_id: str) -> None:
         principal = self.require_user()
         data = self.parse_body(CartItemUpdate)
-        view = await cart.set_item_quantity(self.ctx, principal.user_id,
-                                            resource_id(product_id, "product"), data)
+        view = await cart.set_item_quantity(
+            self.ctx, principal.user_id, resource_id(product_id, "product"), data
+        )
         _send_cart(self, view)
 
     async def delete(self, product_id: str) -> None:
         principal = self.require_user()
-        view = await cart.remove_item(self.ctx, principal.user_id,
-                                      resource_id(product_id, "product"))
+        view = await cart.remove_item(
+            self.ctx, principal.user_id, resource_id(product_id, "product")
+        )
         _send_cart(self, view)
 
 
@@ -81,11 +93,14 @@ class CartPromotionHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "user", "DELETE": "user"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Attach a promotion code to my cart", request=CartPromotionApply,
-            response=CartView, errors=(404,),
+            "Attach a promotion code to my cart",
+            request=CartPromotionApply,
+            response=CartView,
+            errors=(404,),
             description="Codes are case-insensitive. 404 unknown code; 422 expired, not started, "
-                        "used up, or the subtotal is below its minimum. Replaces any attached "
-                        "code."),
+            "used up, or the subtotal is below its minimum. Replaces any attached "
+            "code.",
+        ),
         "DELETE": Operation("Detach the promotion code", response=CartView),
     }
 

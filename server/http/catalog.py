@@ -44,21 +44,52 @@ def if_none_match(header: str | None, etag: str) -> bool:
 
 
 LIST_PARAMS = (
-    Param("category", description="Category id or slug; matches the category and all its "
-          "descendants. An unknown category matches nothing.", max_length=200),
-    Param("q", description="Full-text search over name and description (web-search syntax: "
-          "words, \"quoted phrases\", -excluded, or).", max_length=200),
-    Param("min_price", int, "Inclusive lower bound, minor units.", minimum=0,
-          maximum=catalog.INT64_MAX),
-    Param("max_price", int, "Inclusive upper bound, minor units.", minimum=0,
-          maximum=catalog.INT64_MAX),
+    Param(
+        "category",
+        description="Category id or slug; matches the category and all its "
+        "descendants. An unknown category matches nothing.",
+        max_length=200,
+    ),
+    Param(
+        "q",
+        description="Full-text search over name and description (web-search syntax: "
+        'words, "quoted phrases", -excluded, or).',
+        max_length=200,
+    ),
+    Param(
+        "min_price",
+        int,
+        "Inclusive lower bound, minor units.",
+        minimum=0,
+        maximum=catalog.INT64_MAX,
+    ),
+    Param(
+        "max_price",
+        int,
+        "Inclusive upper bound, minor units.",
+        minimum=0,
+        maximum=catalog.INT64_MAX,
+    ),
     Param("in_stock", bool, "Only products with stock > 0."),
-    Param("sort", description="Sort order; `-` is descending. Ties break on id.",
-          enum=catalog.SORTS, default=catalog.DEFAULT_SORT),
-    Param("limit", int, "Page size.", minimum=1, maximum=catalog.MAX_LIMIT,
-          default=catalog.DEFAULT_LIMIT),
-    Param("cursor", description="`next_cursor` of the previous page (same filters and sort).",
-          max_length=1000),
+    Param(
+        "sort",
+        description="Sort order; `-` is descending. Ties break on id.",
+        enum=catalog.SORTS,
+        default=catalog.DEFAULT_SORT,
+    ),
+    Param(
+        "limit",
+        int,
+        "Page size.",
+        minimum=1,
+        maximum=catalog.MAX_LIMIT,
+        default=catalog.DEFAULT_LIMIT,
+    ),
+    Param(
+        "cursor",
+        description="`next_cursor` of the previous page (same filters and sort).",
+        max_length=1000,
+    ),
 )
 
 
@@ -67,10 +98,14 @@ class CategoriesHandler(ApiHandler):
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation("List all categories (a tree through parent_id)", response=CategoryList),
         "POST": Operation(
-            "Create a category", request=CategoryCreate, response=Category, status=201,
+            "Create a category",
+            request=CategoryCreate,
+            response=Category,
+            status=201,
             errors=(409,),
             description="The slug is derived from the name when absent (ASCII-folded, lowercase, "
-                        "hyphens). 409 for a duplicate slug; 422 for an unknown parent."),
+            "hyphens). 409 for a duplicate slug; 422 for an unknown parent.",
+        ),
     }
 
     async def get(self) -> None:
@@ -87,19 +122,26 @@ class CategoryHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"PATCH": "admin", "DELETE": "admin"}
     api: ClassVar[dict[str, Operation]] = {
         "PATCH": Operation(
-            "Update a category", request=CategoryUpdate, response=Category, errors=(409,),
+            "Update a category",
+            request=CategoryUpdate,
+            response=Category,
+            errors=(409,),
             description="422 when the new parent is unknown or would make a cycle. Renaming "
-                        "does not change the slug."),
+            "does not change the slug.",
+        ),
         "DELETE": Operation(
-            "Delete a category", status=204,
-            description="Its children become roots; its products lose their category."),
+            "Delete a category",
+            status=204,
+            description="Its children become roots; its products lose their category.",
+        ),
     }
 
     async def patch(self, category_id: str) -> None:
         self.require_admin()
         data = self.parse_body(CategoryUpdate)
         category = await catalog.update_category(
-            self.ctx, resource_id(category_id, "category"), data)
+            self.ctx, resource_id(category_id, "category"), data
+        )
         self.send_json(msgspec.json.encode(category))
 
     async def delete(self, category_id: str) -> None:
@@ -112,14 +154,21 @@ class ProductsHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "anyone", "POST": "admin"}
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "List products", response=ProductPage, query=LIST_PARAMS,
+            "List products",
+            response=ProductPage,
+            query=LIST_PARAMS,
             description="Keyset (cursor) pagination; no total count. Inactive products are "
-                        "listed for admins only."),
+            "listed for admins only.",
+        ),
         "POST": Operation(
-            "Create a product", request=ProductCreate, response=Product, status=201,
+            "Create a product",
+            request=ProductCreate,
+            response=Product,
+            status=201,
             errors=(409,),
             description="409 for a duplicate sku; 422 for an unknown category or a currency "
-                        "other than the store's."),
+            "other than the store's.",
+        ),
     }
 
     async def get(self) -> None:
@@ -142,14 +191,19 @@ class ProductHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "anyone", "PATCH": "admin", "DELETE": "admin"}
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "Get a product", response=Product,
+            "Get a product",
+            response=Product,
             description="Inactive products are 404 except for admins. Send the ETag back in "
-                        "`If-None-Match` to get a 304.",
+            "`If-None-Match` to get a 304.",
             also={304: "Not modified (the If-None-Match ETag still matches)"},
-            headers={"ETag": "strong validator of this representation",
-                     "Cache-Control": "`public, max-age=60` (inactive: `private, no-cache`)"}),
-        "PATCH": Operation("Update a product", request=ProductUpdate, response=Product,
-                           errors=(409,)),
+            headers={
+                "ETag": "strong validator of this representation",
+                "Cache-Control": "`public, max-age=60` (inactive: `private, no-cache`)",
+            },
+        ),
+        "PATCH": Operation(
+            "Update a product", request=ProductUpdate, response=Product, errors=(409,)
+        ),
         "DELETE": Operation("Deactivate a product (soft delete: is_active=false)", status=204),
     }
 
@@ -166,8 +220,9 @@ class ProductHandler(ApiHandler):
             body = msgspec.json.encode(product)
         catalog.record_view(self.ctx, wanted)
         self.set_header("ETag", etag)
-        self.set_header("Cache-Control", PRODUCT_CACHE_CONTROL if active
-                        else INACTIVE_CACHE_CONTROL)
+        self.set_header(
+            "Cache-Control", PRODUCT_CACHE_CONTROL if active else INACTIVE_CACHE_CONTROL
+        )
         if if_none_match(self.request.headers.get("If-None-Match"), etag):
             self.set_status(304)
             self.finish()

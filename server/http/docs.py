@@ -55,6 +55,7 @@ REDOC_PAGE = f"""<!doctype html>
 </html>
 """
 
+
 class SchemaHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
@@ -79,8 +80,9 @@ class SwaggerUIHandler(_DocsPage):
     page = SWAGGER_PAGE
     access: ClassVar[dict[str, str]] = {"GET": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("Swagger UI over this document (served locally)",
-                         response=str, content_type="text/html"),
+        "GET": Operation(
+            "Swagger UI over this document (served locally)", response=str, content_type="text/html"
+        ),
     }
 
 
@@ -88,8 +90,9 @@ class RedocHandler(_DocsPage):
     page = REDOC_PAGE
     access: ClassVar[dict[str, str]] = {"GET": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("ReDoc over this document (served locally)", response=str,
-                         content_type="text/html"),
+        "GET": Operation(
+            "ReDoc over this document (served locally)", response=str, content_type="text/html"
+        ),
     }
 
 

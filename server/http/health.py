@@ -28,6 +28,7 @@ class LivenessHandler(ApiHandler):
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation("Liveness: 200 while the event loop runs", response=Liveness),
     }
+
     async def get(self) -> None:
         self.send_json({"status": "ok"})
 
@@ -41,6 +42,7 @@ class ReadinessHandler(ApiHandler):
             also={503: "a dependency is down; `checks` names it (with Retry-After)"},
         ),
     }
+
     async def get(self) -> None:
         checks = {"database": await self._check_database()}
         if self.ctx.redis is not None:
@@ -48,7 +50,9 @@ class ReadinessHandler(ApiHandler):
         ready = all(v == "ok" for v in checks.values())
         if not ready:
             self.set_header("Retry-After", "5")
-        self.send_json({"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503)
+        self.send_json(
+            {"status": "ok" if ready else "unavailable", "checks": checks}, 200 if ready else 503
+        )
 
     async def _check_database(self) -> str:
         try:

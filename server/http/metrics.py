@@ -14,11 +14,13 @@ class MetricsHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "Prometheus metrics of this process", content_type=metrics.CONTENT_TYPE,
+            "Prometheus metrics of this process",
+            content_type=metrics.CONTENT_TYPE,
             description="HTTP requests by route template and status, gRPC calls by method and "
-                        "code, database statement latency and pool use, cache hits and misses, "
-                        "rate-limit decisions, background task runs and durations. Production "
-                        "nginx serves it to private networks only."),
+            "code, database statement latency and pool use, cache hits and misses, "
+            "rate-limit decisions, background task runs and durations. Production "
+            "nginx serves it to private networks only.",
+        ),
     }
 
     async def get(self) -> None:

@@ -40,10 +40,16 @@ _CHECKOUT = (
 
 LIST_PARAMS = (
     Param("status", description="Only orders in this state.", enum=orders.ORDER_STATUSES),
-    Param("user_id", int, "Admins and services: only this user's orders. A customer may pass "
-                          "only their own id (403 otherwise).", minimum=1),
-    Param("limit", int, "Page size.", minimum=1, maximum=orders.MAX_PAGE,
-          default=orders.DEFAULT_PAGE),
+    Param(
+        "user_id",
+        int,
+        "Admins and services: only this user's orders. A customer may pass "
+        "only their own id (403 otherwise).",
+        minimum=1,
+    ),
+    Param(
+        "limit", int, "Page size.", minimum=1, maximum=orders.MAX_PAGE, default=orders.DEFAULT_PAGE
+    ),
     Param("cursor", description="`next_cursor` of the previous page.", max_length=200),
 )
 
@@ -66,30 +72,50 @@ class OrdersHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "user", "POST": "user"}
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "List orders", response=OrderPage, query=LIST_PARAMS, errors=(403,),
+            "List orders",
+            response=OrderPage,
+            query=LIST_PARAMS,
+            errors=(403,),
             description="The caller's own orders, newest first (admins and services: every "
-                        "order, or one user's with `user_id`). Cursor pagination."),
+            "order, or one user's with `user_id`). Cursor pagination.",
+        ),
         "POST": Operation(
-            "Check out the cart", request=OrderDetails, response=Order, status=201,
-            errors=(409,), description=_CHECKOUT,
-            headers={"Location": "URL of the new order",
-                     "Idempotent-Replayed": "`true` when this is the stored answer of an "
-                                            "earlier request with the same Idempotency-Key"}),
+            "Check out the cart",
+            request=OrderDetails,
+            response=Order,
+            status=201,
+            errors=(409,),
+            description=_CHECKOUT,
+            headers={
+                "Location": "URL of the new order",
+                "Idempotent-Replayed": "`true` when this is the stored answer of an "
+                "earlier request with the same Idempotency-Key",
+            },
+        ),
     }
 
     async def get(self) -> None:
         principal = self.require_user()
         query = read_query(self, LIST_PARAMS)
-        page = await orders.list_orders(self.ctx, principal, user_id=query["user_id"],
-                                        status=query["status"], cursor=query["cursor"],
-                                        limit=query["limit"])
+        page = await orders.list_orders(
+            self.ctx,
+            principal,
+            user_id=query["user_id"],
+            status=query["status"],
+            cursor=query["cursor"],
+            limit=query["limit"],
+        )
         _send_private(self, msgspec.json.encode(page))
 
     async def post(self) -> None:
         principal = self.require_user()
         details = self.parse_body(OrderDetails)
-        key = orders.idempotency_key(self.request.headers.get("Idempotency-Key"), "POST",
-                                     CHECKOUT_PATH, msgspec.to_builtins(details))
+        key = orders.idempotency_key(
+            self.request.headers.get("Idempotency-Key"),
+            "POST",
+            CHECKOUT_PATH,
+            msgspec.to_builtins(details),
+        )
         placement = await orders.checkout_cart(self.ctx, principal, details, key)
         if placement.replayed:
             self.set_header("Idempotent-Replayed", "true")
@@ -97,16 +123,20 @@ class OrdersHandler(ApiHandler):
             self.set_header("Location", f"{CHECKOUT_PATH}/{placement.order.id}")
         self.set_header("Cache-Control", "private, no-store")
         self.set_status(placement.status)
-        self.set_header("Content-Type",
-                        JSON_CONTENT_TYPE if placement.status < 400 else PROBLEM_CONTENT_TYPE)
+        self.set_header(
+            "Content-Type", JSON_CONTENT_TYPE if placement.status < 400 else PROBLEM_CONTENT_TYPE
+        )
         self.finish(placement.body)
 
 
 class OrderHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "owner"}
     api: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("Get an order", response=Order,
-                         description="The owner, admins and services; anyone else gets 404."),
+        "GET": Operation(
+            "Get an order",
+            response=Order,
+            description="The owner, admins and services; anyone else gets 404.",
+        ),
     }
 
     async def get(self, order_id: str) -> None:
@@ -118,10 +148,13 @@ class OrderCancelHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "owner"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Cancel an order", response=Order, errors=(409,),
+            "Cancel an order",
+            response=Order,
+            errors=(409,),
             description="The owner while the order is `pending`; an admin while `pending` or "
-                        "`paid`. The stock comes back. 409 from any other state (and for an "
-                        "order already cancelled). " + _STATES),
+            "`paid`. The stock comes back. 409 from any other state (and for an "
+            "order already cancelled). " + _STATES,
+        ),
     }
 
     async def post(self, order_id: str) -> None:
@@ -133,16 +166,21 @@ class OrderStatusHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"PATCH": "staff"}
     api: ClassVar[dict[str, Operation]] = {
         "PATCH": Operation(
-            "Change an order's status", request=StatusChange, response=Order, errors=(409,),
+            "Change an order's status",
+            request=StatusChange,
+            response=Order,
+            errors=(409,),
             description="Admins and services. 409 on a move the state machine does not allow "
-                        "(including `paid → cancelled` by a service). " + _STATES),
+            "(including `paid → cancelled` by a service). " + _STATES,
+        ),
     }
 
     async def patch(self, order_id: str) -> None:
         principal = self.require_role("admin", "service")
         change = self.parse_body(StatusChange)
-        _send_order(self, await orders.change_status(self.ctx, principal, int(order_id),
-                                                     change.status))
+        _send_order(
+            self, await orders.change_status(self.ctx, principal, int(order_id), change.status)
+        )
 
 
 _ID = r"([0-9]{1,18})"

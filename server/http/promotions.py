@@ -14,8 +14,14 @@ from server.services import promotions
 from server.services.promotions import PromotionCreate, PromotionPage, PromotionUpdate
 
 LIST_PARAMS = (
-    Param("limit", int, "Page size.", minimum=1, maximum=promotions.MAX_LIMIT,
-          default=promotions.DEFAULT_LIMIT),
+    Param(
+        "limit",
+        int,
+        "Page size.",
+        minimum=1,
+        maximum=promotions.MAX_LIMIT,
+        default=promotions.DEFAULT_LIMIT,
+    ),
     Param("cursor", description="`next_cursor` of the previous page.", max_length=100),
 )
 _RULES = (
@@ -31,10 +37,17 @@ _RULES = (
 class PromotionsHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "admin", "POST": "admin"}
     api: ClassVar[dict[str, Operation]] = {
-        "GET": Operation("List promotions (oldest first)", response=PromotionPage,
-                         query=LIST_PARAMS),
-        "POST": Operation("Create a promotion", request=PromotionCreate, response=Promotion,
-                          status=201, errors=(409,), description=_RULES),
+        "GET": Operation(
+            "List promotions (oldest first)", response=PromotionPage, query=LIST_PARAMS
+        ),
+        "POST": Operation(
+            "Create a promotion",
+            request=PromotionCreate,
+            response=Promotion,
+            status=201,
+            errors=(409,),
+            description=_RULES,
+        ),
     }
 
     async def get(self) -> None:
@@ -53,18 +66,28 @@ class PromotionsHandler(ApiHandler):
 class PromotionHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"PATCH": "admin", "DELETE": "admin"}
     api: ClassVar[dict[str, Operation]] = {
-        "PATCH": Operation("Update a promotion", request=PromotionUpdate, response=Promotion,
-                           errors=(409,), description="Validated as a whole after merging. "
-                           + _RULES),
-        "DELETE": Operation("Delete a promotion", status=204, description=(
-            "Carts holding the code keep it attached but unpriced; orders keep their copy.")),
+        "PATCH": Operation(
+            "Update a promotion",
+            request=PromotionUpdate,
+            response=Promotion,
+            errors=(409,),
+            description="Validated as a whole after merging. " + _RULES,
+        ),
+        "DELETE": Operation(
+            "Delete a promotion",
+            status=204,
+            description=(
+                "Carts holding the code keep it attached but unpriced; orders keep their copy."
+            ),
+        ),
     }
 
     async def patch(self, promotion_id: str) -> None:
         self.require_admin()
         data = self.parse_body(PromotionUpdate)
         promotion = await promotions.update_promotion(
-            self.ctx.pool, resource_id(promotion_id, "promotion"), data)
+            self.ctx.pool, resource_id(promotion_id, "promotion"), data
+        )
         self.send_json(msgspec.json.encode(promotion))
 
     async def delete(self, promotion_id: str) -> None:

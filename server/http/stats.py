@@ -14,10 +14,12 @@ class OrderStatsHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "admin"}
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "Order counts and revenue by status, last 24 h / 7 d / 30 d", response=OrderStats,
+            "Order counts and revenue by status, last 24 h / 7 d / 30 d",
+            response=OrderStats,
             description="Orders created in each window, grouped by their current status; "
-                        "revenue is the sum of their totals in minor units. Cached for 1 hour "
-                        "(`generated_at` says when it was computed)."),
+            "revenue is the sum of their totals in minor units. Cached for 1 hour "
+            "(`generated_at` says when it was computed).",
+        ),
     }
 
     async def get(self) -> None:
@@ -29,9 +31,11 @@ class ProductStatsHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"GET": "admin"}
     api: ClassVar[dict[str, Operation]] = {
         "GET": Operation(
-            "Top products by views and by units sold", response=ProductStats,
+            "Top products by views and by units sold",
+            response=ProductStats,
             description=f"The top {stats.TOP_PRODUCTS} of each, from the analytics job's "
-                        "product_stats (every 6 h). Cached for 6 hours."),
+            "product_stats (every 6 h). Cached for 6 hours.",
+        ),
     }
 
     async def get(self) -> None:

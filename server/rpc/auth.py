@@ -59,9 +59,9 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         self.tokens = tokens
 
     @override
-    async def intercept_service(self, continuation: Continuation,
-                                handler_call_details: grpc.HandlerCallDetails
-                                ) -> grpc.RpcMethodHandler | None:
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         if handler is None or is_unguarded(handler_call_details.method):
             return handler

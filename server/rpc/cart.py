@@ -15,12 +15,23 @@ from server.services.cart import CartView
 
 def priced_cart_message(view: CartView) -> cart_pb2.PricedCart:
     message = cart_pb2.PricedCart(
-        items=[cart_pb2.PricedLine(
-            product_id=line.product_id, sku=line.sku, name=line.name, quantity=line.quantity,
-            unit_price=line.unit_price, line_subtotal=line.line_subtotal,
-            line_discount=line.line_discount, line_total=line.line_total,
-        ) for line in view.items],
-        subtotal=view.subtotal, discount=view.discount, tax=view.tax, total=view.total,
+        items=[
+            cart_pb2.PricedLine(
+                product_id=line.product_id,
+                sku=line.sku,
+                name=line.name,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+                line_subtotal=line.line_subtotal,
+                line_discount=line.line_discount,
+                line_total=line.line_total,
+            )
+            for line in view.items
+        ],
+        subtotal=view.subtotal,
+        discount=view.discount,
+        tax=view.tax,
+        total=view.total,
         currency=view.currency,
     )
     if view.promotion_code is not None:
@@ -35,11 +46,13 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         self.ctx = ctx
 
     @translate_errors
-    async def PriceCart(self, request: cart_pb2.PriceCartRequest,
-                        context: grpc.aio.ServicerContext) -> cart_pb2.PricedCart:
+    async def PriceCart(
+        self, request: cart_pb2.PriceCartRequest, context: grpc.aio.ServicerContext
+    ) -> cart_pb2.PricedCart:
         code = request.promotion_code if request.HasField("promotion_code") else None
         view = await cart.price_items(
-            self.ctx, [(item.product_id, item.quantity) for item in request.items], code or None)
+            self.ctx, [(item.product_id, item.quantity) for item in request.items], code or None
+        )
         return priced_cart_message(view)
 
 

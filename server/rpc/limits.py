@@ -35,9 +35,9 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
         self.trusted: tuple[Network, ...] = settings.trusted_proxies
 
     @override
-    async def intercept_service(self, continuation: Continuation,
-                                handler_call_details: grpc.HandlerCallDetails
-                                ) -> grpc.RpcMethodHandler | None:
+    async def intercept_service(
+        self, continuation: Continuation, handler_call_details: grpc.HandlerCallDetails
+    ) -> grpc.RpcMethodHandler | None:
         handler = await continuation(handler_call_details)
         method: str = handler_call_details.method
         if handler is None or not self.limiter.enabled or is_unguarded(method):

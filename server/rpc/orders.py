@@ -38,12 +38,26 @@ def _status_name(value: int) -> str:
 
 def order_message(order: Order) -> orders_pb2.Order:
     message = orders_pb2.Order(
-        id=order.id, user_id=order.user_id, status=_STATUS_TO_PB[order.status],
-        items=[orders_pb2.OrderItem(product_id=i.product_id, sku=i.sku, name=i.name,
-                                    quantity=i.quantity, unit_price=i.unit_price,
-                                    line_total=i.line_total) for i in order.items],
-        subtotal=order.subtotal, discount=order.discount, tax=order.tax, total=order.total,
-        currency=order.currency, created_at=timestamp(order.created_at),
+        id=order.id,
+        user_id=order.user_id,
+        status=_STATUS_TO_PB[order.status],
+        items=[
+            orders_pb2.OrderItem(
+                product_id=i.product_id,
+                sku=i.sku,
+                name=i.name,
+                quantity=i.quantity,
+                unit_price=i.unit_price,
+                line_total=i.line_total,
+            )
+            for i in order.items
+        ],
+        subtotal=order.subtotal,
+        discount=order.discount,
+        tax=order.tax,
+        total=order.total,
+        currency=order.currency,
+        created_at=timestamp(order.created_at),
         updated_at=timestamp(order.updated_at),
     )
     if order.promotion_code is not None:
@@ -52,9 +66,16 @@ def order_message(order: Order) -> orders_pb2.Order:
         message.note = order.note
     address = order.shipping_address
     if address is not None:
-        message.shipping_address.CopyFrom(orders_pb2.ShippingAddress(
-            name=address.name, line1=address.line1, line2=address.line2, city=address.city,
-            postal_code=address.postal_code, country=address.country))
+        message.shipping_address.CopyFrom(
+            orders_pb2.ShippingAddress(
+                name=address.name,
+                line1=address.line1,
+                line2=address.line2,
+                city=address.city,
+                postal_code=address.postal_code,
+                country=address.country,
+            )
+        )
     return message
 
 
@@ -70,8 +91,11 @@ def _create_input(request: orders_pb2.CreateOrderRequest) -> dict[str, Any]:
     if request.HasField("shipping_address"):
         address = request.shipping_address
         data["shipping_address"] = {
-            "name": address.name, "line1": address.line1, "city": address.city,
-            "postal_code": address.postal_code, "country": address.country,
+            "name": address.name,
+            "line1": address.line1,
+            "city": address.city,
+            "postal_code": address.postal_code,
+            "country": address.country,
             **({"line2": address.line2} if address.HasField("line2") else {}),
         }
     return data
@@ -82,12 +106,17 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         self.ctx = ctx
 
     @translate_errors
-    async def CreateOrder(self, request: orders_pb2.CreateOrderRequest,
-                          context: grpc.aio.ServicerContext) -> orders_pb2.Order:
+    async def CreateOrder(
+        self, request: orders_pb2.CreateOrderRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.Order:
         principal = await auth.require_principal(context)
         order_input = orders.parse_order_input(_create_input(request))
-        key = orders.idempotency_key(request.idempotency_key or None, "GRPC",
-                                     CREATE_ORDER_METHOD, msgspec.to_builtins(order_input))
+        key = orders.idempotency_key(
+            request.idempotency_key or None,
+            "GRPC",
+            CREATE_ORDER_METHOD,
+            msgspec.to_builtins(order_input),
+        )
         placement = await orders.create_order(self.ctx, principal, order_input, key)
         if placement.replayed:
             await context.send_initial_metadata((("idempotent-replayed", "true"),))
@@ -97,31 +126,37 @@ class OrderServicer(orders_pb2_grpc.OrderServiceServicer):
         return order_message(placement.order)
 
     @translate_errors
-    async def GetOrder(self, request: orders_pb2.GetOrderRequest,
-                       context: grpc.aio.ServicerContext) -> orders_pb2.Order:
+    async def GetOrder(
+        self, request: orders_pb2.GetOrderRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.Order:
         principal = await auth.require_principal(context)
         return order_message(await orders.get_order(self.ctx, principal, request.id))
 
     @translate_errors
-    async def ListOrders(self, request: orders_pb2.ListOrdersRequest,
-                         context: grpc.aio.ServicerContext) -> orders_pb2.ListOrdersResponse:
+    async def ListOrders(
+        self, request: orders_pb2.ListOrdersRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.ListOrdersResponse:
         principal = await auth.require_principal(context)
         page = await orders.list_orders(
-            self.ctx, principal,
+            self.ctx,
+            principal,
             user_id=request.user_id if request.HasField("user_id") else None,
             status=_status_name(request.status) if request.status else None,
             cursor=request.page.cursor or None,
             limit=request.page.limit or orders.DEFAULT_PAGE,
         )
-        return orders_pb2.ListOrdersResponse(items=[order_message(o) for o in page.items],
-                                             next_cursor=page.next_cursor or "")
+        return orders_pb2.ListOrdersResponse(
+            items=[order_message(o) for o in page.items], next_cursor=page.next_cursor or ""
+        )
 
     @translate_errors
-    async def UpdateOrderStatus(self, request: orders_pb2.UpdateOrderStatusRequest,
-                                context: grpc.aio.ServicerContext) -> orders_pb2.Order:
+    async def UpdateOrderStatus(
+        self, request: orders_pb2.UpdateOrderStatusRequest, context: grpc.aio.ServicerContext
+    ) -> orders_pb2.Order:
         principal = await auth.require_role(context, "admin", "service")
-        order = await orders.change_status(self.ctx, principal, request.id,
-                                           _status_name(request.status))
+        order = await orders.change_status(
+            self.ctx, principal, request.id, _status_name(request.status)
+        )
         return order_message(order)
 
 

@@ -17,9 +17,15 @@ from server.services.catalog import ProductQuery
 
 def product_message(product: Product) -> common_pb2.Product:
     message = common_pb2.Product(
-        id=product.id, sku=product.sku, name=product.name, description=product.description,
-        price=product.price, currency=product.currency, stock=product.stock,
-        is_active=product.is_active, created_at=timestamp(product.created_at),
+        id=product.id,
+        sku=product.sku,
+        name=product.name,
+        description=product.description,
+        price=product.price,
+        currency=product.currency,
+        stock=product.stock,
+        is_active=product.is_active,
+        created_at=timestamp(product.created_at),
         updated_at=timestamp(product.updated_at),
     )
     if product.category_id is not None:
@@ -46,31 +52,38 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
         self.ctx = ctx
 
     @translate_errors
-    async def GetProduct(self, request: products_pb2.GetProductRequest,
-                         context: grpc.aio.ServicerContext) -> common_pb2.Product:
+    async def GetProduct(
+        self, request: products_pb2.GetProductRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Product:
         product = await catalog.get_product(self.ctx.pool, request.id, caller(self.ctx, context))
         return product_message(product)
 
     @translate_errors
-    async def ListProducts(self, request: products_pb2.ListProductsRequest,
-                           context: grpc.aio.ServicerContext) -> products_pb2.ListProductsResponse:
-        page = await catalog.list_products(self.ctx.pool, product_query(request),
-                                           caller(self.ctx, context))
+    async def ListProducts(
+        self, request: products_pb2.ListProductsRequest, context: grpc.aio.ServicerContext
+    ) -> products_pb2.ListProductsResponse:
+        page = await catalog.list_products(
+            self.ctx.pool, product_query(request), caller(self.ctx, context)
+        )
         return products_pb2.ListProductsResponse(
-            items=[product_message(p) for p in page.items], next_cursor=page.next_cursor or "")
+            items=[product_message(p) for p in page.items], next_cursor=page.next_cursor or ""
+        )
 
     @translate_errors
-    async def BatchGetProducts(self, request: products_pb2.BatchGetProductsRequest,
-                               context: grpc.aio.ServicerContext
-                               ) -> products_pb2.BatchGetProductsResponse:
+    async def BatchGetProducts(
+        self, request: products_pb2.BatchGetProductsRequest, context: grpc.aio.ServicerContext
+    ) -> products_pb2.BatchGetProductsResponse:
         found, missing = await catalog.batch_get_products(
-            self.ctx.pool, list(request.ids), caller(self.ctx, context))
+            self.ctx.pool, list(request.ids), caller(self.ctx, context)
+        )
         return products_pb2.BatchGetProductsResponse(
-            products=[product_message(p) for p in found], missing_ids=missing)
+            products=[product_message(p) for p in found], missing_ids=missing
+        )
 
     @translate_errors
-    async def AdjustStock(self, request: products_pb2.AdjustStockRequest,
-                          context: grpc.aio.ServicerContext) -> common_pb2.Product:
+    async def AdjustStock(
+        self, request: products_pb2.AdjustStockRequest, context: grpc.aio.ServicerContext
+    ) -> common_pb2.Product:
         require_role(self.ctx, context, "admin", "service")
         product = await catalog.adjust_stock(self.ctx, request.product_id, request.delta)
         return product_message(product)

@@ -61,12 +61,14 @@ class GrpcServer:
 def default_interceptors(ctx: AppContext) -> list[grpc.aio.ServerInterceptor]:
     """Metrics outermost (they count what the others refuse), authentication (it names the
     caller), then the caller's rate budget."""
-    return [MetricsInterceptor(), AuthInterceptor(ctx.tokens),
-            RateLimitInterceptor(ctx.limiter, ctx.settings)]
+    return [
+        MetricsInterceptor(),
+        AuthInterceptor(ctx.tokens),
+        RateLimitInterceptor(ctx.limiter, ctx.settings),
+    ]
 
 
-def build_grpc_server(ctx: AppContext, *,
-                      interceptors: Sequence[Any] | None = None) -> GrpcServer:
+def build_grpc_server(ctx: AppContext, *, interceptors: Sequence[Any] | None = None) -> GrpcServer:
     if interceptors is None:
         interceptors = default_interceptors(ctx)
     server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)

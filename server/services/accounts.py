@@ -55,20 +55,24 @@ class TokenPair:
 def normalise_email(email: str) -> str:
     normalised = email.strip().lower()
     if len(normalised) > MAX_EMAIL_LENGTH or not _EMAIL_RE.match(normalised):
-        raise ValidationFailed("the request body is invalid",
-                               errors=[FieldError("email", "not a valid e-mail address")])
+        raise ValidationFailed(
+            "the request body is invalid",
+            errors=[FieldError("email", "not a valid e-mail address")],
+        )
     return normalised
 
 
 def check_password_rules(password: str) -> None:
     if not MIN_PASSWORD_LENGTH <= len(password) <= MAX_PASSWORD_LENGTH:
-        message = (f"must be between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters")
-        raise ValidationFailed("the request body is invalid",
-                               errors=[FieldError("password", message)])
+        message = f"must be between {MIN_PASSWORD_LENGTH} and {MAX_PASSWORD_LENGTH} characters"
+        raise ValidationFailed(
+            "the request body is invalid", errors=[FieldError("password", message)]
+        )
 
 
-async def register(ctx: AppContext, email: str, password: str,
-                   name: str = "") -> tuple[UserRecord, TokenPair]:
+async def register(
+    ctx: AppContext, email: str, password: str, name: str = ""
+) -> tuple[UserRecord, TokenPair]:
     """Create a customer account and sign it in; `AlreadyExists` when the e-mail is taken."""
     email = normalise_email(email)
     check_password_rules(password)
@@ -121,8 +125,9 @@ async def revoke_family(ctx: AppContext, family_id: uuid.UUID) -> None:
     await revocations.mirror_revocation(ctx.redis, family_id, ctx.settings.refresh_token_ttl)
 
 
-async def _rotate(ctx: AppContext, jti: uuid.UUID, family_id: uuid.UUID,
-                  user_id: int) -> TokenPair | None:
+async def _rotate(
+    ctx: AppContext, jti: uuid.UUID, family_id: uuid.UUID, user_id: int
+) -> TokenPair | None:
     # One transaction: a concurrent refresh of the same token blocks on the row until this
     # commits, then finds it used - and by then the successor it would revoke is committed too.
     async with ctx.pool.acquire() as conn, conn.transaction():
@@ -140,8 +145,9 @@ async def _start_family(ctx: AppContext, conn: asyncpg.Connection, user: UserRec
     return await _issue(ctx, conn, user, uuid.uuid4())
 
 
-async def _issue(ctx: AppContext, conn: asyncpg.Connection, user: UserRecord,
-                 family_id: uuid.UUID) -> TokenPair:
+async def _issue(
+    ctx: AppContext, conn: asyncpg.Connection, user: UserRecord, family_id: uuid.UUID
+) -> TokenPair:
     jti = uuid.uuid4()
     refresh_token, expires = ctx.tokens.issue_refresh(user.id, family_id, jti)
     await refresh_tokens.record(conn, jti, family_id, user.id, datetime.fromtimestamp(expires, UTC))

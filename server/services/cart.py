@@ -33,8 +33,9 @@ MAX_QUANTITY = 999
 
 ProductId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
-QuantityOrZero = Annotated[int, msgspec.Meta(ge=0, le=MAX_QUANTITY,
-                                              description="0 removes the line")]
+QuantityOrZero = Annotated[
+    int, msgspec.Meta(ge=0, le=MAX_QUANTITY, description="0 removes the line")
+]
 PromotionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 
 
@@ -91,8 +92,9 @@ class Quote:
 
 
 def _price(lines: list[CartLine], promotion: Promotion | None, settings: Settings) -> PricedCart:
-    return price_lines(lines, promotion, tax_rate_bps=settings.tax_rate_bps,
-                       currency=settings.store_currency)
+    return price_lines(
+        lines, promotion, tax_rate_bps=settings.tax_rate_bps, currency=settings.store_currency
+    )
 
 
 def _subtotal(lines: list[CartLine]) -> int:
@@ -105,8 +107,14 @@ def _unusable(promotion: Promotion | None, now: datetime) -> str | None:
     return promotion.unusable_reason(now)
 
 
-async def quote(conn: repo.Executor, lines: list[CartLine], code: str | None, settings: Settings,
-                *, strict: bool) -> Quote:
+async def quote(
+    conn: repo.Executor,
+    lines: list[CartLine],
+    code: str | None,
+    settings: Settings,
+    *,
+    strict: bool,
+) -> Quote:
     """Price `lines` with the promotion `code`. `strict`: a code that is unknown (NotFound),
     unusable or below its minimum (ValidationFailed) is an error; else it is just not applied."""
     if code is None:
@@ -127,9 +135,19 @@ async def quote(conn: repo.Executor, lines: list[CartLine], code: str | None, se
 def view(result: Quote) -> CartView:
     priced = result.priced
     return CartView(
-        items=[CartLineView(line.product_id, line.sku, line.name, line.quantity, line.unit_price,
-                            line.line_subtotal, line.line_discount, line.line_total)
-               for line in priced.lines],
+        items=[
+            CartLineView(
+                line.product_id,
+                line.sku,
+                line.name,
+                line.quantity,
+                line.unit_price,
+                line.line_subtotal,
+                line.line_discount,
+                line.line_total,
+            )
+            for line in priced.lines
+        ],
         subtotal=priced.subtotal,
         discount=priced.discount,
         tax=priced.tax,
@@ -142,18 +160,20 @@ def view(result: Quote) -> CartView:
 async def price_items(ctx: AppContext, items: list[tuple[int, int]], code: str | None) -> CartView:
     """A quote for explicit (product_id, quantity) items: gRPC PriceCart. Nothing is stored."""
     if not items:
-        raise ValidationFailed("at least one item is needed",
-                               errors=[FieldError("items", "empty")])
+        raise ValidationFailed("at least one item is needed", errors=[FieldError("items", "empty")])
     ids = [product_id for product_id, _ in items]
     if len(set(ids)) != len(ids):
-        raise ValidationFailed("each product may appear once",
-                               errors=[FieldError("items", "duplicate product_id")])
+        raise ValidationFailed(
+            "each product may appear once", errors=[FieldError("items", "duplicate product_id")]
+        )
     for index, (product_id, quantity) in enumerate(items):
         if not 1 <= product_id <= INT64_MAX:
             raise NotFound(f"no such product: {product_id}")
         if not 1 <= quantity <= MAX_QUANTITY:
-            raise ValidationFailed("invalid quantity", errors=[
-                FieldError(f"items[{index}].quantity", f"between 1 and {MAX_QUANTITY}")])
+            raise ValidationFailed(
+                "invalid quantity",
+                errors=[FieldError(f"items[{index}].quantity", f"between 1 and {MAX_QUANTITY}")],
+            )
     async with ctx.pool.acquire() as conn:
         products = await repo.products_for_quote(conn, ids)
         missing = [i for i in ids if i not in products]
@@ -164,8 +184,9 @@ async def price_items(ctx: AppContext, items: list[tuple[int, int]], code: str |
 
 
 def _with_quantity(line: CartLine, quantity: int) -> CartLine:
-    return CartLine(line.product_id, line.sku, line.name, line.category_id, line.unit_price,
-                    quantity)
+    return CartLine(
+        line.product_id, line.sku, line.name, line.category_id, line.unit_price, quantity
+    )
 
 
 # ---- the REST cart ---------------------------------------------------------------------------
@@ -181,8 +202,10 @@ def _checked_quantity(state: repo.ItemState | None, quantity: int) -> None:
     if state is None or not state.is_active:
         raise NotFound("no such product")
     if quantity > MAX_QUANTITY:
-        raise ValidationFailed("too many units", errors=[
-            FieldError("quantity", f"a line holds at most {MAX_QUANTITY} units")])
+        raise ValidationFailed(
+            "too many units",
+            errors=[FieldError("quantity", f"a line holds at most {MAX_QUANTITY} units")],
+        )
     if quantity > state.stock:
         raise Conflict(f"only {state.stock} in stock")
 
@@ -200,8 +223,9 @@ async def add_item(ctx: AppContext, user_id: int, data: CartItemAdd) -> CartView
         return view(await quote(conn, lines, code, ctx.settings, strict=False))
 
 
-async def set_item_quantity(ctx: AppContext, user_id: int, product_id: int,
-                            data: CartItemUpdate) -> CartView:
+async def set_item_quantity(
+    ctx: AppContext, user_id: int, product_id: int, data: CartItemUpdate
+) -> CartView:
     """Sets the line's quantity; 0 removes it. A product not in the cart is NotFound."""
     async with ctx.pool.acquire() as conn:
         async with conn.transaction():

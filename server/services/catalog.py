@@ -43,15 +43,23 @@ SLUG_PATTERN = "^[a-z0-9]+(-[a-z0-9]+)*$"
 
 Id = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 CategoryName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
-Slug = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=SLUG_PATTERN,
-                                   description="lowercase ASCII letters and digits, hyphens "
-                                               "between words; at least one letter")]
+Slug = Annotated[
+    str,
+    msgspec.Meta(
+        min_length=1,
+        max_length=100,
+        pattern=SLUG_PATTERN,
+        description="lowercase ASCII letters and digits, hyphens "
+        "between words; at least one letter",
+    ),
+]
 Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 ProductName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
 Price = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="minor units")]
-Currency = Annotated[str, msgspec.Meta(pattern="^[A-Z]{3}$",
-                                       description="ISO 4217; must be the store currency")]
+Currency = Annotated[
+    str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217; must be the store currency")
+]
 Stock = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
 
 
@@ -132,8 +140,11 @@ def slugify(name: str) -> str:
 
 def _checked_slug(slug: str, *, derived: bool) -> str:
     if not slug or not re.search(r"[a-z]", slug):
-        message = ("cannot derive a slug with a letter from this name; give one"
-                   if derived else "a slug needs at least one letter (digits alone are ids)")
+        message = (
+            "cannot derive a slug with a letter from this name; give one"
+            if derived
+            else "a slug needs at least one letter (digits alone are ids)"
+        )
         raise ValidationFailed("invalid slug", errors=[FieldError("slug", message)])
     return slug
 
@@ -143,8 +154,9 @@ async def list_categories(conn: repo.Executor) -> CategoryList:
 
 
 async def create_category(conn: repo.Executor, data: CategoryCreate) -> Category:
-    slug = _checked_slug(data.slug if data.slug is not None else slugify(data.name),
-                         derived=data.slug is None)
+    slug = _checked_slug(
+        data.slug if data.slug is not None else slugify(data.name), derived=data.slug is None
+    )
     return await repo.insert_category(conn, data.name, slug, data.parent_id)
 
 
@@ -157,16 +169,19 @@ async def update_category(ctx: AppContext, category_id: int, data: CategoryUpdat
     return category
 
 
-async def _update_category(pool: asyncpg.Pool, category_id: int,
-                           changes: dict[str, Any]) -> Category:
+async def _update_category(
+    pool: asyncpg.Pool, category_id: int, changes: dict[str, Any]
+) -> Category:
     async with pool.acquire() as conn, conn.transaction():
         parent_id = changes.get("parent_id")
         if parent_id is not None:
             await repo.lock_category_tree(conn)
             await repo.get_category(conn, category_id)  # 404 before 422
             if await repo.is_ancestor_or_self(conn, category_id, parent_id):
-                raise ValidationFailed("a category cannot be moved under itself", errors=[
-                    FieldError("parent_id", "would make a cycle in the category tree")])
+                raise ValidationFailed(
+                    "a category cannot be moved under itself",
+                    errors=[FieldError("parent_id", "would make a cycle in the category tree")],
+                )
         return await repo.update_category(conn, category_id, changes)
 
 
@@ -195,8 +210,9 @@ async def get_product(conn: repo.Executor, product_id: int, principal: Principal
     return _visible(await repo.get_product(conn, product_id), principal)
 
 
-async def batch_get_products(conn: repo.Executor, product_ids: list[int],
-                             principal: Principal | None) -> tuple[list[Product], list[int]]:
+async def batch_get_products(
+    conn: repo.Executor, product_ids: list[int], principal: Principal | None
+) -> tuple[list[Product], list[int]]:
     """Found products in the order asked (each once), and the ids not found or not visible."""
     if len(product_ids) > MAX_BATCH_IDS:
         raise BadRequest(f"at most {MAX_BATCH_IDS} ids per batch")
@@ -210,8 +226,10 @@ async def batch_get_products(conn: repo.Executor, product_ids: list[int],
 def _store_currency(currency: str | None, store_currency: str) -> str:
     # One currency per store: the pricing engine prices a cart in one currency.
     if currency is not None and currency != store_currency:
-        raise ValidationFailed("unsupported currency", errors=[
-            FieldError("currency", f"must be the store currency {store_currency}")])
+        raise ValidationFailed(
+            "unsupported currency",
+            errors=[FieldError("currency", f"must be the store currency {store_currency}")],
+        )
     return store_currency
 
 
@@ -318,8 +336,10 @@ _CURSOR_KEY_TYPES: dict[str, type] = {"price": int, "created_at": int, "name": s
 
 
 def decode_cursor(cursor: str, sort: str) -> tuple[object, int]:
-    invalid = BadRequest("invalid cursor", errors=[FieldError("cursor", "not a cursor of this "
-                                                              "list; start again without one")])
+    invalid = BadRequest(
+        "invalid cursor",
+        errors=[FieldError("cursor", "not a cursor of this list; start again without one")],
+    )
     try:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         made_for, key, last_id = msgspec.json.decode(raw, type=tuple[str, int | str, int])
@@ -375,8 +395,9 @@ def _product_filter(query: ProductQuery, principal: Principal | None) -> Product
     )
 
 
-async def list_products(conn: repo.Executor, query: ProductQuery,
-                        principal: Principal | None) -> ProductPage:
+async def list_products(
+    conn: repo.Executor, query: ProductQuery, principal: Principal | None
+) -> ProductPage:
     sort = query.sort or DEFAULT_SORT
     if sort not in repo.SORT_ORDERS:
         raise _bad_parameter("sort", "one of " + ", ".join(SORTS))

@@ -122,13 +122,18 @@ def parse_order_input(data: dict[str, Any]) -> OrderInput:
     except msgspec.ValidationError as exc:
         message, _, where = str(exc).partition(" - at `$")
         field = where.rstrip("`").lstrip(".") or "body"
-        raise ValidationFailed("the order is invalid",
-                               errors=[FieldError(field, message)]) from None
+        raise ValidationFailed(
+            "the order is invalid", errors=[FieldError(field, message)]
+        ) from None
     seen: set[int] = set()
     for index, line in enumerate(order_input.items):
         if line.product_id in seen:
-            raise ValidationFailed("the order is invalid", errors=[FieldError(
-                f"items[{index}].product_id", "each product may appear only once")])
+            raise ValidationFailed(
+                "the order is invalid",
+                errors=[
+                    FieldError(f"items[{index}].product_id", "each product may appear only once")
+                ],
+            )
         seen.add(line.product_id)
     return order_input
 
@@ -169,78 +174,120 @@ class OrderPage(msgspec.Struct, frozen=True):
 
 def order_view(order: OrderRecord) -> Order:
     return Order(
-        id=order.id, user_id=order.user_id, status=check_status(order.status),
-        items=[OrderItem(i.product_id, i.sku, i.name, i.quantity, i.unit_price, i.line_total)
-               for i in order.items],
-        subtotal=order.subtotal, discount=order.discount, tax=order.tax, total=order.total,
-        currency=order.currency, promotion_code=order.promotion_code,
+        id=order.id,
+        user_id=order.user_id,
+        status=check_status(order.status),
+        items=[
+            OrderItem(i.product_id, i.sku, i.name, i.quantity, i.unit_price, i.line_total)
+            for i in order.items
+        ],
+        subtotal=order.subtotal,
+        discount=order.discount,
+        tax=order.tax,
+        total=order.total,
+        currency=order.currency,
+        promotion_code=order.promotion_code,
         shipping_address=msgspec.convert(order.shipping_address, ShippingAddress)
-        if order.shipping_address is not None else None,
-        note=order.note, created_at=order.created_at, updated_at=order.updated_at,
+        if order.shipping_address is not None
+        else None,
+        note=order.note,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
     )
 
 
 # ---- checkout ---------------------------------------------------------------------------------
 
 
-async def place_order(conn: asyncpg.Connection, settings: Settings, *, user_id: int,
-                      lines: Sequence[tuple[int, int]], promotion_code: str | None,
-                      details: OrderDetails, now: datetime | None = None) -> OrderRecord:
+async def place_order(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    *,
+    user_id: int,
+    lines: Sequence[tuple[int, int]],
+    promotion_code: str | None,
+    details: OrderDetails,
+    now: datetime | None = None,
+) -> OrderRecord:
     """Place an order for `lines` (product_id, quantity; distinct products) inside the caller's
     transaction. Raises (and the caller's rollback undoes everything) when it cannot."""
     if not conn.is_in_transaction():
         raise RuntimeError("place_order must run inside a transaction")
     if not lines:
-        raise ValidationFailed("the cart is empty; add items before checking out",
-                               errors=[FieldError("items", "at least one item is required")])
+        raise ValidationFailed(
+            "the cart is empty; add items before checking out",
+            errors=[FieldError("items", "at least one item is required")],
+        )
     now = now or datetime.now(UTC)
     promotion = await _usable_promotion(conn, promotion_code, now)
     taken = await _take_stock(conn, lines)
     quantities = dict(lines)
     priced = price_lines(
-        [CartLine(t.product_id, t.sku, t.name, t.category_id, t.price, quantities[t.product_id])
-         for t in taken],
-        promotion, tax_rate_bps=settings.tax_rate_bps, currency=settings.store_currency,
+        [
+            CartLine(t.product_id, t.sku, t.name, t.category_id, t.price, quantities[t.product_id])
+            for t in taken
+        ],
+        promotion,
+        tax_rate_bps=settings.tax_rate_bps,
+        currency=settings.store_currency,
     )
     if promotion is not None:
         if priced.below_minimum:
             raise ValidationFailed(
                 f"promotion {promotion.code!r} needs a subtotal of at least "
                 f"{promotion.min_subtotal}",
-                errors=[FieldError("promotion_code", "minimum subtotal not reached")])
+                errors=[FieldError("promotion_code", "minimum subtotal not reached")],
+            )
         if not await orders_db.count_promotion_use(conn, promotion.id):
-            raise ValidationFailed(f"promotion {promotion.code!r} has been used up",
-                                   errors=[FieldError("promotion_code", "used up")])
-    order = await orders_db.insert_order(conn, orders_db.NewOrder(
-        user_id=user_id, subtotal=priced.subtotal, discount=priced.discount, tax=priced.tax,
-        total=priced.total, currency=priced.currency, promotion_code=priced.promotion_code,
-        shipping_address=msgspec.to_builtins(details.shipping_address)
-        if details.shipping_address is not None else None,
-        note=details.note,
-        items=[OrderItemRecord(p.product_id, p.sku, p.name, p.quantity, p.unit_price, p.line_total)
-               for p in priced.lines],
-    ))
+            raise ValidationFailed(
+                f"promotion {promotion.code!r} has been used up",
+                errors=[FieldError("promotion_code", "used up")],
+            )
+    order = await orders_db.insert_order(
+        conn,
+        orders_db.NewOrder(
+            user_id=user_id,
+            subtotal=priced.subtotal,
+            discount=priced.discount,
+            tax=priced.tax,
+            total=priced.total,
+            currency=priced.currency,
+            promotion_code=priced.promotion_code,
+            shipping_address=msgspec.to_builtins(details.shipping_address)
+            if details.shipping_address is not None
+            else None,
+            note=details.note,
+            items=[
+                OrderItemRecord(p.product_id, p.sku, p.name, p.quantity, p.unit_price, p.line_total)
+                for p in priced.lines
+            ],
+        ),
+    )
     await orders_db.add_units_sold(conn, quantities)
     await orders_db.enqueue_mail(conn, await _order_mails(conn, settings, order, taken, quantities))
     return order
 
 
-async def _usable_promotion(conn: asyncpg.Connection, code: str | None,
-                            now: datetime) -> promotions_db.Promotion | None:
+async def _usable_promotion(
+    conn: asyncpg.Connection, code: str | None, now: datetime
+) -> promotions_db.Promotion | None:
     if code is None:
         return None
     promotion = await promotions_db.get_by_code(conn, code)
     if promotion is None:
-        raise ValidationFailed(f"promotion {code!r} does not exist",
-                               errors=[FieldError("promotion_code", "unknown promotion code")])
+        raise ValidationFailed(
+            f"promotion {code!r} does not exist",
+            errors=[FieldError("promotion_code", "unknown promotion code")],
+        )
     reason = promotion.unusable_reason(now)
     if reason is not None:
         raise ValidationFailed(reason, errors=[FieldError("promotion_code", reason)])
     return promotion
 
 
-async def _take_stock(conn: asyncpg.Connection,
-                      lines: Sequence[tuple[int, int]]) -> list[TakenStock]:
+async def _take_stock(
+    conn: asyncpg.Connection, lines: Sequence[tuple[int, int]]
+) -> list[TakenStock]:
     """Take every line's units in ascending product id; Conflict naming each short line.
 
     After the first short line nothing more is taken (the transaction is lost anyway); the
@@ -259,10 +306,13 @@ async def _take_stock(conn: asyncpg.Connection,
             taken.append(row)
     if not short:
         return taken
-    rest = ordered[len(taken) + 1:]
+    rest = ordered[len(taken) + 1 :]
     available = await orders_db.availability(conn, [p for p, _ in short + rest])
-    short += [(p, q) for p, q in rest
-              if p not in available or not available[p].is_active or available[p].stock < q]
+    short += [
+        (p, q)
+        for p, q in rest
+        if p not in available or not available[p].is_active or available[p].stock < q
+    ]
     field_errors = []
     for product_id, quantity in short:
         state = available.get(product_id)
@@ -275,8 +325,18 @@ async def _take_stock(conn: asyncpg.Connection,
 
 
 def _money(amount: int, currency: str) -> str:
-    digits = {"JPY": 0, "KRW": 0, "VND": 0, "CLP": 0, "ISK": 0, "BHD": 3, "KWD": 3, "JOD": 3,
-              "OMR": 3, "TND": 3}.get(currency, 2)
+    digits = {
+        "JPY": 0,
+        "KRW": 0,
+        "VND": 0,
+        "CLP": 0,
+        "ISK": 0,
+        "BHD": 3,
+        "KWD": 3,
+        "JOD": 3,
+        "OMR": 3,
+        "TND": 3,
+    }.get(currency, 2)
     sign = "-" if amount < 0 else ""
     whole, fraction = divmod(abs(amount), 10**digits)
     if not digits:
@@ -284,34 +344,59 @@ def _money(amount: int, currency: str) -> str:
     return f"{sign}{whole}.{fraction:0{digits}d} {currency}"
 
 
-async def _order_mails(conn: asyncpg.Connection, settings: Settings, order: OrderRecord,
-                       taken: list[TakenStock], quantities: dict[int, int]) -> list[Mail]:
+async def _order_mails(
+    conn: asyncpg.Connection,
+    settings: Settings,
+    order: OrderRecord,
+    taken: list[TakenStock],
+    quantities: dict[int, int],
+) -> list[Mail]:
     mails: list[Mail] = []
     email = await orders_db.email_of(conn, order.user_id)
     if email:
         lines = "\n".join(
             f"  {i.quantity} x {i.name} ({i.sku})  {_money(i.line_total, order.currency)}"
-            for i in order.items)
-        body = (f"Thank you for your order #{order.id}.\n\n{lines}\n\n"
-                f"Subtotal: {_money(order.subtotal, order.currency)}\n"
-                f"Discount: {_money(order.discount, order.currency)}\n"
-                f"Tax:      {_money(order.tax, order.currency)}\n"
-                f"Total:    {_money(order.total, order.currency)}\n")
-        mails.append(Mail("order_confirmation", email, f"Your order #{order.id}", body,
-                          f"order_confirmation:{order.id}"))
+            for i in order.items
+        )
+        body = (
+            f"Thank you for your order #{order.id}.\n\n{lines}\n\n"
+            f"Subtotal: {_money(order.subtotal, order.currency)}\n"
+            f"Discount: {_money(order.discount, order.currency)}\n"
+            f"Tax:      {_money(order.tax, order.currency)}\n"
+            f"Total:    {_money(order.total, order.currency)}\n"
+        )
+        mails.append(
+            Mail(
+                "order_confirmation",
+                email,
+                f"Your order #{order.id}",
+                body,
+                f"order_confirmation:{order.id}",
+            )
+        )
     threshold = settings.low_stock_threshold
-    crossed = [t for t in taken
-               if t.stock_after < threshold <= t.stock_after + quantities[t.product_id]]
+    crossed = [
+        t for t in taken if t.stock_after < threshold <= t.stock_after + quantities[t.product_id]
+    ]
     if crossed:
         recipients = await orders_db.admin_emails(conn) or [settings.mail_from]
         for product in crossed:
             subject = f"Low stock: {product.name} ({product.sku})"
-            body = (f"Product #{product.product_id} {product.name} ({product.sku}) has "
-                    f"{product.stock_after} left in stock (threshold {threshold}) after "
-                    f"order #{order.id}.\n")
+            body = (
+                f"Product #{product.product_id} {product.name} ({product.sku}) has "
+                f"{product.stock_after} left in stock (threshold {threshold}) after "
+                f"order #{order.id}.\n"
+            )
             for recipient in recipients:
-                mails.append(Mail("low_stock", recipient, subject, body,
-                                  f"low_stock:{product.product_id}:{order.id}:{recipient}"))
+                mails.append(
+                    Mail(
+                        "low_stock",
+                        recipient,
+                        subject,
+                        body,
+                        f"low_stock:{product.product_id}:{order.id}:{recipient}",
+                    )
+                )
     return mails
 
 
@@ -333,8 +418,12 @@ def idempotency_key(key: str | None, method: str, path: str, body: Any) -> Idemp
     if key is None:
         return None
     if not key or len(key) > MAX_IDEMPOTENCY_KEY or not key.isprintable():
-        raise ValidationFailed("the Idempotency-Key is invalid", errors=[FieldError(
-            "Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} printable characters")])
+        raise ValidationFailed(
+            "the Idempotency-Key is invalid",
+            errors=[
+                FieldError("Idempotency-Key", f"1 to {MAX_IDEMPOTENCY_KEY} printable characters")
+            ],
+        )
     canonical = orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
     digest = hashlib.sha256(method.upper().encode() + b" " + path.encode() + b"\n" + canonical)
     return IdempotencyKey(key, digest.hexdigest())
@@ -352,7 +441,10 @@ class Placement:
 
 
 _REPLAYABLE: tuple[tuple[type[DomainError], int], ...] = (
-    (Conflict, 409), (NotFound, 404), (ValidationFailed, 422), (BadRequest, 400),
+    (Conflict, 409),
+    (NotFound, 404),
+    (ValidationFailed, 422),
+    (BadRequest, 400),
 )
 _ERROR_OF_STATUS: dict[int, type[DomainError]] = {s: cls for cls, s in _REPLAYABLE}
 
@@ -360,8 +452,12 @@ _ERROR_OF_STATUS: dict[int, type[DomainError]] = {s: cls for cls, s in _REPLAYAB
 def problem_document(status: int, error: DomainError) -> dict[str, Any]:
     """The problem+json body REST answers with (mirrors server.http.base.problem)."""
     title = HTTPStatus(status).phrase
-    body: dict[str, Any] = {"type": "about:blank", "title": title, "status": status,
-                            "detail": error.detail or title}
+    body: dict[str, Any] = {
+        "type": "about:blank",
+        "title": title,
+        "status": status,
+        "detail": error.detail or title,
+    }
     if error.errors:
         body["errors"] = [{"field": e.field, "message": e.message} for e in error.errors]
     return body
@@ -378,25 +474,28 @@ def _stored_answer(held: idempotency_db.StoredKey, request: IdempotencyKey) -> P
     if held.request_hash != request.request_hash:
         raise ValidationFailed(
             "this Idempotency-Key was already used with a different request",
-            errors=[FieldError("Idempotency-Key", "reused with a different request")])
+            errors=[FieldError("Idempotency-Key", "reused with a different request")],
+        )
     if held.state != "done" or held.response_status is None or held.response_body is None:
         raise Conflict("a request with this Idempotency-Key is still in progress; retry later")
     body = held.response_body
     if held.response_status < 300:
-        return Placement(held.response_status, body, True,
-                         msgspec.json.decode(body, type=Order))
+        return Placement(held.response_status, body, True, msgspec.json.decode(body, type=Order))
     problem = orjson.loads(body)
     error_type = _ERROR_OF_STATUS.get(held.response_status, BadRequest)
-    error = error_type(problem.get("detail", ""), errors=[
-        FieldError(e["field"], e["message"]) for e in problem.get("errors", [])])
+    error = error_type(
+        problem.get("detail", ""),
+        errors=[FieldError(e["field"], e["message"]) for e in problem.get("errors", [])],
+    )
     return Placement(held.response_status, body, True, None, error)
 
 
 PlaceInTransaction = Callable[[asyncpg.Connection], Awaitable[OrderRecord]]
 
 
-async def _run_checkout(ctx: AppContext, user_id: int, request: IdempotencyKey | None,
-                        place: PlaceInTransaction) -> Placement:
+async def _run_checkout(
+    ctx: AppContext, user_id: int, request: IdempotencyKey | None, place: PlaceInTransaction
+) -> Placement:
     pool = ctx.pool
     if request is None:
         async with pool.acquire() as conn, conn.transaction():
@@ -404,8 +503,14 @@ async def _run_checkout(ctx: AppContext, user_id: int, request: IdempotencyKey |
         await _after_checkout(ctx)
         return Placement(201, msgspec.json.encode(order), False, order)
 
-    held = await idempotency_db.claim(pool, user_id, request.key, request.request_hash,
-                                      ttl_seconds=IDEMPOTENCY_TTL, lease_seconds=IDEMPOTENCY_LEASE)
+    held = await idempotency_db.claim(
+        pool,
+        user_id,
+        request.key,
+        request.request_hash,
+        ttl_seconds=IDEMPOTENCY_TTL,
+        lease_seconds=IDEMPOTENCY_LEASE,
+    )
     if held is not None:
         return _stored_answer(held, request)
     try:
@@ -418,8 +523,9 @@ async def _run_checkout(ctx: AppContext, user_id: int, request: IdempotencyKey |
         if status is None:
             await idempotency_db.release(pool, user_id, request.key)
         else:
-            await idempotency_db.complete(pool, user_id, request.key, status,
-                                          orjson.dumps(problem_document(status, error)))
+            await idempotency_db.complete(
+                pool, user_id, request.key, status, orjson.dumps(problem_document(status, error))
+            )
         raise
     except BaseException:
         await idempotency_db.release(pool, user_id, request.key)
@@ -435,32 +541,51 @@ async def _after_checkout(ctx: AppContext) -> None:
     await enqueue_outbox_delivery(ctx)
 
 
-async def checkout_cart(ctx: AppContext, principal: Principal, details: OrderDetails,
-                        idempotency: IdempotencyKey | None = None) -> Placement:
+async def checkout_cart(
+    ctx: AppContext,
+    principal: Principal,
+    details: OrderDetails,
+    idempotency: IdempotencyKey | None = None,
+) -> Placement:
     """Order the caller's cart (with its promotion code) and empty the cart (REST checkout)."""
 
     async def place(conn: asyncpg.Connection) -> OrderRecord:
         await orders_db.lock_cart(conn, principal.user_id)
         # The lines GET /cart shows (inactive products are left out, as there).
         lines, promotion_code = await load_cart_lines(conn, principal.user_id)
-        order = await place_order(conn, ctx.settings, user_id=principal.user_id,
-                                  lines=[(line.product_id, line.quantity) for line in lines],
-                                  promotion_code=promotion_code, details=details)
+        order = await place_order(
+            conn,
+            ctx.settings,
+            user_id=principal.user_id,
+            lines=[(line.product_id, line.quantity) for line in lines],
+            promotion_code=promotion_code,
+            details=details,
+        )
         await orders_db.empty_cart(conn, principal.user_id)
         return order
 
     return await _run_checkout(ctx, principal.user_id, idempotency, place)
 
 
-async def create_order(ctx: AppContext, principal: Principal, order_input: OrderInput,
-                       idempotency: IdempotencyKey | None = None) -> Placement:
+async def create_order(
+    ctx: AppContext,
+    principal: Principal,
+    order_input: OrderInput,
+    idempotency: IdempotencyKey | None = None,
+) -> Placement:
     """Order explicit items for the caller (gRPC CreateOrder); the cart is left alone."""
     details = OrderDetails(order_input.shipping_address, order_input.note)
     lines = [(line.product_id, line.quantity) for line in order_input.items]
 
     async def place(conn: asyncpg.Connection) -> OrderRecord:
-        return await place_order(conn, ctx.settings, user_id=principal.user_id, lines=lines,
-                                 promotion_code=order_input.promotion_code, details=details)
+        return await place_order(
+            conn,
+            ctx.settings,
+            user_id=principal.user_id,
+            lines=lines,
+            promotion_code=order_input.promotion_code,
+            details=details,
+        )
 
     return await _run_checkout(ctx, principal.user_id, idempotency, place)
 
@@ -500,28 +625,41 @@ def check_status(value: str, field: str = "status") -> OrderStatus:
     for status in ORDER_STATUSES:
         if value == status:
             return status
-    raise ValidationFailed(f"unknown order status {value!r}", errors=[FieldError(
-        field, "one of " + ", ".join(ORDER_STATUSES))])
+    raise ValidationFailed(
+        f"unknown order status {value!r}",
+        errors=[FieldError(field, "one of " + ", ".join(ORDER_STATUSES))],
+    )
 
 
-async def list_orders(ctx: AppContext, principal: Principal, *, user_id: int | None = None,
-                      status: str | None = None, cursor: str | None = None,
-                      limit: int = DEFAULT_PAGE) -> OrderPage:
+async def list_orders(
+    ctx: AppContext,
+    principal: Principal,
+    *,
+    user_id: int | None = None,
+    status: str | None = None,
+    cursor: str | None = None,
+    limit: int = DEFAULT_PAGE,
+) -> OrderPage:
     """Customers list their own orders; staff all orders, or one user's with `user_id`."""
     # Query-style inputs: a bad one is a malformed request (400), as for every other list.
     if not 1 <= limit <= MAX_PAGE:
-        raise BadRequest("invalid query parameter 'limit'",
-                         errors=[FieldError("limit", f"between 1 and {MAX_PAGE}")])
+        raise BadRequest(
+            "invalid query parameter 'limit'",
+            errors=[FieldError("limit", f"between 1 and {MAX_PAGE}")],
+        )
     if status is not None and status not in ORDER_STATUSES:
-        raise BadRequest("invalid query parameter 'status'",
-                         errors=[FieldError("status", "one of " + ", ".join(ORDER_STATUSES))])
+        raise BadRequest(
+            "invalid query parameter 'status'",
+            errors=[FieldError("status", "one of " + ", ".join(ORDER_STATUSES))],
+        )
     if not principal.is_staff:
         if user_id is not None and user_id != principal.user_id:
             raise PermissionDenied("only admins may list other users' orders")
         user_id = principal.user_id
     before_id = _decode_cursor(cursor) if cursor else None
-    rows = await orders_db.list_orders(ctx.pool, user_id=user_id, status=status,
-                                       before_id=before_id, limit=limit + 1)
+    rows = await orders_db.list_orders(
+        ctx.pool, user_id=user_id, status=status, before_id=before_id, limit=limit + 1
+    )
     page = rows[:limit]
     next_cursor = _encode_cursor(page[-1].id) if len(rows) > limit else None
     return OrderPage([order_view(o) for o in page], next_cursor)
@@ -530,8 +668,7 @@ async def list_orders(ctx: AppContext, principal: Principal, *, user_id: int | N
 # ---- status changes ---------------------------------------------------------------------------
 
 
-async def change_status(ctx: AppContext, principal: Principal, order_id: int,
-                        target: str) -> Order:
+async def change_status(ctx: AppContext, principal: Principal, order_id: int, target: str) -> Order:
     """Move an order along the state machine; a cancellation restocks in the same transaction.
 
     The order row is locked first, so of two concurrent cancellations the second waits, then
@@ -548,8 +685,10 @@ async def change_status(ctx: AppContext, principal: Principal, order_id: int,
         if allowed is None:
             raise Conflict(f"an order that is {order.status} cannot become {target}")
         if principal.role not in allowed:
-            raise Conflict(f"a {order.status} order can be made {target} only by "
-                           + " or ".join(sorted(r for r in allowed if r != "customer")))
+            raise Conflict(
+                f"a {order.status} order can be made {target} only by "
+                + " or ".join(sorted(r for r in allowed if r != "customer"))
+            )
         if target == "cancelled":
             await _give_back([order], conn)
         changed = order_view(await orders_db.set_status(conn, order, target))

@@ -36,8 +36,9 @@ def require_staff(principal: Principal | None) -> Principal:
     return require_role(principal, *STAFF_ROLES)
 
 
-def require_owner_or_admin(principal: Principal | None, owner_id: int,
-                           what: str = "resource") -> Principal:
+def require_owner_or_admin(
+    principal: Principal | None, owner_id: int, what: str = "resource"
+) -> Principal:
     """The owner of the object or an admin; anyone else is told it does not exist."""
     caller = require_authenticated(principal)
     if caller.user_id != owner_id and not caller.is_admin:
@@ -52,8 +53,9 @@ def require_admin_or_read_only(principal: Principal | None, *, write: bool) -> P
     return require_admin(principal)
 
 
-def require_authenticated_for_write(principal: Principal | None, *,
-                                    write: bool) -> Principal | None:
+def require_authenticated_for_write(
+    principal: Principal | None, *, write: bool
+) -> Principal | None:
     """Anyone may read; any signed-in caller may write."""
     if not write:
         return principal

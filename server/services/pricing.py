@@ -58,13 +58,21 @@ def _promotion_arg(promotion: Promotion) -> dict[str, object]:
     }
 
 
-def price_lines(lines: list[CartLine], promotion: Promotion | None, *, tax_rate_bps: int,
-                currency: str) -> PricedCart:
+def price_lines(
+    lines: list[CartLine], promotion: Promotion | None, *, tax_rate_bps: int, currency: str
+) -> PricedCart:
     """Price `lines`; `promotion` must already be known usable (dates, usage limit)."""
     try:
         result = price_cart(
-            [{"product_id": line.product_id, "category_id": line.category_id,
-              "unit_price": line.unit_price, "quantity": line.quantity} for line in lines],
+            [
+                {
+                    "product_id": line.product_id,
+                    "category_id": line.category_id,
+                    "unit_price": line.unit_price,
+                    "quantity": line.quantity,
+                }
+                for line in lines
+            ],
             promotion=_promotion_arg(promotion) if promotion is not None else None,
             tax_rate_bps=tax_rate_bps,
             currency=currency,
@@ -72,8 +80,16 @@ def price_lines(lines: list[CartLine], promotion: Promotion | None, *, tax_rate_
     except PricingError as exc:
         raise ValidationFailed(f"cannot price this cart: {exc}") from None
     priced = [
-        PricedLine(line.product_id, line.sku, line.name, line.quantity, line.unit_price,
-                   figures["line_subtotal"], figures["line_discount"], figures["line_total"])
+        PricedLine(
+            line.product_id,
+            line.sku,
+            line.name,
+            line.quantity,
+            line.unit_price,
+            figures["line_subtotal"],
+            figures["line_discount"],
+            figures["line_total"],
+        )
         for line, figures in zip(lines, result["lines"], strict=True)
     ]
     # The engine reports `promotion_applied` only when money came off; a promotion whose

@@ -24,15 +24,29 @@ from server.services.errors import BadRequest, FieldError, NotFound, ValidationF
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
 
-Code = Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9_-]{1,64}$",
-                                   description="letters, digits, '-' and '_'; case-insensitive")]
+Code = Annotated[
+    str,
+    msgspec.Meta(
+        pattern="^[A-Za-z0-9_-]{1,64}$",
+        description="letters, digits, '-' and '_'; case-insensitive",
+    ),
+]
 Kind = Literal["percent", "fixed", "buy_x_get_y"]
-Value = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description=(
-    "percent: whole percent 1..100; fixed: minor units ≥ 1; buy_x_get_y: unused (0)"))]
+Value = Annotated[
+    int,
+    msgspec.Meta(
+        ge=0,
+        le=MAX_PRICE,
+        description=(
+            "percent: whole percent 1..100; fixed: minor units ≥ 1; buy_x_get_y: unused (0)"
+        ),
+    ),
+]
 UnitCount = Annotated[int, msgspec.Meta(ge=1, le=999)]
 Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="minor units")]
-Ids = Annotated[list[Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]],
-                msgspec.Meta(max_length=1000)]
+Ids = Annotated[
+    list[Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]], msgspec.Meta(max_length=1000)
+]
 Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with offset")]
 UsageLimit = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
 
@@ -121,17 +135,21 @@ def _decode_cursor(cursor: str) -> int:
     except (binascii.Error, ValueError):
         last_id = -1
     if not 0 <= last_id <= INT64_MAX:
-        raise BadRequest("invalid cursor",
-                         errors=[FieldError("cursor", "not a cursor of this list")])
+        raise BadRequest(
+            "invalid cursor", errors=[FieldError("cursor", "not a cursor of this list")]
+        )
     return last_id
 
 
-async def list_promotions(conn: repo.PoolOrConnection, limit: int | None,
-                          cursor: str | None) -> PromotionPage:
+async def list_promotions(
+    conn: repo.PoolOrConnection, limit: int | None, cursor: str | None
+) -> PromotionPage:
     limit = DEFAULT_LIMIT if limit is None else limit
     if not 1 <= limit <= MAX_LIMIT:
-        raise BadRequest("invalid query parameter 'limit'",
-                         errors=[FieldError("limit", f"between 1 and {MAX_LIMIT}")])
+        raise BadRequest(
+            "invalid query parameter 'limit'",
+            errors=[FieldError("limit", f"between 1 and {MAX_LIMIT}")],
+        )
     after = _decode_cursor(cursor) if cursor else None
     rows = await repo.list_promotions(conn, after, limit + 1)
     page = rows[:limit]
@@ -143,8 +161,9 @@ async def create_promotion(conn: repo.PoolOrConnection, data: PromotionCreate) -
     return await repo.insert_promotion(conn, values)
 
 
-async def update_promotion(pool: asyncpg.Pool, promotion_id: int,
-                           data: PromotionUpdate) -> Promotion:
+async def update_promotion(
+    pool: asyncpg.Pool, promotion_id: int, data: PromotionUpdate
+) -> Promotion:
     changes = changed_fields(data)
     async with pool.acquire() as conn, conn.transaction():
         current = await repo.get_for_update(conn, promotion_id)
@@ -153,8 +172,9 @@ async def update_promotion(pool: asyncpg.Pool, promotion_id: int,
         merged = _validated({**msgspec.structs.asdict(current), **changes})
         if not changes:
             return current
-        return await repo.update_promotion(conn, promotion_id,
-                                           {name: merged[name] for name in changes})
+        return await repo.update_promotion(
+            conn, promotion_id, {name: merged[name] for name in changes}
+        )
 
 
 async def delete_promotion(conn: repo.PoolOrConnection, promotion_id: int) -> None:

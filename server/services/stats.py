@@ -57,8 +57,9 @@ class ProductStats(msgspec.Struct):
     top_by_units_sold: list[ProductFigures]
 
 
-def cached(ctx: AppContext, key: str, ttl: float,
-           load: Callable[[], Awaitable[msgspec.Struct]]) -> Awaitable[bytes]:
+def cached(
+    ctx: AppContext, key: str, ttl: float, load: Callable[[], Awaitable[msgspec.Struct]]
+) -> Awaitable[bytes]:
     """The encoded figures from the shared cache (process LRU + Redis when configured)."""
 
     async def compute() -> bytes:
@@ -74,13 +75,16 @@ async def load_order_stats(ctx: AppContext) -> OrderStats:
     figures = await repo.order_figures(ctx.pool)
 
     def window(name: str) -> StatusBreakdown:
-        return StatusBreakdown(**{
-            status: StatusFigures(*figures.get(status, {}).get(name, (0, 0)))
-            for status in _STATUSES
-        })
+        return StatusBreakdown(
+            **{
+                status: StatusFigures(*figures.get(status, {}).get(name, (0, 0)))
+                for status in _STATUSES
+            }
+        )
 
-    return OrderStats(ctx.settings.store_currency, datetime.now(UTC),
-                      *(window(name) for name, _ in repo.WINDOWS))
+    return OrderStats(
+        ctx.settings.store_currency, datetime.now(UTC), *(window(name) for name, _ in repo.WINDOWS)
+    )
 
 
 async def order_stats_json(ctx: AppContext) -> bytes:

@@ -33,29 +33,44 @@ class TokenService:
         self.settings = settings
         self.algorithm = settings.jwt_algorithm
         self._signing_key = settings.signing_key
-        self._verifier = JwtVerifier(settings.verifying_key, settings.jwt_algorithm,
-                                     issuer=settings.jwt_issuer, leeway=5)
+        self._verifier = JwtVerifier(
+            settings.verifying_key, settings.jwt_algorithm, issuer=settings.jwt_issuer, leeway=5
+        )
 
     def _encode(self, claims: dict[str, object]) -> str:
         return jwt_encode(claims, self._signing_key, self.algorithm)
 
     def issue_access(self, user_id: int, role: str, *, now: int | None = None) -> str:
         issued = int(time.time()) if now is None else now
-        return self._encode({
-            "sub": str(user_id), "role": role, "typ": ACCESS, "jti": uuid.uuid4().hex,
-            "iss": self.settings.jwt_issuer, "iat": issued,
-            "exp": issued + self.settings.access_token_ttl,
-        })
+        return self._encode(
+            {
+                "sub": str(user_id),
+                "role": role,
+                "typ": ACCESS,
+                "jti": uuid.uuid4().hex,
+                "iss": self.settings.jwt_issuer,
+                "iat": issued,
+                "exp": issued + self.settings.access_token_ttl,
+            }
+        )
 
-    def issue_refresh(self, user_id: int, family_id: uuid.UUID, jti: uuid.UUID,
-                      *, now: int | None = None) -> tuple[str, int]:
+    def issue_refresh(
+        self, user_id: int, family_id: uuid.UUID, jti: uuid.UUID, *, now: int | None = None
+    ) -> tuple[str, int]:
         """Returns the token and its expiry (unix seconds)."""
         issued = int(time.time()) if now is None else now
         expires = issued + self.settings.refresh_token_ttl
-        token = self._encode({
-            "sub": str(user_id), "typ": REFRESH, "jti": str(jti), "fam": str(family_id),
-            "iss": self.settings.jwt_issuer, "iat": issued, "exp": expires,
-        })
+        token = self._encode(
+            {
+                "sub": str(user_id),
+                "typ": REFRESH,
+                "jti": str(jti),
+                "fam": str(family_id),
+                "iss": self.settings.jwt_issuer,
+                "iat": issued,
+                "exp": expires,
+            }
+        )
         return token, expires
 
     def verify_access(self, token: str) -> Principal:
@@ -72,8 +87,9 @@ class TokenService:
         try:
             claims = self._verifier.verify(token, typ=REFRESH)
             sub = claims["sub"]
-            return RefreshClaims(int(sub), uuid.UUID(claims["jti"]), uuid.UUID(claims["fam"]),
-                                 int(claims["exp"]))
+            return RefreshClaims(
+                int(sub), uuid.UUID(claims["jti"]), uuid.UUID(claims["fam"]), int(claims["exp"])
+            )
         except (JwtError, KeyError, ValueError, TypeError) as exc:
             raise Unauthenticated(f"invalid refresh token: {exc}") from None
 

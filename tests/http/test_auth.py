@@ -22,11 +22,13 @@ def new_email(prefix: str = "user") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}@example.com"
 
 
-async def register(api: ApiClient, email: str | None = None, password: str = PASSWORD,
-                   **extra: object) -> Response:
-    return await api.post(f"{AUTH}/register",
-                          json={"email": new_email() if email is None else email,
-                                "password": password, **extra})
+async def register(
+    api: ApiClient, email: str | None = None, password: str = PASSWORD, **extra: object
+) -> Response:
+    return await api.post(
+        f"{AUTH}/register",
+        json={"email": new_email() if email is None else email, "password": password, **extra},
+    )
 
 
 async def login(api: ApiClient, email: str, password: str = PASSWORD) -> Response:
@@ -78,8 +80,18 @@ async def test_register_rejects_a_password_shorter_than_ten_characters(api: ApiC
     assert (await register(api, password="ten chars!")).status == 201
 
 
-@pytest.mark.parametrize("email", ["plainaddress", "no-at.example.com", "two@@example.com",
-                                   "spaces in@example.com", "nodot@localhost", "", "a@b.c."])
+@pytest.mark.parametrize(
+    "email",
+    [
+        "plainaddress",
+        "no-at.example.com",
+        "two@@example.com",
+        "spaces in@example.com",
+        "nodot@localhost",
+        "",
+        "a@b.c.",
+    ],
+)
 async def test_register_rejects_an_invalid_email(api: ApiClient, email: str) -> None:
     response = await register(api, email)
     assert_problem(response, 422)
@@ -93,11 +105,19 @@ async def test_register_rejects_a_taken_email_whatever_its_case(api: ApiClient) 
     assert_problem(response, 409)
 
 
-@pytest.mark.parametrize("field,value", [("role", "admin"), ("id", 1), ("user_id", 1),
-                                         ("created_at", "2020-01-01T00:00:00Z"),
-                                         ("password_hash", "x")])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("role", "admin"),
+        ("id", 1),
+        ("user_id", 1),
+        ("created_at", "2020-01-01T00:00:00Z"),
+        ("password_hash", "x"),
+    ],
+)
 async def test_register_rejects_read_only_and_unknown_fields_without_applying_them(
-        api: ApiClient, ctx: AppContext, field: str, value: object) -> None:
+    api: ApiClient, ctx: AppContext, field: str, value: object
+) -> None:
     email = new_email()
     response = await register(api, email, **{field: value})
 
@@ -113,8 +133,9 @@ async def test_register_requires_email_and_password(api: ApiClient) -> None:
 
 
 async def test_register_refuses_wrong_types(api: ApiClient) -> None:
-    response = await api.post(f"{AUTH}/register",
-                              json={"email": new_email(), "password": 12345678901})
+    response = await api.post(
+        f"{AUTH}/register", json={"email": new_email(), "password": 12345678901}
+    )
     assert_problem(response, 422)
     assert field_errors(response) == {"password"}
 
@@ -137,8 +158,7 @@ async def test_login_returns_a_bearer_grant(api: ApiClient, ctx: AppContext) -> 
     assert ctx.tokens.verify_refresh(body["refresh"]).user_id == user_id
 
 
-async def test_login_gives_one_answer_for_unknown_email_and_wrong_password(
-        api: ApiClient) -> None:
+async def test_login_gives_one_answer_for_unknown_email_and_wrong_password(api: ApiClient) -> None:
     email = new_email()
     await register(api, email)
 
@@ -241,8 +261,9 @@ async def test_logout_revokes_the_family(api: ApiClient) -> None:
     body = (await register(api)).json()
     rotated = (await refresh(api, body["refresh"])).json()
 
-    response = await api.post(f"{AUTH}/logout", json={"refresh": rotated["refresh"]},
-                              token=rotated["access"])
+    response = await api.post(
+        f"{AUTH}/logout", json={"refresh": rotated["refresh"]}, token=rotated["access"]
+    )
 
     assert response.status == 204 and response.body == b""
     assert_problem(await refresh(api, rotated["refresh"]), 401)
@@ -253,8 +274,9 @@ async def test_logout_revokes_the_family(api: ApiClient) -> None:
 async def test_logout_twice_is_fine(api: ApiClient) -> None:
     body = (await register(api)).json()
     for _ in range(2):
-        response = await api.post(f"{AUTH}/logout", json={"refresh": body["refresh"]},
-                                  token=body["access"])
+        response = await api.post(
+            f"{AUTH}/logout", json={"refresh": body["refresh"]}, token=body["access"]
+        )
         assert response.status == 204
 
 
@@ -270,8 +292,9 @@ async def test_logout_cannot_end_someone_elses_sign_in(api: ApiClient) -> None:
     victim = (await register(api)).json()
     attacker = (await register(api)).json()
 
-    response = await api.post(f"{AUTH}/logout", json={"refresh": victim["refresh"]},
-                              token=attacker["access"])
+    response = await api.post(
+        f"{AUTH}/logout", json={"refresh": victim["refresh"]}, token=attacker["access"]
+    )
 
     assert_problem(response, 403)
     assert (await refresh(api, victim["refresh"])).status == 200
@@ -281,8 +304,13 @@ async def test_me_describes_the_caller(api: ApiClient, make_user: UserFactory) -
     user, token = await make_user.create("admin")
     response = await api.get(f"{AUTH}/me", token=token)
     assert response.status == 200
-    assert response.json() == {"id": user.id, "email": user.email, "name": user.name,
-                               "role": "admin", "created_at": response.json()["created_at"]}
+    assert response.json() == {
+        "id": user.id,
+        "email": user.email,
+        "name": user.name,
+        "role": "admin",
+        "created_at": response.json()["created_at"],
+    }
 
 
 async def test_me_needs_a_token(api: ApiClient) -> None:
@@ -300,8 +328,9 @@ async def test_every_auth_route_accepts_a_trailing_slash(api: ApiClient) -> None
     assert rotated.status == 200
     tokens = rotated.json()
     assert (await api.get(f"{AUTH}/me/", token=tokens["access"])).status == 200
-    logout = await api.post(f"{AUTH}/logout/", json={"refresh": tokens["refresh"]},
-                            token=tokens["access"])
+    logout = await api.post(
+        f"{AUTH}/logout/", json={"refresh": tokens["refresh"]}, token=tokens["access"]
+    )
     assert logout.status == 204
 
 
@@ -309,26 +338,32 @@ async def test_every_auth_route_accepts_a_trailing_slash(api: ApiClient) -> None
 
 
 async def test_malformed_json_is_400(api: ApiClient) -> None:
-    response = await api.post(f"{AUTH}/login", body=b'{"email": "a@b.c", ',
-                              headers={"Content-Type": "application/json"})
+    response = await api.post(
+        f"{AUTH}/login", body=b'{"email": "a@b.c", ', headers={"Content-Type": "application/json"}
+    )
     assert_problem(response, 400)
 
 
 async def test_a_body_that_is_not_json_is_415(api: ApiClient) -> None:
-    response = await api.post(f"{AUTH}/login", body=b"email=a@b.c&password=x",
-                              headers={"Content-Type": "application/x-www-form-urlencoded"})
+    response = await api.post(
+        f"{AUTH}/login",
+        body=b"email=a@b.c&password=x",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
     assert_problem(response, 415)
 
 
 async def test_a_body_over_the_limit_is_413_and_the_server_keeps_serving(
-        api: ApiClient, ctx: AppContext) -> None:
+    api: ApiClient, ctx: AppContext
+) -> None:
     limit = ctx.settings.max_body_size
     padding = b" " * (limit + 1 - len(b'{"email":"a@b.c","password":"x"}'))
     body = b'{"email":"a@b.c","password":"x"}' + padding
     assert len(body) == limit + 1
 
-    response = await api.post(f"{AUTH}/login", body=body,
-                              headers={"Content-Type": "application/json"})
+    response = await api.post(
+        f"{AUTH}/login", body=body, headers={"Content-Type": "application/json"}
+    )
 
     assert_problem(response, 413)
     assert (await api.get("/healthz")).status == 200
@@ -337,6 +372,7 @@ async def test_a_body_over_the_limit_is_413_and_the_server_keeps_serving(
 async def test_a_body_at_the_limit_is_read(api: ApiClient, ctx: AppContext) -> None:
     head = b'{"email":"nobody@example.com","password":"x"}'
     body = head + b" " * (ctx.settings.max_body_size - len(head))
-    response = await api.post(f"{AUTH}/login", body=body,
-                              headers={"Content-Type": "application/json"})
+    response = await api.post(
+        f"{AUTH}/login", body=body, headers={"Content-Type": "application/json"}
+    )
     assert_problem(response, 401)

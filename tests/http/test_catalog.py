@@ -57,15 +57,17 @@ async def test_category_slug_is_derived_from_the_name(api: ApiClient, admin: str
 async def test_duplicate_slug_is_409(api: ApiClient, admin: str) -> None:
     slug = unique("dup")
     await create_category(api, admin, slug=slug)
-    response = await api.post("/api/v1/categories", json={"name": "Other", "slug": slug},
-                              token=admin)
+    response = await api.post(
+        "/api/v1/categories", json={"name": "Other", "slug": slug}, token=admin
+    )
     assert response.status == 409
     assert response.headers["Content-Type"] == "application/problem+json"
 
 
 async def test_unknown_parent_is_422(api: ApiClient, admin: str) -> None:
-    response = await api.post("/api/v1/categories", json={"name": "Orphan", "parent_id": 999999},
-                              token=admin)
+    response = await api.post(
+        "/api/v1/categories", json={"name": "Orphan", "parent_id": 999999}, token=admin
+    )
     assert response.status == 422
     assert response.json()["errors"][0]["field"] == "parent_id"
 
@@ -73,8 +75,9 @@ async def test_unknown_parent_is_422(api: ApiClient, admin: str) -> None:
 async def test_slug_of_digits_only_is_rejected(api: ApiClient, admin: str) -> None:
     response = await api.post("/api/v1/categories", json={"name": "2024"}, token=admin)
     assert response.status == 422
-    response = await api.post("/api/v1/categories", json={"name": "Year", "slug": "2024"},
-                              token=admin)
+    response = await api.post(
+        "/api/v1/categories", json={"name": "Year", "slug": "2024"}, token=admin
+    )
     assert response.status == 422
 
 
@@ -83,11 +86,15 @@ async def test_category_cannot_be_moved_under_its_descendant(api: ApiClient, adm
     child = await create_category(api, admin, parent_id=root["id"])
     grandchild = await create_category(api, admin, parent_id=child["id"])
     for parent in (grandchild["id"], root["id"]):
-        response = await api.patch(f"/api/v1/categories/{root['id']}",
-                                   json={"parent_id": parent}, token=admin)
+        response = await api.patch(
+            f"/api/v1/categories/{root['id']}", json={"parent_id": parent}, token=admin
+        )
         assert response.status == 422, response
-    moved = await api.patch(f"/api/v1/categories/{grandchild['id']}",
-                            json={"parent_id": None, "name": "Renamed"}, token=admin)
+    moved = await api.patch(
+        f"/api/v1/categories/{grandchild['id']}",
+        json={"parent_id": None, "name": "Renamed"},
+        token=admin,
+    )
     assert moved.status == 200
     assert moved.json() == {**grandchild, "parent_id": None, "name": "Renamed"}
 
@@ -114,25 +121,52 @@ async def test_create_product_returns_it_with_store_currency(api: ApiClient, adm
     product = await create_product(api, admin, description="soft and warm")
     assert product["currency"] == "USD" and product["is_active"] is True
     assert product["description"] == "soft and warm" and product["category_id"] is None
-    assert set(product) == {"id", "sku", "name", "description", "category_id", "price",
-                            "currency", "stock", "is_active", "created_at", "updated_at"}
+    assert set(product) == {
+        "id",
+        "sku",
+        "name",
+        "description",
+        "category_id",
+        "price",
+        "currency",
+        "stock",
+        "is_active",
+        "created_at",
+        "updated_at",
+    }
 
 
 async def test_duplicate_sku_is_409(api: ApiClient, admin: str) -> None:
     product = await create_product(api, admin)
-    response = await api.post("/api/v1/products", token=admin, json={
-        "sku": product["sku"], "name": "Again", "price": 1, "stock": 1})
+    response = await api.post(
+        "/api/v1/products",
+        token=admin,
+        json={"sku": product["sku"], "name": "Again", "price": 1, "stock": 1},
+    )
     assert response.status == 409
 
 
-@pytest.mark.parametrize("body", [
-    {"id": 5}, {"created_at": "2020-01-01T00:00:00Z"}, {"price": -1}, {"price": 1.5},
-    {"currency": "EUR"}, {"category_id": 987654}, {"name": ""}, {"stock": -3},
-])
-async def test_invalid_or_read_only_product_fields_are_422(api: ApiClient, admin: str,
-                                                           body: dict[str, Any]) -> None:
-    response = await api.post("/api/v1/products", token=admin, json={
-        "sku": unique("SKU"), "name": "N", "price": 1, "stock": 1, **body})
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"id": 5},
+        {"created_at": "2020-01-01T00:00:00Z"},
+        {"price": -1},
+        {"price": 1.5},
+        {"currency": "EUR"},
+        {"category_id": 987654},
+        {"name": ""},
+        {"stock": -3},
+    ],
+)
+async def test_invalid_or_read_only_product_fields_are_422(
+    api: ApiClient, admin: str, body: dict[str, Any]
+) -> None:
+    response = await api.post(
+        "/api/v1/products",
+        token=admin,
+        json={"sku": unique("SKU"), "name": "N", "price": 1, "stock": 1, **body},
+    )
     assert response.status == 422, response
     assert response.json()["errors"]
 
@@ -146,15 +180,17 @@ async def test_product_get_has_etag_and_cache_control(api: ApiClient, admin: str
     assert first.headers["Cache-Control"] == "public, max-age=60"
     again = await api.get(f"/api/v1/products/{product['id']}", headers={"If-None-Match": etag})
     assert again.status == 304 and again.body == b""
-    patched = await api.patch(f"/api/v1/products/{product['id']}", json={"price": 1234},
-                              token=admin)
+    patched = await api.patch(
+        f"/api/v1/products/{product['id']}", json={"price": 1234}, token=admin
+    )
     assert patched.status == 200 and patched.json()["price"] == 1234
     changed = await api.get(f"/api/v1/products/{product['id']}", headers={"If-None-Match": etag})
     assert changed.status == 200 and changed.headers["ETag"] != etag
 
 
 async def test_etag_changes_when_checkout_moves_stock(
-        api: ApiClient, admin: str, ctx: AppContext) -> None:
+    api: ApiClient, admin: str, ctx: AppContext
+) -> None:
     product = await create_product(api, admin)
     etag = (await api.get(f"/api/v1/products/{product['id']}")).headers["ETag"]
     # What checkout does: take stock in SQL (updated_at untouched), then retire cached reads.
@@ -166,7 +202,8 @@ async def test_etag_changes_when_checkout_moves_stock(
 
 
 async def test_soft_deleted_product_is_invisible_except_to_admins(
-        api: ApiClient, admin: str, customer: str) -> None:
+    api: ApiClient, admin: str, customer: str
+) -> None:
     product = await create_product(api, admin)
     assert (await api.delete(f"/api/v1/products/{product['id']}", token=admin)).status == 204
     assert (await api.get(f"/api/v1/products/{product['id']}")).status == 404
@@ -174,8 +211,9 @@ async def test_soft_deleted_product_is_invisible_except_to_admins(
     seen = await api.get(f"/api/v1/products/{product['id']}", token=admin)
     assert seen.status == 200 and seen.json()["is_active"] is False
     assert seen.headers["Cache-Control"] == "private, no-cache"
-    reactivated = await api.patch(f"/api/v1/products/{product['id']}", json={"is_active": True},
-                                  token=admin)
+    reactivated = await api.patch(
+        f"/api/v1/products/{product['id']}", json={"is_active": True}, token=admin
+    )
     assert reactivated.status == 200
     assert (await api.get(f"/api/v1/products/{product['id']}")).status == 200
 
@@ -218,12 +256,23 @@ async def shelf(api: ApiClient, admin: str) -> dict[str, Any]:
         (books, "Summer reading", "a novel", 1500, 40),
         (books, "Cookbook", "recipes for winter", 2500, 1),
     ]
-    products = [await create_product(api, admin, category_id=c["id"], name=n, description=d,
-                                     price=p, stock=s) for c, n, d, p, s in specs]
-    hidden = await create_product(api, admin, category_id=linen["id"], name="Hidden linen",
-                                  price=5000, is_active=False)
-    return {"clothes": clothes, "shirts": shirts, "linen": linen, "books": books,
-            "products": products, "hidden": hidden}
+    products = [
+        await create_product(
+            api, admin, category_id=c["id"], name=n, description=d, price=p, stock=s
+        )
+        for c, n, d, p, s in specs
+    ]
+    hidden = await create_product(
+        api, admin, category_id=linen["id"], name="Hidden linen", price=5000, is_active=False
+    )
+    return {
+        "clothes": clothes,
+        "shirts": shirts,
+        "linen": linen,
+        "books": books,
+        "products": products,
+        "hidden": hidden,
+    }
 
 
 def names(response: Any) -> list[str]:
@@ -240,7 +289,8 @@ async def test_category_filter_includes_descendants(api: ApiClient, shelf: dict[
 
 
 async def test_full_text_search_over_name_and_description(
-        api: ApiClient, shelf: dict[str, Any]) -> None:
+    api: ApiClient, shelf: dict[str, Any]
+) -> None:
     books = shelf["books"]["id"]
     clothes = shelf["clothes"]["id"]
     winter = await api.get(f"/api/v1/products?q=winter&category={books}")
@@ -251,29 +301,38 @@ async def test_full_text_search_over_name_and_description(
 
 
 async def test_price_bounds_are_inclusive_and_in_stock_filters(
-        api: ApiClient, shelf: dict[str, Any]) -> None:
+    api: ApiClient, shelf: dict[str, Any]
+) -> None:
     clothes = shelf["clothes"]["id"]
     ranged = await api.get(
-        f"/api/v1/products?category={clothes}&min_price=4500&max_price=5500&sort=price")
+        f"/api/v1/products?category={clothes}&min_price=4500&max_price=5500&sort=price"
+    )
     assert names(ranged) == ["Oxford shirt", "Linen shirt"]
     stocked = await api.get(f"/api/v1/products?category={clothes}&in_stock=true&sort=price")
     assert names(stocked) == ["Linen shirt", "Linen trousers", "Wool coat"]
 
 
 async def test_inactive_products_are_listed_for_admins_only(
-        api: ApiClient, admin: str, shelf: dict[str, Any]) -> None:
+    api: ApiClient, admin: str, shelf: dict[str, Any]
+) -> None:
     linen = shelf["linen"]["id"]
     assert "Hidden linen" not in names(await api.get(f"/api/v1/products?category={linen}"))
-    assert "Hidden linen" in names(await api.get(f"/api/v1/products?category={linen}",
-                                                 token=admin))
+    assert "Hidden linen" in names(await api.get(f"/api/v1/products?category={linen}", token=admin))
 
 
-@pytest.mark.parametrize(("sort", "key", "reverse"), [
-    ("price", "price", False), ("-price", "price", True), ("name", "name", False),
-    ("created", "created_at", False), ("-created", "created_at", True),
-])
+@pytest.mark.parametrize(
+    ("sort", "key", "reverse"),
+    [
+        ("price", "price", False),
+        ("-price", "price", True),
+        ("name", "name", False),
+        ("created", "created_at", False),
+        ("-created", "created_at", True),
+    ],
+)
 async def test_cursor_pages_walk_the_whole_sorted_list(
-        api: ApiClient, shelf: dict[str, Any], sort: str, key: str, reverse: bool) -> None:
+    api: ApiClient, shelf: dict[str, Any], sort: str, key: str, reverse: bool
+) -> None:
     category = shelf["clothes"]["id"]
     seen: list[dict[str, Any]] = []
     cursor: str | None = None
@@ -298,10 +357,20 @@ async def test_default_sort_is_newest_first(api: ApiClient, shelf: dict[str, Any
     assert names(listed) == ["Cookbook", "Summer reading"]
 
 
-@pytest.mark.parametrize("query", [
-    "limit=0", "limit=101", "limit=abc", "sort=cheapest", "min_price=-1", "max_price=x",
-    "in_stock=maybe", "cursor=not-a-cursor", "min_price=99999999999999999999",
-])
+@pytest.mark.parametrize(
+    "query",
+    [
+        "limit=0",
+        "limit=101",
+        "limit=abc",
+        "sort=cheapest",
+        "min_price=-1",
+        "max_price=x",
+        "in_stock=maybe",
+        "cursor=not-a-cursor",
+        "min_price=99999999999999999999",
+    ],
+)
 async def test_malformed_query_is_400(api: ApiClient, query: str) -> None:
     response = await api.get(f"/api/v1/products?{query}")
     assert response.status == 400, response
@@ -311,6 +380,7 @@ async def test_malformed_query_is_400(api: ApiClient, query: str) -> None:
 async def test_cursor_of_another_sort_is_400(api: ApiClient, shelf: dict[str, Any]) -> None:
     first = await api.get(f"/api/v1/products?category={shelf['clothes']['id']}&sort=price&limit=1")
     cursor = first.json()["next_cursor"]
-    other = await api.get(f"/api/v1/products?category={shelf['clothes']['id']}&sort=name"
-                          f"&cursor={cursor}")
+    other = await api.get(
+        f"/api/v1/products?category={shelf['clothes']['id']}&sort=name&cursor={cursor}"
+    )
     assert other.status == 400

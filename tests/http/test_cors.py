@@ -10,14 +10,20 @@ from server.context import build_context
 from tests.conftest import ApiClient, make_settings, start_gateway
 
 SHOP = "https://shop.example"
-PREFLIGHT = {"Origin": SHOP, "Access-Control-Request-Method": "POST",
-             "Access-Control-Request-Headers": "authorization, content-type"}
+PREFLIGHT = {
+    "Origin": SHOP,
+    "Access-Control-Request-Method": "POST",
+    "Access-Control-Request-Headers": "authorization, content-type",
+}
 
 
 @pytest_asyncio.fixture(scope="module")
 async def cors_api(database_url: str, http_impl: str) -> AsyncIterator[ApiClient]:
-    ctx = await build_context(make_settings(database_url, CORS_ORIGINS=f"{SHOP},https://admin.example",
-                                            RATE_LIMIT_ANON="2/minute"))
+    ctx = await build_context(
+        make_settings(
+            database_url, CORS_ORIGINS=f"{SHOP},https://admin.example", RATE_LIMIT_ANON="2/minute"
+        )
+    )
     gw, addresses = await start_gateway(ctx, http_impl)
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
     yield api

@@ -10,13 +10,15 @@ from tests.forged_tokens import forged_authorizations
 async def test_the_genuine_token_is_accepted(api: ApiClient, make_user: UserFactory) -> None:
     _, token = await make_user.create("customer")
     assert (await api.get("/api/v1/auth/me", token=token)).status == 200
-    lowercase_scheme = await api.get("/api/v1/auth/me",
-                                     headers={"Authorization": f"bearer {token}"})
+    lowercase_scheme = await api.get(
+        "/api/v1/auth/me", headers={"Authorization": f"bearer {token}"}
+    )
     assert lowercase_scheme.status == 200
 
 
 async def test_every_forged_token_is_refused_with_401(
-        api: ApiClient, ctx: AppContext, make_user: UserFactory) -> None:
+    api: ApiClient, ctx: AppContext, make_user: UserFactory
+) -> None:
     user, _ = await make_user.create("customer")
     forged = forged_authorizations(ctx.settings, user.id)
     assert len(forged) >= 20
@@ -33,11 +35,13 @@ async def test_every_forged_token_is_refused_with_401(
 
 
 async def test_a_forged_token_is_refused_on_public_routes_too(
-        api: ApiClient, ctx: AppContext) -> None:
+    api: ApiClient, ctx: AppContext
+) -> None:
     forged = forged_authorizations(ctx.settings, 1)
     for name in ("tampered_role", "alg_none", "expired"):
-        response = await api.post("/api/v1/auth/refresh", json={"refresh": "x"},
-                                  headers={"Authorization": forged[name]})
+        response = await api.post(
+            "/api/v1/auth/refresh", json={"refresh": "x"}, headers={"Authorization": forged[name]}
+        )
         assert response.status == 401, name
         assert response.headers["WWW-Authenticate"].startswith("Bearer")
 

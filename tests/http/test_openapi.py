@@ -25,8 +25,10 @@ from server.app import feature_routes
 from tests.conftest import ApiClient, UserFactory
 
 # Routes whose modules do not declare `api` specs yet (owned by other features).
-KNOWN_UNDOCUMENTED = re.compile(r"^(GET|POST|PUT|PATCH|DELETE) /(healthz|readyz|metrics|api/v1/"
-                                r"(auth|orders))")
+KNOWN_UNDOCUMENTED = re.compile(
+    r"^(GET|POST|PUT|PATCH|DELETE) /(healthz|readyz|metrics|api/v1/"
+    r"(auth|orders))"
+)
 FUZZED_PATHS = r"^/api/v1/(products|categories|cart|promotions|stats)|^/api/(schema|docs|redoc)"
 # Per operation and mode (positive, negative): about 20 s for the whole run.
 FUZZ_EXAMPLES = 8
@@ -47,12 +49,14 @@ async def document(api: ApiClient) -> dict[str, Any]:
     return response.json()
 
 
-def validator(document: dict[str, Any], path: str, method: str,
-              status: int) -> jsonschema_rs.Validator:
+def validator(
+    document: dict[str, Any], path: str, method: str, status: int
+) -> jsonschema_rs.Validator:
     content = document["paths"][path][method]["responses"][str(status)]["content"]
     schema = content["application/json"]["schema"]
     return jsonschema_rs.Draft202012Validator(
-        {**schema, "components": document["components"]}, validate_formats=True)
+        {**schema, "components": document["components"]}, validate_formats=True
+    )
 
 
 def test_document_is_openapi_31_with_money_rounding(document: dict[str, Any]) -> None:
@@ -70,7 +74,8 @@ def test_every_route_and_method_is_in_the_document(document: dict[str, Any]) -> 
         path, _ = openapi.openapi_path(pattern)
         for method in ("get", "post", "put", "patch", "delete"):
             implemented = getattr(handler, method) is not getattr(
-                openapi.tornado.web.RequestHandler, method)
+                openapi.tornado.web.RequestHandler, method
+            )
             assert (method in document["paths"].get(path, {})) == implemented, (path, method)
 
 
@@ -83,10 +88,19 @@ def test_specs_carry_access_and_automatic_errors(document: dict[str, Any]) -> No
     create = document["paths"]["/api/v1/products"]["post"]
     assert create["security"] == [{"bearerAuth": []}]
     assert {"201", "400", "401", "403", "409", "413", "415", "422", "429"} <= set(
-        create["responses"])
+        create["responses"]
+    )
     listing = document["paths"]["/api/v1/products"]["get"]
     assert {p["name"] for p in listing["parameters"]} == {
-        "category", "q", "min_price", "max_price", "in_stock", "sort", "limit", "cursor"}
+        "category",
+        "q",
+        "min_price",
+        "max_price",
+        "in_stock",
+        "sort",
+        "limit",
+        "cursor",
+    }
     limit = next(p for p in listing["parameters"] if p["name"] == "limit")
     assert limit["schema"] == {"type": "integer", "minimum": 1, "maximum": 100, "default": 20}
     product = document["paths"]["/api/v1/products/{product_id}"]["get"]
@@ -97,43 +111,64 @@ def test_specs_carry_access_and_automatic_errors(document: dict[str, Any]) -> No
     assert set(body["required"]) == {"sku", "name", "price", "stock"}
 
 
-async def test_real_responses_fit_the_schema(api: ApiClient, admin: str,
-                                             document: dict[str, Any]) -> None:
-    created = await api.post("/api/v1/products", token=admin, json={
-        "sku": f"OAS-{uuid.uuid4().hex[:8]}", "name": "Schema mug", "price": 999, "stock": 3})
+async def test_real_responses_fit_the_schema(
+    api: ApiClient, admin: str, document: dict[str, Any]
+) -> None:
+    created = await api.post(
+        "/api/v1/products",
+        token=admin,
+        json={"sku": f"OAS-{uuid.uuid4().hex[:8]}", "name": "Schema mug", "price": 999, "stock": 3},
+    )
     validator(document, "/api/v1/products", "post", 201).validate(created.json())
     product = created.json()
     got = await api.get(f"/api/v1/products/{product['id']}")
     validator(document, "/api/v1/products/{product_id}", "get", 200).validate(got.json())
     listed = await api.get("/api/v1/products?limit=1")
     validator(document, "/api/v1/products", "get", 200).validate(listed.json())
-    await api.post("/api/v1/cart/items", json={"product_id": product["id"], "quantity": 2},
-                   token=admin)
+    await api.post(
+        "/api/v1/cart/items", json={"product_id": product["id"], "quantity": 2}, token=admin
+    )
     cart = await api.get("/api/v1/cart", token=admin)
     assert cart.json()["items"]
     validator(document, "/api/v1/cart", "get", 200).validate(cart.json())
-    promo = await api.post("/api/v1/promotions", token=admin, json={
-        "code": f"OAS{uuid.uuid4().hex[:6]}", "kind": "percent", "value": 5,
-        "ends_at": "2099-01-01T00:00:00Z"})
+    promo = await api.post(
+        "/api/v1/promotions",
+        token=admin,
+        json={
+            "code": f"OAS{uuid.uuid4().hex[:6]}",
+            "kind": "percent",
+            "value": 5,
+            "ends_at": "2099-01-01T00:00:00Z",
+        },
+    )
     validator(document, "/api/v1/promotions", "post", 201).validate(promo.json())
     stats = await api.get("/api/v1/stats/orders", token=admin)
     validator(document, "/api/v1/stats/orders", "get", 200).validate(stats.json())
     # A problem answer fits the Problem schema too.
     missing = await api.get("/api/v1/products/999999999")
-    problem = {**document["components"]["responses"]["Problem404"]["content"][
-        "application/problem+json"]["schema"], "components": document["components"]}
+    problem = {
+        **document["components"]["responses"]["Problem404"]["content"]["application/problem+json"][
+            "schema"
+        ],
+        "components": document["components"],
+    }
     jsonschema_rs.Draft202012Validator(problem).validate(missing.json())
     # And the validator really checks: a wrong shape is refused.
-    assert not validator(document, "/api/v1/cart", "get", 200).is_valid({**cart.json(),
-                                                                          "total": "12"})
+    assert not validator(document, "/api/v1/cart", "get", 200).is_valid(
+        {**cart.json(), "total": "12"}
+    )
 
 
-@pytest.mark.parametrize(("path", "asset"), [
-    ("/api/docs", "/api/docs/static/swagger-ui/swagger-ui-bundle.js"),
-    ("/api/redoc", "/api/docs/static/redoc.standalone.js"),
-])
-async def test_docs_pages_are_served_locally_with_a_csp(api: ApiClient, path: str,
-                                                        asset: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "asset"),
+    [
+        ("/api/docs", "/api/docs/static/swagger-ui/swagger-ui-bundle.js"),
+        ("/api/redoc", "/api/docs/static/redoc.standalone.js"),
+    ],
+)
+async def test_docs_pages_are_served_locally_with_a_csp(
+    api: ApiClient, path: str, asset: str
+) -> None:
     page = await api.get(path)
     assert page.status == 200
     assert page.headers["Content-Type"].startswith("text/html")
@@ -149,35 +184,49 @@ async def test_docs_pages_are_served_locally_with_a_csp(api: ApiClient, path: st
 def fuzz(document: dict[str, Any], base_url: str, token: str) -> list[str]:
     """Schemathesis over our operations, positive and negative data; returns the failures."""
     schema = schemathesis.openapi.from_dict(document).include(path_regex=FUZZED_PATHS)
-    checks = [not_a_server_error, status_code_conformance, content_type_conformance,
-              response_schema_conformance]
+    checks = [
+        not_a_server_error,
+        status_code_conformance,
+        content_type_conformance,
+        response_schema_conformance,
+    ]
     failures: list[str] = []
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) >= 20
     for operation in operations:
         for mode in (schemathesis.GenerationMode.POSITIVE, schemathesis.GenerationMode.NEGATIVE):
 
-            @hypothesis.settings(max_examples=FUZZ_EXAMPLES, deadline=None, database=None,
-                                 suppress_health_check=list(hypothesis.HealthCheck),
-                                 phases=[hypothesis.Phase.generate])
+            @hypothesis.settings(
+                max_examples=FUZZ_EXAMPLES,
+                deadline=None,
+                database=None,
+                suppress_health_check=list(hypothesis.HealthCheck),
+                phases=[hypothesis.Phase.generate],
+            )
             @hypothesis.given(case=operation.as_strategy(generation_mode=mode))
             def check(case: schemathesis.Case) -> None:
-                case.call_and_validate(base_url=base_url, checks=checks,
-                                       headers={"Authorization": f"Bearer {token}"}, timeout=10)
+                case.call_and_validate(
+                    base_url=base_url,
+                    checks=checks,
+                    headers={"Authorization": f"Bearer {token}"},
+                    timeout=10,
+                )
 
             try:
                 check()
             except hypothesis.errors.Unsatisfiable:
                 continue  # nothing to make invalid (no parameters, no body)
             except (Exception, BaseExceptionGroup) as exc:  # collect all, then report
-                failures.append(f"{operation.method.upper()} {operation.path} [{mode.value}]: "
-                                f"{exc}"[:2000])
+                failures.append(
+                    f"{operation.method.upper()} {operation.path} [{mode.value}]: {exc}"[:2000]
+                )
     return failures
 
 
 @pytest.mark.timeout(120)
 async def test_schemathesis_finds_no_server_error_or_schema_violation(
-        api: ApiClient, admin: str, document: dict[str, Any]) -> None:
+    api: ApiClient, admin: str, document: dict[str, Any]
+) -> None:
     # The gateway runs on this loop: fuzz from a thread so the loop keeps serving.
     failures = await asyncio.to_thread(fuzz, document, api.base_url, admin)
     assert not failures, "\n\n".join(failures)

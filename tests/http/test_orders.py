@@ -18,21 +18,41 @@ from tests.orders_support import (
 )
 
 ORDERS = "/api/v1/orders"
-ORDER_KEYS = {"id", "user_id", "status", "items", "subtotal", "discount", "tax", "total",
-              "currency", "promotion_code", "shipping_address", "note", "created_at",
-              "updated_at"}
+ORDER_KEYS = {
+    "id",
+    "user_id",
+    "status",
+    "items",
+    "subtotal",
+    "discount",
+    "tax",
+    "total",
+    "currency",
+    "promotion_code",
+    "shipping_address",
+    "note",
+    "created_at",
+    "updated_at",
+}
 ITEM_KEYS = {"product_id", "sku", "name", "quantity", "unit_price", "line_total"}
 
 
-async def checkout(api: ApiClient, ctx: AppContext, user_id: int, token: str,
-                   items: dict[int, int], body: dict[str, Any] | None = None,
-                   headers: dict[str, str] | None = None) -> Any:
+async def checkout(
+    api: ApiClient,
+    ctx: AppContext,
+    user_id: int,
+    token: str,
+    items: dict[int, int],
+    body: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Any:
     await fill_cart(ctx.pool, user_id, items)
     return await api.post(ORDERS, json=body or {}, token=token, headers=headers)
 
 
-async def an_order(api: ApiClient, ctx: AppContext, accounts: Accounts,
-                   quantity: int = 1) -> tuple[dict[str, Any], str, int]:
+async def an_order(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, quantity: int = 1
+) -> tuple[dict[str, Any], str, int]:
     """A fresh customer's pending order: (order, the owner's token, product id)."""
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=20)
@@ -41,22 +61,29 @@ async def an_order(api: ApiClient, ctx: AppContext, accounts: Accounts,
     return response.json(), token, product
 
 
-
 @pytest.fixture(scope="module")
 def accounts(ctx: AppContext) -> Accounts:
     return Accounts(ctx)
+
 
 # ---- checkout ---------------------------------------------------------------------------------
 
 
 async def test_checkout_answers_201_with_the_order_and_empties_the_cart(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     kettle = await create_product(ctx.pool, stock=10, price=2500, name="Kettle")
     mug = await create_product(ctx.pool, stock=10, price=450, name="Mug")
 
-    response = await checkout(api, ctx, user.id, token, {kettle: 1, mug: 4},
-                              {"shipping_address": ADDRESS, "note": "leave at the door"})
+    response = await checkout(
+        api,
+        ctx,
+        user.id,
+        token,
+        {kettle: 1, mug: 4},
+        {"shipping_address": ADDRESS, "note": "leave at the door"},
+    )
 
     assert response.status == 201, response
     order = response.json()
@@ -65,9 +92,10 @@ async def test_checkout_answers_201_with_the_order_and_empties_the_cart(
     assert response.headers["Cache-Control"] == "private, no-store"
     assert order["user_id"] == user.id and order["status"] == "pending"
     assert all(set(item) == ITEM_KEYS for item in order["items"])
-    assert [(i["product_id"], i["quantity"], i["unit_price"], i["line_total"], i["name"])
-            for i in order["items"]] == [(kettle, 1, 2500, 2500, "Kettle"),
-                                         (mug, 4, 450, 1800, "Mug")]
+    assert [
+        (i["product_id"], i["quantity"], i["unit_price"], i["line_total"], i["name"])
+        for i in order["items"]
+    ] == [(kettle, 1, 2500, 2500, "Kettle"), (mug, 4, 450, 1800, "Mug")]
     figures = (order["subtotal"], order["discount"], order["tax"], order["total"])
     assert figures == (4300, 0, 0, 4300)
     assert order["currency"] == "USD" and order["promotion_code"] is None
@@ -79,7 +107,8 @@ async def test_checkout_answers_201_with_the_order_and_empties_the_cart(
 
 
 async def test_checkout_accepts_no_body_and_a_trailing_slash(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=3)
     await fill_cart(ctx.pool, user.id, {product: 1})
@@ -88,8 +117,9 @@ async def test_checkout_accepts_no_body_and_a_trailing_slash(
     assert response.json()["shipping_address"] is None and response.json()["note"] is None
 
 
-async def test_an_empty_cart_cannot_be_checked_out(api: ApiClient, ctx: AppContext,
-                                                   accounts: Accounts) -> None:
+async def test_an_empty_cart_cannot_be_checked_out(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     never_had_a_cart = await api.post(ORDERS, json={}, token=token)
     await fill_cart(ctx.pool, user.id, {})
@@ -100,7 +130,8 @@ async def test_an_empty_cart_cannot_be_checked_out(api: ApiClient, ctx: AppConte
 
 
 async def test_short_stock_is_409_naming_the_short_lines_and_takes_nothing(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     scarce = await create_product(ctx.pool, stock=2)
     plenty = await create_product(ctx.pool, stock=50)
@@ -109,25 +140,29 @@ async def test_short_stock_is_409_naming_the_short_lines_and_takes_nothing(
 
     assert response.status == 409
     problem = response.json()
-    assert problem["errors"] == [{"field": f"items.{scarce}",
-                                  "message": "requested 3, only 2 in stock"}]
+    assert problem["errors"] == [
+        {"field": f"items.{scarce}", "message": "requested 3, only 2 in stock"}
+    ]
     assert await stock_of(ctx.pool, scarce) == 2 and await stock_of(ctx.pool, plenty) == 50
     assert await cart_size(ctx.pool, user.id) == 2
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"status": "paid"}, "status"),
-    ({"user_id": 1}, "user_id"),
-    ({"total": 0}, "total"),
-    ({"items": []}, "items"),
-    ({"note": "x" * 501}, "note"),
-    ({"shipping_address": {**ADDRESS, "city": ""}}, "shipping_address.city"),
-    ({"shipping_address": {"name": "No Street"}}, "shipping_address.line1"),
-    ({"shipping_address": {**ADDRESS, "phone": "1"}}, "shipping_address.phone"),
-])
-async def test_invalid_or_read_only_fields_are_422(api: ApiClient, ctx: AppContext,
-                                                   accounts: Accounts, body: dict[str, Any],
-                                                   field: str) -> None:
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"status": "paid"}, "status"),
+        ({"user_id": 1}, "user_id"),
+        ({"total": 0}, "total"),
+        ({"items": []}, "items"),
+        ({"note": "x" * 501}, "note"),
+        ({"shipping_address": {**ADDRESS, "city": ""}}, "shipping_address.city"),
+        ({"shipping_address": {"name": "No Street"}}, "shipping_address.line1"),
+        ({"shipping_address": {**ADDRESS, "phone": "1"}}, "shipping_address.phone"),
+    ],
+)
+async def test_invalid_or_read_only_fields_are_422(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, body: dict[str, Any], field: str
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=5)
     response = await checkout(api, ctx, user.id, token, {product: 1}, body)
@@ -138,8 +173,9 @@ async def test_invalid_or_read_only_fields_are_422(api: ApiClient, ctx: AppConte
 
 async def test_malformed_json_is_400(api: ApiClient, accounts: Accounts) -> None:
     _, token = await accounts.create()
-    response = await api.post(ORDERS, body=b"{nope", token=token,
-                              headers={"Content-Type": "application/json"})
+    response = await api.post(
+        ORDERS, body=b"{nope", token=token, headers={"Content-Type": "application/json"}
+    )
     assert response.status == 400
 
 
@@ -152,7 +188,8 @@ async def test_checkout_needs_a_token(api: ApiClient) -> None:
 
 
 async def test_a_retry_with_the_same_key_replays_the_first_response(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=10)
     key = {"Idempotency-Key": "order-attempt-1"}
@@ -170,7 +207,8 @@ async def test_a_retry_with_the_same_key_replays_the_first_response(
 
 
 async def test_the_replay_is_the_first_answer_even_after_the_order_moved_on(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=10)
     key = {"Idempotency-Key": "moved-on"}
@@ -180,20 +218,23 @@ async def test_the_replay_is_the_first_answer_even_after_the_order_moved_on(
     assert replay.json()["status"] == "pending" and replay.body == first.body
 
 
-async def test_the_same_key_with_another_body_is_422(api: ApiClient, ctx: AppContext,
-                                                     accounts: Accounts) -> None:
+async def test_the_same_key_with_another_body_is_422(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=10)
     key = {"Idempotency-Key": "one-purpose"}
-    assert (await checkout(api, ctx, user.id, token, {product: 1}, {"note": "a"}, key)).status \
-        == 201
+    assert (
+        await checkout(api, ctx, user.id, token, {product: 1}, {"note": "a"}, key)
+    ).status == 201
     other = await checkout(api, ctx, user.id, token, {product: 1}, {"note": "b"}, key)
     assert other.status == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
     assert await cart_size(ctx.pool, user.id) == 1
 
 
-async def test_equivalent_bodies_are_the_same_request(api: ApiClient, ctx: AppContext,
-                                                      accounts: Accounts) -> None:
+async def test_equivalent_bodies_are_the_same_request(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=10)
     key = {"Idempotency-Key": "same-thing"}
@@ -202,8 +243,9 @@ async def test_equivalent_bodies_are_the_same_request(api: ApiClient, ctx: AppCo
     assert first.status == 201 and again.status == 201 and again.body == first.body
 
 
-async def test_a_refused_checkout_is_replayed_too(api: ApiClient, ctx: AppContext,
-                                                  accounts: Accounts) -> None:
+async def test_a_refused_checkout_is_replayed_too(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=0)
     key = {"Idempotency-Key": "too-early"}
@@ -218,27 +260,32 @@ async def test_a_refused_checkout_is_replayed_too(api: ApiClient, ctx: AppContex
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256])
-async def test_an_invalid_idempotency_key_is_422(api: ApiClient, ctx: AppContext,
-                                                 accounts: Accounts, key: str) -> None:
+async def test_an_invalid_idempotency_key_is_422(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, key: str
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=10)
-    response = await checkout(api, ctx, user.id, token, {product: 1},
-                              headers={"Idempotency-Key": key})
+    response = await checkout(
+        api, ctx, user.id, token, {product: 1}, headers={"Idempotency-Key": key}
+    )
     assert response.status == 422
     assert await stock_of(ctx.pool, product) == 10
 
 
-async def test_a_key_of_255_characters_is_fine(api: ApiClient, ctx: AppContext,
-                                               accounts: Accounts) -> None:
+async def test_a_key_of_255_characters_is_fine(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=10)
-    response = await checkout(api, ctx, user.id, token, {product: 1},
-                              headers={"Idempotency-Key": "k" * 255})
+    response = await checkout(
+        api, ctx, user.id, token, {product: 1}, headers={"Idempotency-Key": "k" * 255}
+    )
     assert response.status == 201
 
 
-async def test_keys_belong_to_their_user(api: ApiClient, ctx: AppContext,
-                                         accounts: Accounts) -> None:
+async def test_keys_belong_to_their_user(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     alice, alice_token = await accounts.create()
     bob, bob_token = await accounts.create()
     product = await create_product(ctx.pool, stock=10)
@@ -253,8 +300,9 @@ async def test_keys_belong_to_their_user(api: ApiClient, ctx: AppContext,
 # ---- reading ----------------------------------------------------------------------------------
 
 
-async def test_get_order_for_the_owner_and_admins_only(api: ApiClient, ctx: AppContext,
-                                                       accounts: Accounts) -> None:
+async def test_get_order_for_the_owner_and_admins_only(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     order, token, _ = await an_order(api, ctx, accounts)
     _, stranger = await accounts.create()
     _, admin = await accounts.create("admin")
@@ -270,13 +318,15 @@ async def test_get_order_for_the_owner_and_admins_only(api: ApiClient, ctx: AppC
     assert (await api.get(path)).status == 401
 
 
-async def test_list_is_own_orders_newest_first_with_a_cursor(api: ApiClient, ctx: AppContext,
-                                                             accounts: Accounts) -> None:
+async def test_list_is_own_orders_newest_first_with_a_cursor(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     other, other_token = await accounts.create()
     product = await create_product(ctx.pool, stock=50)
-    placed = [(await checkout(api, ctx, user.id, token, {product: 1})).json()["id"]
-              for _ in range(5)]
+    placed = [
+        (await checkout(api, ctx, user.id, token, {product: 1})).json()["id"] for _ in range(5)
+    ]
     await checkout(api, ctx, other.id, other_token, {product: 1})
 
     seen: list[int] = []
@@ -294,8 +344,7 @@ async def test_list_is_own_orders_newest_first_with_a_cursor(api: ApiClient, ctx
     assert seen == sorted(placed, reverse=True) and pages == 3
 
 
-async def test_list_filters_by_status(api: ApiClient, ctx: AppContext,
-                                      accounts: Accounts) -> None:
+async def test_list_filters_by_status(api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=50)
     kept = (await checkout(api, ctx, user.id, token, {product: 1})).json()["id"]
@@ -307,8 +356,9 @@ async def test_list_filters_by_status(api: ApiClient, ctx: AppContext,
     assert [o["id"] for o in pending] == [kept] and [o["id"] for o in cancelled] == [dropped]
 
 
-async def test_admins_list_everyone_or_one_user(api: ApiClient, ctx: AppContext,
-                                                accounts: Accounts) -> None:
+async def test_admins_list_everyone_or_one_user(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     alice_order, _, _ = await an_order(api, ctx, accounts)
     bob_order, _, _ = await an_order(api, ctx, accounts)
     _, admin = await accounts.create("admin")
@@ -319,10 +369,11 @@ async def test_admins_list_everyone_or_one_user(api: ApiClient, ctx: AppContext,
     assert [o["id"] for o in alices["items"]] == [alice_order["id"]]
 
 
-@pytest.mark.parametrize("query", ["limit=0", "limit=101", "limit=ten", "status=lost",
-                                   "cursor=not-a-cursor", "user_id=-3"])
-async def test_bad_list_queries_are_400(api: ApiClient, accounts: Accounts,
-                                        query: str) -> None:
+@pytest.mark.parametrize(
+    "query",
+    ["limit=0", "limit=101", "limit=ten", "status=lost", "cursor=not-a-cursor", "user_id=-3"],
+)
+async def test_bad_list_queries_are_400(api: ApiClient, accounts: Accounts, query: str) -> None:
     _, token = await accounts.create("admin")
     response = await api.get(f"{ORDERS}?{query}", token=token)
     assert response.status == 400, response
@@ -332,15 +383,17 @@ async def test_bad_list_queries_are_400(api: ApiClient, accounts: Accounts,
 
 
 async def test_another_customer_cannot_reach_an_order_on_any_route(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     order, owner_token, product = await an_order(api, ctx, accounts, quantity=2)
     _, thief = await accounts.create()
     path = f"{ORDERS}/{order['id']}"
 
     assert (await api.get(path, token=thief)).status == 404
     assert (await api.post(f"{path}/cancel", token=thief)).status == 404
-    assert (await api.patch(f"{path}/status", json={"status": "cancelled"},
-                            token=thief)).status == 403
+    assert (
+        await api.patch(f"{path}/status", json={"status": "cancelled"}, token=thief)
+    ).status == 403
     listed = (await api.get(f"{ORDERS}?limit=100", token=thief)).json()["items"]
     assert order["id"] not in [o["id"] for o in listed]
     other_user = await api.get(f"{ORDERS}?user_id={order['user_id']}", token=thief)
@@ -354,7 +407,8 @@ async def test_another_customer_cannot_reach_an_order_on_any_route(
 
 
 async def test_the_owner_cancels_a_pending_order_and_the_stock_comes_back(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     order, token, product = await an_order(api, ctx, accounts, quantity=3)
     assert await stock_of(ctx.pool, product) == 17
 
@@ -367,7 +421,8 @@ async def test_the_owner_cancels_a_pending_order_and_the_stock_comes_back(
 
 
 async def test_a_paid_order_is_cancelled_by_an_admin_not_the_owner(
-        api: ApiClient, ctx: AppContext, accounts: Accounts) -> None:
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     order, token, product = await an_order(api, ctx, accounts, quantity=2)
     _, admin = await accounts.create("admin")
     path = f"{ORDERS}/{order['id']}"
@@ -381,8 +436,9 @@ async def test_a_paid_order_is_cancelled_by_an_admin_not_the_owner(
     assert await stock_of(ctx.pool, product) == 20
 
 
-async def test_staff_walk_an_order_to_delivered(api: ApiClient, ctx: AppContext,
-                                                accounts: Accounts) -> None:
+async def test_staff_walk_an_order_to_delivered(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     order, _, _ = await an_order(api, ctx, accounts)
     _, admin = await accounts.create("admin")
     _, service = await accounts.create("service")
@@ -394,8 +450,9 @@ async def test_staff_walk_an_order_to_delivered(api: ApiClient, ctx: AppContext,
     assert backwards.status == 409
 
 
-async def test_a_service_cannot_cancel_a_paid_order(api: ApiClient, ctx: AppContext,
-                                                    accounts: Accounts) -> None:
+async def test_a_service_cannot_cancel_a_paid_order(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     order, _, product = await an_order(api, ctx, accounts)
     _, service = await accounts.create("service")
     path = f"{ORDERS}/{order['id']}/status"
@@ -404,18 +461,21 @@ async def test_a_service_cannot_cancel_a_paid_order(api: ApiClient, ctx: AppCont
     assert refused.status == 409 and await stock_of(ctx.pool, product) == 19
 
 
-async def test_customers_cannot_change_a_status(api: ApiClient, ctx: AppContext,
-                                                accounts: Accounts) -> None:
+async def test_customers_cannot_change_a_status(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     order, token, _ = await an_order(api, ctx, accounts)
-    response = await api.patch(f"{ORDERS}/{order['id']}/status", json={"status": "paid"},
-                               token=token)
+    response = await api.patch(
+        f"{ORDERS}/{order['id']}/status", json={"status": "paid"}, token=token
+    )
     assert response.status == 403
     assert (await api.get(f"{ORDERS}/{order['id']}", token=token)).json()["status"] == "pending"
 
 
 @pytest.mark.parametrize("body", [{"status": "refunded"}, {}, {"status": "paid", "id": 1}])
-async def test_an_invalid_status_body_is_422(api: ApiClient, ctx: AppContext,
-                                             accounts: Accounts, body: dict[str, Any]) -> None:
+async def test_an_invalid_status_body_is_422(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, body: dict[str, Any]
+) -> None:
     order, _, _ = await an_order(api, ctx, accounts)
     _, admin = await accounts.create("admin")
     response = await api.patch(f"{ORDERS}/{order['id']}/status", json=body, token=admin)

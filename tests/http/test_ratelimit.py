@@ -48,9 +48,14 @@ async def running(database_url: str, http_impl: str, **env: str) -> AsyncIterato
 
 @pytest_asyncio.fixture(scope="module")
 async def limited(database_url: str, http_impl: str) -> AsyncIterator[Gateway]:
-    async for gateway in running(database_url, http_impl, RATE_LIMIT_ANON="6/minute",
-                                 RATE_LIMIT_USER="5/minute", RATE_LIMIT_LOGIN="2/minute",
-                                 TRUSTED_PROXIES="127.0.0.1/32"):
+    async for gateway in running(
+        database_url,
+        http_impl,
+        RATE_LIMIT_ANON="6/minute",
+        RATE_LIMIT_USER="5/minute",
+        RATE_LIMIT_LOGIN="2/minute",
+        TRUSTED_PROXIES="127.0.0.1/32",
+    ):
         yield gateway
 
 
@@ -103,7 +108,8 @@ async def test_user_budget_is_per_user_not_per_ip(limited: Gateway) -> None:
 
 
 async def test_login_budget_is_per_ip_and_email_even_for_the_right_password(
-        limited: Gateway) -> None:
+    limited: Gateway,
+) -> None:
     user, _ = await limited.users.create(password="correct horse battery")
     ip = new_ip()
     body = {"email": user.email, "password": "correct horse battery"}
@@ -126,7 +132,8 @@ async def test_the_rightmost_untrusted_forwarded_hop_is_the_client(limited: Gate
     assert_429(spoofed)
     # Trusted hops (127.0.0.1) on the right are skipped.
     behind_two_proxies = await limited.api.get(
-        ME, headers={"X-Forwarded-For": f"{client}, 127.0.0.1"})
+        ME, headers={"X-Forwarded-For": f"{client}, 127.0.0.1"}
+    )
     assert_429(behind_two_proxies)
     garbage = await limited.api.get(ME, headers={"X-Forwarded-For": f"{client}, not-an-ip"})
     assert garbage.status == 401  # an unparseable hop is ignored: the proxy's own budget
@@ -153,8 +160,9 @@ async def test_a_forged_token_is_charged_to_its_ip(limited: Gateway) -> None:
 
 
 async def test_rate_limiting_can_be_switched_off(database_url: str, http_impl: str) -> None:
-    async for gateway in running(database_url, http_impl, RATE_LIMIT_ENABLED="0",
-                                 RATE_LIMIT_ANON="1/hour"):
+    async for gateway in running(
+        database_url, http_impl, RATE_LIMIT_ENABLED="0", RATE_LIMIT_ANON="1/hour"
+    ):
         for _ in range(3):
             response = await gateway.api.get(ME)
             assert response.status == 401 and "RateLimit-Limit" not in response.headers

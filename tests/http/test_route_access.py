@@ -20,8 +20,11 @@ _GROUP_RE = re.compile(r"\((?:\?P<\w+>)?[^()]*\)")
 
 
 def implemented_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
-    return [m for m in HTTP_METHODS
-            if getattr(handler, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())]
+    return [
+        m
+        for m in HTTP_METHODS
+        if getattr(handler, m.lower()) is not getattr(tornado.web.RequestHandler, m.lower())
+    ]
 
 
 def concrete_path(pattern: str) -> str:
@@ -49,11 +52,16 @@ def test_the_route_table_is_not_empty_and_includes_auth() -> None:
 
 
 def test_every_implemented_method_declares_who_may_call_it() -> None:
-    undeclared = [f"{name}.{method} ({pattern})"
-                  for pattern, name, method, access in route_table() if access == ""]
-    unknown = [f"{name}.{method}={access}"
-               for _, name, method, access in route_table()
-               if access and access not in ACCESS_LEVELS]
+    undeclared = [
+        f"{name}.{method} ({pattern})"
+        for pattern, name, method, access in route_table()
+        if access == ""
+    ]
+    unknown = [
+        f"{name}.{method}={access}"
+        for _, name, method, access in route_table()
+        if access and access not in ACCESS_LEVELS
+    ]
     assert not undeclared, f"handlers without an `access` entry: {undeclared}"
     assert not unknown, f"unknown access levels: {unknown}"
 
@@ -78,7 +86,8 @@ async def test_restricted_methods_refuse_anonymous_callers_with_401(api: ApiClie
 
 
 async def test_admin_and_staff_methods_refuse_customers_with_403(
-        api: ApiClient, make_user: UserFactory) -> None:
+    api: ApiClient, make_user: UserFactory
+) -> None:
     _, customer = await make_user.create("customer")
     failures = []
     for pattern, name, method, access in route_table():
@@ -91,7 +100,8 @@ async def test_admin_and_staff_methods_refuse_customers_with_403(
 
 
 async def test_admin_only_methods_refuse_service_accounts_with_403(
-        api: ApiClient, make_user: UserFactory) -> None:
+    api: ApiClient, make_user: UserFactory
+) -> None:
     _, service = await make_user.create("service")
     failures = []
     for pattern, name, method, access in route_table():

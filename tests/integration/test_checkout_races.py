@@ -33,44 +33,49 @@ def accounts(ctx: AppContext) -> Accounts:
 
 
 def explicit(items: list[tuple[int, int]]) -> orders.OrderInput:
-    return orders.parse_order_input(
-        {"items": [{"product_id": p, "quantity": q} for p, q in items]})
+    return orders.parse_order_input({"items": [{"product_id": p, "quantity": q} for p, q in items]})
 
 
-async def test_200_checkouts_for_10_units_sell_exactly_10(api: ApiClient,
-                                                          ctx: AppContext) -> None:
+async def test_200_checkouts_for_10_units_sell_exactly_10(api: ApiClient, ctx: AppContext) -> None:
     product = await create_product(ctx.pool, stock=10)
     customers = await create_customers(ctx, 200)
     for user_id, _ in customers:
         await fill_cart(ctx.pool, user_id, {product: 1})
 
-    responses = await asyncio.gather(*(api.post(ORDERS, json={}, token=token, timeout=120)
-                                       for _, token in customers))
+    responses = await asyncio.gather(
+        *(api.post(ORDERS, json={}, token=token, timeout=120) for _, token in customers)
+    )
 
     statuses = Counter(r.status for r in responses)
     assert statuses == {201: 10, 409: 190}, statuses
     assert await stock_of(ctx.pool, product) == 0
     sold = await ctx.pool.fetchval(
-        "SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = $1", product)
+        "SELECT coalesce(sum(quantity), 0) FROM order_items WHERE product_id = $1", product
+    )
     assert sold == 10
     refused = next(r for r in responses if r.status == 409).json()
     assert refused["errors"][0]["field"] == f"items.{product}"
     # The winners' carts are empty; the others still hold their line.
     cart_lines = await ctx.pool.fetchval(
-        "SELECT count(*) FROM cart_items WHERE product_id = $1", product)
+        "SELECT count(*) FROM cart_items WHERE product_id = $1", product
+    )
     assert cart_lines == 190
 
 
-async def test_50_retries_of_one_key_place_one_order(api: ApiClient, ctx: AppContext,
-                                                     accounts: Accounts) -> None:
+async def test_50_retries_of_one_key_place_one_order(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     user, token = await accounts.create()
     product = await create_product(ctx.pool, stock=100)
     await fill_cart(ctx.pool, user.id, {product: 2})
     key = {"Idempotency-Key": "double-click"}
 
-    responses = await asyncio.gather(*(
-        api.post(ORDERS, json={"note": "once"}, token=token, headers=key, timeout=120)
-        for _ in range(50)))
+    responses = await asyncio.gather(
+        *(
+            api.post(ORDERS, json={"note": "once"}, token=token, headers=key, timeout=120)
+            for _ in range(50)
+        )
+    )
 
     fresh = [r for r in responses if r.status == 201 and "Idempotent-Replayed" not in r.headers]
     replays = [r for r in responses if r.headers.get("Idempotent-Replayed") == "true"]
@@ -89,8 +94,9 @@ async def test_50_retries_of_one_key_place_one_order(api: ApiClient, ctx: AppCon
     assert other.status == 422
 
 
-async def test_overlapping_multi_product_orders_never_deadlock(api: ApiClient, ctx: AppContext,
-                                                               accounts: Accounts) -> None:
+async def test_overlapping_multi_product_orders_never_deadlock(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     products = [await create_product(ctx.pool, stock=10_000) for _ in range(6)]
     customers = await create_customers(ctx, 80)
     rng = random.Random(5)
@@ -111,8 +117,9 @@ async def test_overlapping_multi_product_orders_never_deadlock(api: ApiClient, c
             await fill_cart(ctx.pool, user_id, dict(lines))
             rest_calls.append(api.post(ORDERS, json={}, token=token, timeout=120))
         else:
-            service_calls.append(orders.create_order(ctx, Principal(user_id, "customer"),
-                                                     explicit(lines)))
+            service_calls.append(
+                orders.create_order(ctx, Principal(user_id, "customer"), explicit(lines))
+            )
     # Cancellations give stock back concurrently, touching the same rows.
     _, admin = await accounts.create("admin")
     to_cancel = []
@@ -121,21 +128,25 @@ async def test_overlapping_multi_product_orders_never_deadlock(api: ApiClient, c
         placement = await orders.create_order(ctx, Principal(user_id, "customer"), explicit(lines))
         assert placement.order is not None
         to_cancel.append(placement.order.id)
-    cancels = [api.post(f"{ORDERS}/{order_id}/cancel", token=admin, timeout=120)
-               for order_id in to_cancel]
+    cancels = [
+        api.post(f"{ORDERS}/{order_id}/cancel", token=admin, timeout=120) for order_id in to_cancel
+    ]
 
-    results = await asyncio.gather(*rest_calls, *service_calls, *cancels,
-                                   return_exceptions=True)
+    results = await asyncio.gather(*rest_calls, *service_calls, *cancels, return_exceptions=True)
 
-    failures = [r for r in results if isinstance(r, BaseException)
-                or (isinstance(r, Response) and r.status not in (200, 201))]
+    failures = [
+        r
+        for r in results
+        if isinstance(r, BaseException) or (isinstance(r, Response) and r.status not in (200, 201))
+    ]
     assert failures == []
     for product in products:
         assert await stock_of(ctx.pool, product) == 10_000 - expected_taken[product]
 
 
-async def test_two_concurrent_cancels_restock_once(api: ApiClient, ctx: AppContext,
-                                                   accounts: Accounts) -> None:
+async def test_two_concurrent_cancels_restock_once(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
     _, admin = await accounts.create("admin")
     for _ in range(5):
         user, token = await accounts.create()
@@ -144,8 +155,9 @@ async def test_two_concurrent_cancels_restock_once(api: ApiClient, ctx: AppConte
         order = (await api.post(ORDERS, json={}, token=token)).json()
         path = f"{ORDERS}/{order['id']}/cancel"
 
-        owner, staff = await asyncio.gather(api.post(path, token=token),
-                                            api.post(path, token=admin))
+        owner, staff = await asyncio.gather(
+            api.post(path, token=token), api.post(path, token=admin)
+        )
 
         assert sorted([owner.status, staff.status]) == [200, 409]
         assert await stock_of(ctx.pool, product) == 10
@@ -156,13 +168,15 @@ async def test_expiry_racing_a_cancel_restocks_once(ctx: AppContext, accounts: A
     product = await create_product(ctx.pool, stock=100)
     placed = []
     for _ in range(20):
-        placement = await orders.create_order(ctx, Principal(user.id, "customer"),
-                                              explicit([(product, 1)]))
+        placement = await orders.create_order(
+            ctx, Principal(user.id, "customer"), explicit([(product, 1)])
+        )
         assert placement.order is not None
         placed.append(placement.order.id)
     await ctx.pool.execute(
         "UPDATE orders SET created_at = now() - interval '1 hour' WHERE id = ANY($1::bigint[])",
-        placed)
+        placed,
+    )
 
     async def expire() -> int:
         async with ctx.pool.acquire() as conn:
@@ -170,17 +184,20 @@ async def test_expiry_racing_a_cancel_restocks_once(ctx: AppContext, accounts: A
 
     async def cancel(order_id: int) -> str:
         try:
-            return (await orders.cancel_order(ctx, Principal(user.id, "customer"),
-                                              order_id)).status
+            return (await orders.cancel_order(ctx, Principal(user.id, "customer"), order_id)).status
         except Conflict:
             return "already"
 
     await asyncio.gather(expire(), expire(), *(cancel(o) for o in placed))
 
     assert await stock_of(ctx.pool, product) == 100
-    assert await ctx.pool.fetchval(
-        "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[]) AND status = 'cancelled'",
-        placed) == 20
+    assert (
+        await ctx.pool.fetchval(
+            "SELECT count(*) FROM orders WHERE id = ANY($1::bigint[]) AND status = 'cancelled'",
+            placed,
+        )
+        == 20
+    )
 
 
 async def test_a_promotion_limit_holds_under_concurrent_checkouts(ctx: AppContext) -> None:
@@ -191,8 +208,9 @@ async def test_a_promotion_limit_holds_under_concurrent_checkouts(ctx: AppContex
     async def order_with_code(user_id: int) -> int | None:
         data = {"items": [{"product_id": product, "quantity": 1}], "promotion_code": "race-3"}
         try:
-            placement = await orders.create_order(ctx, Principal(user_id, "customer"),
-                                                  orders.parse_order_input(data))
+            placement = await orders.create_order(
+                ctx, Principal(user_id, "customer"), orders.parse_order_input(data)
+            )
         except ValidationFailed:
             return None
         assert placement.order is not None
@@ -201,6 +219,7 @@ async def test_a_promotion_limit_holds_under_concurrent_checkouts(ctx: AppContex
     discounts = await asyncio.gather(*(order_with_code(u) for u, _ in customers))
 
     assert sorted(d for d in discounts if d is not None) == [500, 500, 500]
-    assert await ctx.pool.fetchval(
-        "SELECT times_used FROM promotions WHERE id = $1", promotion) == 3
+    assert (
+        await ctx.pool.fetchval("SELECT times_used FROM promotions WHERE id = $1", promotion) == 3
+    )
     assert await stock_of(ctx.pool, product) == 97

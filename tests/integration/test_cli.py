@@ -15,22 +15,35 @@ from tests.conftest import BASE_ENV
 async def _storefront(database_url: str, *args: str) -> tuple[int, str]:
     env = {**os.environ, **BASE_ENV, "DATABASE_URL": database_url}
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", *args, env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "server",
+        *args,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output, _ = await process.communicate()
     assert process.returncode is not None
     return process.returncode, output.decode()
 
 
 async def test_createadmin_creates_then_promotes(database_url: str) -> None:
-    code, output = await _storefront(database_url, "createadmin", "--email", "Boss@Example.com",
-                                     "--password", "a-long-password")
+    code, output = await _storefront(
+        database_url, "createadmin", "--email", "Boss@Example.com", "--password", "a-long-password"
+    )
     assert code == 0 and "created admin boss@example.com" in output
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute("UPDATE users SET role = 'customer' WHERE email = 'boss@example.com'")
-        code, output = await _storefront(database_url, "createadmin", "--email", "boss@example.com",
-                                         "--password", "another-long-password")
+        code, output = await _storefront(
+            database_url,
+            "createadmin",
+            "--email",
+            "boss@example.com",
+            "--password",
+            "another-long-password",
+        )
         assert code == 0 and "promoted admin" in output
         rows = await conn.fetch("SELECT role FROM users WHERE email = 'boss@example.com'")
         assert [r["role"] for r in rows] == ["admin"]
@@ -39,8 +52,9 @@ async def test_createadmin_creates_then_promotes(database_url: str) -> None:
 
 
 async def test_createadmin_refuses_a_short_password(database_url: str) -> None:
-    code, output = await _storefront(database_url, "createadmin", "--email", "a@b.co",
-                                     "--password", "short")
+    code, output = await _storefront(
+        database_url, "createadmin", "--email", "a@b.co", "--password", "short"
+    )
     assert code == 2 and "at least 10" in output
 
 
@@ -58,11 +72,22 @@ async def test_seed_fills_the_catalog_once(database_url: str) -> None:
 
 
 async def test_a_configuration_error_is_a_clear_message_not_a_traceback(database_url: str) -> None:
-    env = {**os.environ, **BASE_ENV, "DATABASE_URL": database_url, "STOREFRONT_ENV": "production",
-           "JWT_SECRET": "short"}
+    env = {
+        **os.environ,
+        **BASE_ENV,
+        "DATABASE_URL": database_url,
+        "STOREFRONT_ENV": "production",
+        "JWT_SECRET": "short",
+    }
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "migrate", env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "server",
+        "migrate",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     output, _ = await process.communicate()
     assert process.returncode == 2
     assert b"refusing to start in production" in output and b"Traceback" not in output

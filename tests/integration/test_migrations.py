@@ -28,8 +28,14 @@ async def test_two_concurrent_migrate_commands_leave_one_schema(pg_admin_url: st
         env = {**os.environ, **BASE_ENV, "DATABASE_URL": url}
         procs = [
             await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "server", "migrate", env=env,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                sys.executable,
+                "-m",
+                "server",
+                "migrate",
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
             for _ in range(2)
         ]
         results = [await p.communicate() for p in procs]
@@ -44,8 +50,14 @@ async def test_two_concurrent_migrate_commands_leave_one_schema(pg_admin_url: st
         finally:
             await conn.close()
         assert recorded == len(migrations.discover())
-        assert {"users", "products", "orders", "refresh_tokens", "idempotency_keys",
-                "outbox"} <= await _tables(url)
+        assert {
+            "users",
+            "products",
+            "orders",
+            "refresh_tokens",
+            "idempotency_keys",
+            "outbox",
+        } <= await _tables(url)
     finally:
         await drop_test_database(pg_admin_url, url)
 
@@ -62,7 +74,9 @@ async def test_schema_refuses_negative_stock_and_duplicate_skus(database_url: st
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(
-            "INSERT INTO products (sku, name, price, currency, stock) VALUES ('S1', 'n', 1, 'USD', 1)")
+            "INSERT INTO products (sku, name, price, currency, stock) "
+            "VALUES ('S1', 'n', 1, 'USD', 1)"
+        )
         try:
             await conn.execute("UPDATE products SET stock = stock - 2 WHERE sku = 'S1'")
             raise AssertionError("negative stock was accepted")
@@ -71,7 +85,8 @@ async def test_schema_refuses_negative_stock_and_duplicate_skus(database_url: st
         try:
             await conn.execute(
                 "INSERT INTO products (sku, name, price, currency, stock) "
-                "VALUES ('S1', 'n', 1, 'USD', 1)")
+                "VALUES ('S1', 'n', 1, 'USD', 1)"
+            )
             raise AssertionError("duplicate sku was accepted")
         except asyncpg.UniqueViolationError:
             pass

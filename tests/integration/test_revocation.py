@@ -18,8 +18,9 @@ PASSWORD = "correct horse battery"
 
 
 @asynccontextmanager
-async def gateway(database_url: str, http_impl: str,
-                  **env: str) -> AsyncIterator[tuple[ApiClient, AppContext]]:
+async def gateway(
+    database_url: str, http_impl: str, **env: str
+) -> AsyncIterator[tuple[ApiClient, AppContext]]:
     ctx = await build_context(make_settings(database_url, **env))
     gw, addresses = await start_gateway(ctx, http_impl)
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
@@ -40,9 +41,12 @@ async def sign_in(api: ApiClient, ctx: AppContext) -> dict[str, str]:
 
 
 async def test_a_reuse_seen_by_one_gateway_revokes_the_family_everywhere(
-        database_url: str, redis_url: str, http_impl: str) -> None:
-    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx), \
-            gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _):
+    database_url: str, redis_url: str, http_impl: str
+) -> None:
+    async with (
+        gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx),
+        gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _),
+    ):
         first = (await sign_in(a, ctx))["refresh"]
         second = (await a.post(REFRESH, json={"refresh": first})).json()["refresh"]
 
@@ -59,18 +63,23 @@ async def test_a_reuse_seen_by_one_gateway_revokes_the_family_everywhere(
 
 
 async def test_logout_on_one_gateway_is_seen_by_the_other(
-        database_url: str, redis_url: str, http_impl: str) -> None:
-    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx), \
-            gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _):
+    database_url: str, redis_url: str, http_impl: str
+) -> None:
+    async with (
+        gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx),
+        gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _),
+    ):
         grant = await sign_in(a, ctx)
-        logout = await a.post("/api/v1/auth/logout", json={"refresh": grant["refresh"]},
-                              token=grant["access"])
+        logout = await a.post(
+            "/api/v1/auth/logout", json={"refresh": grant["refresh"]}, token=grant["access"]
+        )
         assert logout.status == 204
         assert (await b.post(REFRESH, json={"refresh": grant["refresh"]})).status == 401
 
 
 async def test_redis_is_asked_before_postgresql(
-        database_url: str, redis_url: str, http_impl: str) -> None:
+    database_url: str, redis_url: str, http_impl: str
+) -> None:
     async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
         grant = await sign_in(api, ctx)
         family = ctx.tokens.verify_refresh(grant["refresh"]).family_id
@@ -80,12 +89,14 @@ async def test_redis_is_asked_before_postgresql(
 
         assert (await api.post(REFRESH, json={"refresh": grant["refresh"]})).status == 401
         used = await ctx.pool.fetchval(
-            "SELECT used_at FROM refresh_tokens WHERE family_id = $1", family)
+            "SELECT used_at FROM refresh_tokens WHERE family_id = $1", family
+        )
         assert used is None  # refused before the token was even consumed
 
 
 async def test_postgresql_still_refuses_reuse_while_redis_is_down(
-        database_url: str, redis_url: str, redis_server: RedisServer, http_impl: str) -> None:
+    database_url: str, redis_url: str, redis_server: RedisServer, http_impl: str
+) -> None:
     async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
         first = (await sign_in(api, ctx))["refresh"]
         redis_server.stop()

@@ -32,9 +32,18 @@ class Server:
 async def _start(env: dict[str, str]) -> Server:
     http_port, grpc_port = free_port(), free_port()
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "serve", "--http-port", str(http_port),
-        "--grpc-port", str(grpc_port), env=env,
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     client = ApiClient(f"http://127.0.0.1:{http_port}")
     try:
         for _ in range(600):
@@ -105,7 +114,8 @@ class SlowHandler(ApiHandler):
 
 
 async def test_shutdown_lets_an_in_flight_request_finish_and_refuses_new_ones(
-    ctx: AppContext, http_impl: str,
+    ctx: AppContext,
+    http_impl: str,
 ) -> None:
     gateway = build_gateway(ctx, http_impl="fast" if http_impl == "fast" else "tornado")
     gateway.app.add_handlers(".*", [tornado.web.url(r"/slow", SlowHandler, {"ctx": ctx})])

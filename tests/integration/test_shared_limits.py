@@ -25,8 +25,9 @@ PASSWORD = "correct horse battery"
 
 
 @asynccontextmanager
-async def gateway(database_url: str, http_impl: str,
-                  **env: str) -> AsyncIterator[tuple[ApiClient, AppContext]]:
+async def gateway(
+    database_url: str, http_impl: str, **env: str
+) -> AsyncIterator[tuple[ApiClient, AppContext]]:
     """One gateway process (its own context, pools and limiter)."""
     ctx = await build_context(make_settings(database_url, **env))
     gw, addresses = await start_gateway(ctx, http_impl)
@@ -44,10 +45,13 @@ def remaining(response: Response) -> int:
 
 
 async def test_two_gateways_spend_one_anonymous_budget(
-        database_url: str, redis_url: str, http_impl: str) -> None:
+    database_url: str, redis_url: str, http_impl: str
+) -> None:
     env = {"REDIS_URL": redis_url, "RATE_LIMIT_ANON": "4/minute"}
-    async with gateway(database_url, http_impl, **env) as (a, _), \
-            gateway(database_url, http_impl, **env) as (b, _):
+    async with (
+        gateway(database_url, http_impl, **env) as (a, _),
+        gateway(database_url, http_impl, **env) as (b, _),
+    ):
         seen = [remaining(await api.get(ME)) for api in (a, b, a, b)]
         assert seen == [3, 2, 1, 0]
 
@@ -57,10 +61,13 @@ async def test_two_gateways_spend_one_anonymous_budget(
 
 
 async def test_two_gateways_spend_one_login_budget(
-        database_url: str, redis_url: str, http_impl: str) -> None:
+    database_url: str, redis_url: str, http_impl: str
+) -> None:
     env = {"REDIS_URL": redis_url, "RATE_LIMIT_LOGIN": "2/minute"}
-    async with gateway(database_url, http_impl, **env) as (a, ctx), \
-            gateway(database_url, http_impl, **env) as (b, _):
+    async with (
+        gateway(database_url, http_impl, **env) as (a, ctx),
+        gateway(database_url, http_impl, **env) as (b, _),
+    ):
         user, _ = await UserFactory(ctx).create(password=PASSWORD)
         body = {"email": user.email, "password": PASSWORD}
         assert (await a.post(LOGIN, json=body)).status == 200
@@ -70,9 +77,14 @@ async def test_two_gateways_spend_one_login_budget(
 
 
 async def test_budgets_hold_locally_and_logins_fail_closed_while_redis_is_down(
-        database_url: str, redis_url: str, redis_server: RedisServer, http_impl: str) -> None:
-    env = {"REDIS_URL": redis_url, "RATE_LIMIT_ANON": "3/minute", "RATE_LIMIT_LOGIN": "5/minute",
-           "TRUSTED_PROXIES": "127.0.0.1/32"}
+    database_url: str, redis_url: str, redis_server: RedisServer, http_impl: str
+) -> None:
+    env = {
+        "REDIS_URL": redis_url,
+        "RATE_LIMIT_ANON": "3/minute",
+        "RATE_LIMIT_LOGIN": "5/minute",
+        "TRUSTED_PROXIES": "127.0.0.1/32",
+    }
     hosts = itertools.count(1)
 
     def elsewhere() -> dict[str, str]:

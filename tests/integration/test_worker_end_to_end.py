@@ -33,8 +33,12 @@ class Process:
         self.log = Path(tempfile.mkstemp(prefix=f"storefront-{command}-", suffix=".log")[1])
         self._out = self.log.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "server", command], cwd=ROOT, env=env,
-            stdout=self._out, stderr=subprocess.STDOUT)
+            [sys.executable, "-m", "server", command],
+            cwd=ROOT,
+            env=env,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+        )
 
     def lines(self) -> list[dict[str, Any]]:
         entries = []
@@ -88,11 +92,18 @@ async def until_mail_for(mailbox: Mailbox, outbox_id: int, within: float = 20.0)
 
 
 async def test_an_order_confirmation_is_mailed_by_the_worker(
-        database_url: str, redis_url: str, make_user: UserFactory,
-        mailbox: tuple[Mailbox, str]) -> None:
+    database_url: str, redis_url: str, make_user: UserFactory, mailbox: tuple[Mailbox, str]
+) -> None:
     inbox, smtp_url = mailbox
-    env = {**os.environ, **BASE_ENV, "DATABASE_URL": database_url, "REDIS_URL": redis_url,
-           "SMTP_URL": smtp_url, "MAIL_FROM": "orders@storefront.test", "LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        **BASE_ENV,
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_url,
+        "SMTP_URL": smtp_url,
+        "MAIL_FROM": "orders@storefront.test",
+        "LOG_LEVEL": "INFO",
+    }
     ctx = await build_context(make_settings(database_url, REDIS_URL=redis_url, SMTP_URL=smtp_url))
     gateway, addresses = await start_gateway(ctx, "tornado")
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
@@ -102,7 +113,8 @@ async def test_an_order_confirmation_is_mailed_by_the_worker(
         waiting: int = await ctx.pool.fetchval(
             """INSERT INTO outbox (kind, recipient, subject, body)
                VALUES ('low_stock', 'admin@example.com', 'Low stock: kettle', '1 left')
-               RETURNING id""")
+               RETURNING id"""
+        )
         with storefront("worker", env) as worker, storefront("scheduler", env) as scheduler:
             await worker.wait_for_line("worker started")
             await scheduler.wait_for_line("scheduler started")
@@ -111,29 +123,44 @@ async def test_an_order_confirmation_is_mailed_by_the_worker(
 
             user, token = await make_user.create()
             product = await create_product(ctx.pool, stock=20, price=1250, name="Copper kettle")
-            added = await api.post("/api/v1/cart/items", token=token,
-                                   json={"product_id": product, "quantity": 2})
+            added = await api.post(
+                "/api/v1/cart/items", token=token, json={"product_id": product, "quantity": 2}
+            )
             assert added.status == 200, added
-            placed = await api.post("/api/v1/orders", token=token, json={},
-                                    headers={"X-Request-ID": "checkout-e2e-1",
-                                             "Idempotency-Key": "e2e-1"})
+            placed = await api.post(
+                "/api/v1/orders",
+                token=token,
+                json={},
+                headers={"X-Request-ID": "checkout-e2e-1", "Idempotency-Key": "e2e-1"},
+            )
             assert placed.status == 201, placed
             order = placed.json()
             confirmation: int = await ctx.pool.fetchval(
                 """SELECT id FROM outbox WHERE kind = 'order_confirmation'
-                    AND dedupe_key LIKE $1 || '%'""", f"order_confirmation:{order['id']}")
+                    AND dedupe_key LIKE $1 || '%'""",
+                f"order_confirmation:{order['id']}",
+            )
 
             await until_mail_for(inbox, confirmation)  # enqueued at once by the checkout
 
             [message] = inbox.for_outbox_id(confirmation)
             assert message["To"] == user.email and message["From"] == "orders@storefront.test"
             assert str(order["id"]) in message["Subject"] + message.get_content()
-            await _until(lambda: ctx.pool.fetchval(
-                "SELECT status FROM outbox WHERE id = $1", confirmation), "sent")
+            await _until(
+                lambda: ctx.pool.fetchval("SELECT status FROM outbox WHERE id = $1", confirmation),
+                "sent",
+            )
             # The worker's log lines for that delivery carry the checkout's request id.
-            await _until(lambda: _async(any(e.get("request_id") == "checkout-e2e-1"
-                                            and e.get("task") == "storefront.outbox.deliver"
-                                            for e in worker.lines())), True)
+            await _until(
+                lambda: _async(
+                    any(
+                        e.get("request_id") == "checkout-e2e-1"
+                        and e.get("task") == "storefront.outbox.deliver"
+                        for e in worker.lines()
+                    )
+                ),
+                True,
+            )
             assert worker.stop() == 0 and scheduler.stop() == 0
         # Each mail went out exactly once.
         assert len(inbox.for_outbox_id(waiting)) == len(inbox.for_outbox_id(confirmation)) == 1

@@ -33,6 +33,14 @@ from .conftest import HS_SECRET, KeySet
 NOW = int(time.time())
 
 
+@pytest.fixture(autouse=True)
+def _fresh_now() -> None:
+    """Tokens built inside a test are relative to when it runs, not to collection time (a full
+    suite reaches this module minutes after importing it)."""
+    global NOW
+    NOW = int(time.time())
+
+
 def b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 

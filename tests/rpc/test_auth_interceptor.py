@@ -56,14 +56,17 @@ async def count(request: bytes, context: grpc.aio.ServicerContext) -> AsyncItera
         yield f"{i}:{await who_am_i(request, context)!r}".encode()
 
 
-PROBE = grpc.method_handlers_generic_handler(SERVICE, {
-    "WhoAmI": grpc.unary_unary_rpc_method_handler(who_am_i),
-    "AdminOnly": grpc.unary_unary_rpc_method_handler(admin_only),
-    "SignedInOnly": grpc.unary_unary_rpc_method_handler(signed_in_only),
-    "Slow": grpc.unary_unary_rpc_method_handler(slow),
-    "Echo": grpc.unary_unary_rpc_method_handler(echo),
-    "Count": grpc.unary_stream_rpc_method_handler(count),
-})
+PROBE = grpc.method_handlers_generic_handler(
+    SERVICE,
+    {
+        "WhoAmI": grpc.unary_unary_rpc_method_handler(who_am_i),
+        "AdminOnly": grpc.unary_unary_rpc_method_handler(admin_only),
+        "SignedInOnly": grpc.unary_unary_rpc_method_handler(signed_in_only),
+        "Slow": grpc.unary_unary_rpc_method_handler(slow),
+        "Echo": grpc.unary_unary_rpc_method_handler(echo),
+        "Count": grpc.unary_stream_rpc_method_handler(count),
+    },
+)
 
 
 @dataclass
@@ -72,8 +75,14 @@ class Probe:
     ctx: AppContext
     users: UserFactory
 
-    async def call(self, method: str, request: bytes = b"", *, authorization: str | None = None,
-                   deadline: float = 10.0) -> bytes:
+    async def call(
+        self,
+        method: str,
+        request: bytes = b"",
+        *,
+        authorization: str | None = None,
+        deadline: float = 10.0,
+    ) -> bytes:
         metadata = (("authorization", authorization),) if authorization is not None else None
         rpc = self.channel.unary_unary(f"/{SERVICE}/{method}")
         response: bytes = await rpc(request, metadata=metadata, timeout=deadline)
@@ -109,8 +118,9 @@ async def probe(database_url: str) -> AsyncIterator[Probe]:
 
 @pytest_asyncio.fixture(scope="module")
 async def limited(database_url: str) -> AsyncIterator[Probe]:
-    async for p in running_probe(database_url, RATE_LIMIT_ANON="3/minute",
-                                 RATE_LIMIT_USER="2/minute"):
+    async for p in running_probe(
+        database_url, RATE_LIMIT_ANON="3/minute", RATE_LIMIT_USER="2/minute"
+    ):
         yield p
 
 
@@ -212,8 +222,11 @@ async def test_storefront_services_refuse_forged_tokens(probe: Probe) -> None:
         if name == "huge":
             continue
         try:
-            await orders.GetOrder(orders_pb2.GetOrderRequest(id=1),
-                                  metadata=(("authorization", authorization),), timeout=10)
+            await orders.GetOrder(
+                orders_pb2.GetOrderRequest(id=1),
+                metadata=(("authorization", authorization),),
+                timeout=10,
+            )
         except grpc.aio.AioRpcError as error:
             assert error.code() == grpc.StatusCode.UNAUTHENTICATED, name
         else:

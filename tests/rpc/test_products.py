@@ -27,83 +27,113 @@ async def tokens(make_user: UserFactory) -> dict[str, str]:
     return {role: (await make_user.create(role))[1] for role in ("admin", "service", "customer")}
 
 
-async def make_product(ctx: AppContext, *, price: int = 100, stock: int = 5,
-                       active: bool = True, category_id: int | None = None) -> repo.Product:
-    return await repo.insert_product(ctx.pool, {
-        "sku": f"RPC-{uuid.uuid4().hex[:10]}", "name": "Rpc thing", "price": price,
-        "currency": "USD", "stock": stock, "is_active": active, "category_id": category_id})
+async def make_product(
+    ctx: AppContext,
+    *,
+    price: int = 100,
+    stock: int = 5,
+    active: bool = True,
+    category_id: int | None = None,
+) -> repo.Product:
+    return await repo.insert_product(
+        ctx.pool,
+        {
+            "sku": f"RPC-{uuid.uuid4().hex[:10]}",
+            "name": "Rpc thing",
+            "price": price,
+            "currency": "USD",
+            "stock": stock,
+            "is_active": active,
+            "category_id": category_id,
+        },
+    )
 
 
-async def test_get_product_matches_rest(stub: products_pb2_grpc.ProductServiceStub,
-                                        ctx: AppContext, api: ApiClient) -> None:
+async def test_get_product_matches_rest(
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, api: ApiClient
+) -> None:
     product = await make_product(ctx, price=4321)
     message = await stub.GetProduct(products_pb2.GetProductRequest(id=product.id))
     rest = (await api.get(f"/api/v1/products/{product.id}")).json()
     assert message.id == rest["id"] and message.sku == rest["sku"]
     assert message.price == 4321 and message.currency == "USD" and message.stock == 5
     assert not message.HasField("category_id")
-    assert message.created_at.ToDatetime().isoformat() == product.created_at.replace(
-        tzinfo=None).isoformat()
+    assert (
+        message.created_at.ToDatetime().isoformat()
+        == product.created_at.replace(tzinfo=None).isoformat()
+    )
 
 
 async def test_unknown_and_inactive_products_are_not_found(
-        stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext,
-        tokens: dict[str, str]) -> None:
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, tokens: dict[str, str]
+) -> None:
     hidden = await make_product(ctx, active=False)
     for product_id in (hidden.id, 99_999_999):
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await stub.GetProduct(products_pb2.GetProductRequest(id=product_id))
         assert caught.value.code() == grpc.StatusCode.NOT_FOUND
-    seen = await stub.GetProduct(products_pb2.GetProductRequest(id=hidden.id),
-                                 metadata=auth(tokens["admin"]))
+    seen = await stub.GetProduct(
+        products_pb2.GetProductRequest(id=hidden.id), metadata=auth(tokens["admin"])
+    )
     assert seen.is_active is False
 
 
 async def test_list_products_pages_with_the_rest_cursor(
-        stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, api: ApiClient) -> None:
-    category = await repo.insert_category(ctx.pool, "Rpc list", f"rpc-{uuid.uuid4().hex[:8]}",
-                                          None)
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, api: ApiClient
+) -> None:
+    category = await repo.insert_category(ctx.pool, "Rpc list", f"rpc-{uuid.uuid4().hex[:8]}", None)
     made = [await make_product(ctx, price=p, category_id=category.id) for p in (300, 100, 200)]
     request = products_pb2.ListProductsRequest(
-        category=category.slug, sort="price", page=common_pb2.PageRequest(limit=2))
+        category=category.slug, sort="price", page=common_pb2.PageRequest(limit=2)
+    )
     first = await stub.ListProducts(request)
     assert [p.price for p in first.items] == [100, 200] and first.next_cursor
-    rest = await api.get(f"/api/v1/products?category={category.slug}&sort=price&limit=2"
-                         f"&cursor={first.next_cursor}")
+    rest = await api.get(
+        f"/api/v1/products?category={category.slug}&sort=price&limit=2&cursor={first.next_cursor}"
+    )
     assert [p["price"] for p in rest.json()["items"]] == [300]
     request.page.cursor = first.next_cursor
     second = await stub.ListProducts(request)
     assert [p.id for p in second.items] == [made[0].id] and second.next_cursor == ""
-    bounded = await stub.ListProducts(products_pb2.ListProductsRequest(
-        category=str(category.id), min_price=150, max_price=300, sort="-price"))
+    bounded = await stub.ListProducts(
+        products_pb2.ListProductsRequest(
+            category=str(category.id), min_price=150, max_price=300, sort="-price"
+        )
+    )
     assert [p.price for p in bounded.items] == [300, 200]
 
 
-@pytest.mark.parametrize("request_", [
-    products_pb2.ListProductsRequest(sort="cheapest"),
-    products_pb2.ListProductsRequest(page=common_pb2.PageRequest(limit=101)),
-    products_pb2.ListProductsRequest(page=common_pb2.PageRequest(cursor="garbage")),
-])
+@pytest.mark.parametrize(
+    "request_",
+    [
+        products_pb2.ListProductsRequest(sort="cheapest"),
+        products_pb2.ListProductsRequest(page=common_pb2.PageRequest(limit=101)),
+        products_pb2.ListProductsRequest(page=common_pb2.PageRequest(cursor="garbage")),
+    ],
+)
 async def test_bad_list_arguments_are_invalid_argument(
-        stub: products_pb2_grpc.ProductServiceStub,
-        request_: products_pb2.ListProductsRequest) -> None:
+    stub: products_pb2_grpc.ProductServiceStub, request_: products_pb2.ListProductsRequest
+) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.ListProducts(request_)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_batch_get_keeps_order_and_reports_missing(
-        stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext) -> None:
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext
+) -> None:
     a, b = await make_product(ctx), await make_product(ctx)
     hidden = await make_product(ctx, active=False)
-    answer = await stub.BatchGetProducts(products_pb2.BatchGetProductsRequest(
-        ids=[b.id, 77_777_777, a.id, b.id, hidden.id]))
+    answer = await stub.BatchGetProducts(
+        products_pb2.BatchGetProductsRequest(ids=[b.id, 77_777_777, a.id, b.id, hidden.id])
+    )
     assert [p.id for p in answer.products] == [b.id, a.id]
     assert list(answer.missing_ids) == [77_777_777, hidden.id]
 
 
 async def test_batch_get_refuses_more_than_500_ids(
-        stub: products_pb2_grpc.ProductServiceStub) -> None:
+    stub: products_pb2_grpc.ProductServiceStub,
+) -> None:
     ok = await stub.BatchGetProducts(products_pb2.BatchGetProductsRequest(ids=range(1, 501)))
     assert len(ok.products) + len(ok.missing_ids) == 500
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -112,30 +142,37 @@ async def test_batch_get_refuses_more_than_500_ids(
 
 
 async def test_adjust_stock_never_goes_below_zero(
-        stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext,
-        tokens: dict[str, str]) -> None:
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, tokens: dict[str, str]
+) -> None:
     product = await make_product(ctx, stock=3)
-    raised = await stub.AdjustStock(products_pb2.AdjustStockRequest(product_id=product.id, delta=4),
-                                    metadata=auth(tokens["service"]))
+    raised = await stub.AdjustStock(
+        products_pb2.AdjustStockRequest(product_id=product.id, delta=4),
+        metadata=auth(tokens["service"]),
+    )
     assert raised.stock == 7
     lowered = await stub.AdjustStock(
         products_pb2.AdjustStockRequest(product_id=product.id, delta=-7),
-        metadata=auth(tokens["admin"]))
+        metadata=auth(tokens["admin"]),
+    )
     assert lowered.stock == 0
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.AdjustStock(products_pb2.AdjustStockRequest(product_id=product.id, delta=-1),
-                               metadata=auth(tokens["admin"]))
+        await stub.AdjustStock(
+            products_pb2.AdjustStockRequest(product_id=product.id, delta=-1),
+            metadata=auth(tokens["admin"]),
+        )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert (await repo.get_product(ctx.pool, product.id)).stock == 0  # type: ignore[union-attr]
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.AdjustStock(products_pb2.AdjustStockRequest(product_id=88_888_888, delta=1),
-                               metadata=auth(tokens["admin"]))
+        await stub.AdjustStock(
+            products_pb2.AdjustStockRequest(product_id=88_888_888, delta=1),
+            metadata=auth(tokens["admin"]),
+        )
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
 async def test_adjust_stock_needs_admin_or_service(
-        stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext,
-        tokens: dict[str, str]) -> None:
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, tokens: dict[str, str]
+) -> None:
     product = await make_product(ctx)
     request = products_pb2.AdjustStockRequest(product_id=product.id, delta=1)
     with pytest.raises(grpc.aio.AioRpcError) as caught:

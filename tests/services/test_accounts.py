@@ -31,8 +31,8 @@ def new_email() -> str:
 
 async def live_tokens(ctx: AppContext, family_id: uuid.UUID) -> int:
     count: int = await ctx.pool.fetchval(
-        "SELECT count(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL",
-        family_id)
+        "SELECT count(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL", family_id
+    )
     return count
 
 
@@ -51,14 +51,18 @@ async def test_register_stores_a_lowercased_customer(ctx: AppContext) -> None:
     assert ctx.tokens.verify_access(tokens.access) == Principal(user.id, "customer")
 
 
-@pytest.mark.parametrize("email,password,field", [
-    ("not-an-email", PASSWORD, "email"),
-    ("x@example.com", "short", "password"),
-    ("x@example.com", "p" * 1025, "password"),
-    ("a" * 250 + "@example.com", PASSWORD, "email"),
-])
+@pytest.mark.parametrize(
+    "email,password,field",
+    [
+        ("not-an-email", PASSWORD, "email"),
+        ("x@example.com", "short", "password"),
+        ("x@example.com", "p" * 1025, "password"),
+        ("a" * 250 + "@example.com", PASSWORD, "email"),
+    ],
+)
 async def test_register_enforces_its_rules_whatever_the_edge(
-        ctx: AppContext, email: str, password: str, field: str) -> None:
+    ctx: AppContext, email: str, password: str, field: str
+) -> None:
     with pytest.raises(ValidationFailed) as raised:
         await accounts.register(ctx, email, password)
     assert [e.field for e in raised.value.errors] == [field]
@@ -85,8 +89,9 @@ async def test_of_many_concurrent_refreshes_exactly_one_wins(ctx: AppContext) ->
     _, tokens = await accounts.register(ctx, new_email(), PASSWORD)
     family = ctx.tokens.verify_refresh(tokens.refresh).family_id
 
-    results = await asyncio.gather(*(accounts.refresh(ctx, tokens.refresh) for _ in range(10)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(accounts.refresh(ctx, tokens.refresh) for _ in range(10)), return_exceptions=True
+    )
 
     winners = [r for r in results if isinstance(r, TokenPair)]
     losers = [r for r in results if isinstance(r, Unauthenticated)]
@@ -102,7 +107,8 @@ async def test_rotation_keeps_one_live_token_per_family(ctx: AppContext) -> None
     for _ in range(3):
         tokens = await accounts.refresh(ctx, tokens.refresh)
     rows = await ctx.pool.fetch(
-        "SELECT used_at IS NOT NULL AS used FROM refresh_tokens WHERE family_id = $1", family)
+        "SELECT used_at IS NOT NULL AS used FROM refresh_tokens WHERE family_id = $1", family
+    )
     assert sorted(r["used"] for r in rows) == [False, True, True, True]
 
 

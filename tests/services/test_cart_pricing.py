@@ -21,11 +21,13 @@ def line(product_id: int, unit_price: int, quantity: int) -> CartLine:
 async def test_tax_is_on_the_discounted_subtotal_rounded_half_even_once(ctx: AppContext) -> None:
     settings = dataclasses.replace(ctx.settings, tax_rate_bps=825)  # 8.25 %
     code = f"TAX{uuid.uuid4().hex[:6]}"
-    await ctx.pool.execute("INSERT INTO promotions (code, kind, value) VALUES ($1, 'fixed', 100)",
-                           code)
+    await ctx.pool.execute(
+        "INSERT INTO promotions (code, kind, value) VALUES ($1, 'fixed', 100)", code
+    )
     async with ctx.pool.acquire() as conn:
-        result = await cart.quote(conn, [line(1, 1000, 1), line(2, 1000, 1)], code, settings,
-                                  strict=True)
+        result = await cart.quote(
+            conn, [line(1, 1000, 1), line(2, 1000, 1)], code, settings, strict=True
+        )
     priced = result.priced
     # 2000 - 100 = 1900; 1900 * 8.25 % = 156.75 → 157.
     assert (priced.subtotal, priced.discount, priced.tax, priced.total) == (2000, 100, 157, 2057)
@@ -33,23 +35,38 @@ async def test_tax_is_on_the_discounted_subtotal_rounded_half_even_once(ctx: App
 
 
 async def test_load_cart_lines_gives_lines_in_order_and_the_code(
-        ctx: AppContext, make_user: UserFactory) -> None:
+    ctx: AppContext, make_user: UserFactory
+) -> None:
     user, _ = await make_user.create()
-    ids = [await ctx.pool.fetchval(
-        "INSERT INTO products (sku, name, price, currency, stock, is_active) "
-        "VALUES ($1, 'L', $2, 'USD', 5, $3) RETURNING id", f"LCL-{uuid.uuid4().hex[:8]}", p, a)
-        for p, a in ((300, True), (100, False), (200, True))]
-    await ctx.pool.execute("INSERT INTO carts (user_id, promotion_code) VALUES ($1, 'ANY')",
-                           user.id)
+    ids = [
+        await ctx.pool.fetchval(
+            "INSERT INTO products (sku, name, price, currency, stock, is_active) "
+            "VALUES ($1, 'L', $2, 'USD', 5, $3) RETURNING id",
+            f"LCL-{uuid.uuid4().hex[:8]}",
+            p,
+            a,
+        )
+        for p, a in ((300, True), (100, False), (200, True))
+    ]
+    await ctx.pool.execute(
+        "INSERT INTO carts (user_id, promotion_code) VALUES ($1, 'ANY')", user.id
+    )
     for n, product_id in enumerate(ids):
         await ctx.pool.execute(
             "INSERT INTO cart_items (user_id, product_id, quantity, added_at) "
-            "VALUES ($1, $2, $3, now() + $4 * interval '1 second')", user.id, product_id, n + 1, n)
+            "VALUES ($1, $2, $3, now() + $4 * interval '1 second')",
+            user.id,
+            product_id,
+            n + 1,
+            n,
+        )
     async with ctx.pool.acquire() as conn:
         lines, code = await cart.load_cart_lines(conn, user.id)
         empty = await cart.load_cart_lines(conn, user.id + 10_000)
     assert [(x.product_id, x.unit_price, x.quantity) for x in lines] == [
-        (ids[0], 300, 1), (ids[2], 200, 3)]
+        (ids[0], 300, 1),
+        (ids[2], 200, 3),
+    ]
     assert code == "ANY"
     assert empty == ([], None)
 
@@ -58,8 +75,7 @@ async def test_quote_rejects_bad_codes_only_when_strict(ctx: AppContext) -> None
     async with ctx.pool.acquire() as conn:
         with pytest.raises(NotFound):
             await cart.quote(conn, [line(1, 100, 1)], "NO-SUCH", ctx.settings, strict=True)
-        lenient = await cart.quote(conn, [line(1, 100, 1)], "NO-SUCH", ctx.settings,
-                                   strict=False)
+        lenient = await cart.quote(conn, [line(1, 100, 1)], "NO-SUCH", ctx.settings, strict=False)
     assert lenient.promotion is None and lenient.priced.total == 100
 
 

@@ -41,8 +41,9 @@ async def counted(database_url: str) -> AsyncIterator[tuple[AppContext, QueryCou
         await _init_connection(conn)
         conn.add_query_logger(counter)
 
-    pool = await asyncpg.create_pool(database_url, min_size=1, max_size=4, init=init,
-                                     server_settings={"timezone": "UTC"})
+    pool = await asyncpg.create_pool(
+        database_url, min_size=1, max_size=4, init=init, server_settings={"timezone": "UTC"}
+    )
     ctx = AppContext(settings=make_settings(database_url), pool=pool)
     gateway, addresses = await start_gateway(ctx, "tornado")
     client = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
@@ -64,14 +65,18 @@ async def seed_products(ctx: AppContext, category_id: int, n: int) -> list[int]:
         """INSERT INTO products (sku, name, price, currency, stock, category_id)
            SELECT 'NPLUS-' || $1 || '-' || g, 'Item ' || g, 100 + g, 'USD', 999, $2
              FROM generate_series(1, $3) AS g RETURNING id""",
-        uuid.uuid4().hex[:8], category_id, n)
+        uuid.uuid4().hex[:8],
+        category_id,
+        n,
+    )
     return [r["id"] for r in rows]
 
 
 async def category(ctx: AppContext) -> int:
     slug = f"nplus-{uuid.uuid4().hex[:8]}"
     category_id: int = await ctx.pool.fetchval(
-        "INSERT INTO categories (name, slug) VALUES ($1, $1) RETURNING id", slug)
+        "INSERT INTO categories (name, slug) VALUES ($1, $1) RETURNING id", slug
+    )
     return category_id
 
 
@@ -81,7 +86,8 @@ def make_counted_user(counted: tuple[AppContext, QueryCounter, ApiClient]) -> Us
 
 
 async def test_product_list_statements_do_not_grow_with_items(
-        counted: tuple[AppContext, QueryCounter, ApiClient]) -> None:
+    counted: tuple[AppContext, QueryCounter, ApiClient],
+) -> None:
     ctx, counter, client = counted
     one, fifty = await category(ctx), await category(ctx)
     await seed_products(ctx, one, 1)
@@ -92,7 +98,8 @@ async def test_product_list_statements_do_not_grow_with_items(
 
 
 async def test_category_list_statements_do_not_grow(
-        counted: tuple[AppContext, QueryCounter, ApiClient]) -> None:
+    counted: tuple[AppContext, QueryCounter, ApiClient],
+) -> None:
     ctx, counter, client = counted
     first = await statements(counter, client.get("/api/v1/categories"))
     for _ in range(20):
@@ -101,25 +108,32 @@ async def test_category_list_statements_do_not_grow(
 
 
 async def test_cart_statements_do_not_grow_with_lines(
-        counted: tuple[AppContext, QueryCounter, ApiClient],
-        make_counted_user: UserFactory) -> None:
+    counted: tuple[AppContext, QueryCounter, ApiClient], make_counted_user: UserFactory
+) -> None:
     ctx, counter, client = counted
     few, many = await category(ctx), await category(ctx)
     few_ids, many_ids = await seed_products(ctx, few, 1), await seed_products(ctx, many, 50)
     code = f"NPLUS{uuid.uuid4().hex[:6]}"
-    await ctx.pool.execute("INSERT INTO promotions (code, kind, value) VALUES ($1, 'percent', 5)",
-                           code)
+    await ctx.pool.execute(
+        "INSERT INTO promotions (code, kind, value) VALUES ($1, 'percent', 5)", code
+    )
     counts = []
     for ids in (few_ids, many_ids):
         user, token = await make_counted_user.create("customer")
-        await ctx.pool.execute("INSERT INTO carts (user_id, promotion_code) VALUES ($1, $2)",
-                               user.id, code)
+        await ctx.pool.execute(
+            "INSERT INTO carts (user_id, promotion_code) VALUES ($1, $2)", user.id, code
+        )
         await ctx.pool.executemany(
             "INSERT INTO cart_items (user_id, product_id, quantity) VALUES ($1, $2, 1)",
-            [(user.id, i) for i in ids])
+            [(user.id, i) for i in ids],
+        )
         read = await statements(counter, client.get("/api/v1/cart", token=token))
-        added = await statements(counter, client.post(
-            "/api/v1/cart/items", json={"product_id": ids[0], "quantity": 1}, token=token))
+        added = await statements(
+            counter,
+            client.post(
+                "/api/v1/cart/items", json={"product_id": ids[0], "quantity": 1}, token=token
+            ),
+        )
         counts.append((read, added))
         assert len((await client.get("/api/v1/cart", token=token)).json()["items"]) == len(ids)
     assert counts[0] == counts[1]
@@ -127,13 +141,15 @@ async def test_cart_statements_do_not_grow_with_lines(
 
 
 async def test_promotion_list_statements_do_not_grow(
-        counted: tuple[AppContext, QueryCounter, ApiClient],
-        make_counted_user: UserFactory) -> None:
+    counted: tuple[AppContext, QueryCounter, ApiClient], make_counted_user: UserFactory
+) -> None:
     ctx, counter, client = counted
     _, admin = await make_counted_user.create("admin")
     first = await statements(counter, client.get("/api/v1/promotions?limit=100", token=admin))
     await ctx.pool.executemany(
         "INSERT INTO promotions (code, kind, value) VALUES ($1, 'fixed', 100)",
-        [(f"MANY{uuid.uuid4().hex[:8]}",) for _ in range(30)])
-    assert await statements(counter, client.get("/api/v1/promotions?limit=100",
-                                                token=admin)) == first
+        [(f"MANY{uuid.uuid4().hex[:8]}",) for _ in range(30)],
+    )
+    assert (
+        await statements(counter, client.get("/api/v1/promotions?limit=100", token=admin)) == first
+    )

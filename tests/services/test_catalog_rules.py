@@ -14,20 +14,34 @@ from server.services.errors import BadRequest, Conflict, NotFound
 from server.services.principal import Principal
 
 
-@pytest.mark.parametrize(("name", "slug"), [
-    ("Men's Shoes", "men-s-shoes"), ("  Über Größe  ", "uber-groe"), ("A--B", "a-b"),
-    ("日本", ""), ("Café Crème", "cafe-creme"),
-])
+@pytest.mark.parametrize(
+    ("name", "slug"),
+    [
+        ("Men's Shoes", "men-s-shoes"),
+        ("  Über Größe  ", "uber-groe"),
+        ("A--B", "a-b"),
+        ("日本", ""),
+        ("Café Crème", "cafe-creme"),
+    ],
+)
 def test_slugify(name: str, slug: str) -> None:
     assert catalog.slugify(name) == slug
 
 
 def product(**changes: object) -> Product:
     values: dict[str, object] = {
-        "id": 7, "sku": "S", "name": "O'Brien", "description": "", "category_id": None,
-        "price": 10, "currency": "USD", "stock": 1, "is_active": True,
+        "id": 7,
+        "sku": "S",
+        "name": "O'Brien",
+        "description": "",
+        "category_id": None,
+        "price": 10,
+        "currency": "USD",
+        "stock": 1,
+        "is_active": True,
         "created_at": datetime(2024, 5, 1, 12, 0, 0, 123456, tzinfo=UTC),
-        "updated_at": datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC)}
+        "updated_at": datetime(2024, 5, 1, 12, 0, 0, tzinfo=UTC),
+    }
     return Product(**{**values, **changes})  # type: ignore[arg-type]
 
 
@@ -36,8 +50,13 @@ def test_cursor_round_trips_each_sort(sort: str) -> None:
     item = product()
     key, last_id = catalog.decode_cursor(catalog.encode_cursor(sort, item), sort)
     expected = {"price": item.price, "created_at": item.created_at, "name": item.name}
-    column = {"price": "price", "-price": "price", "created": "created_at",
-              "-created": "created_at", "name": "name"}[sort]
+    column = {
+        "price": "price",
+        "-price": "price",
+        "created": "created_at",
+        "-created": "created_at",
+        "name": "name",
+    }[sort]
     assert (key, last_id) == (expected[column], 7)
 
 
@@ -55,8 +74,12 @@ def test_etag_moves_with_stock_and_updates() -> None:
 
 
 async def test_inactive_visible_to_admin_only(ctx: AppContext) -> None:
-    hidden = await catalog.create_product(ctx, catalog.ProductCreate(
-        sku=f"VIS-{uuid.uuid4().hex[:8]}", name="Hidden", price=1, stock=1, is_active=False))
+    hidden = await catalog.create_product(
+        ctx,
+        catalog.ProductCreate(
+            sku=f"VIS-{uuid.uuid4().hex[:8]}", name="Hidden", price=1, stock=1, is_active=False
+        ),
+    )
     with pytest.raises(NotFound):
         await catalog.get_product(ctx.pool, hidden.id, None)
     with pytest.raises(NotFound):
@@ -65,8 +88,9 @@ async def test_inactive_visible_to_admin_only(ctx: AppContext) -> None:
 
 
 async def test_adjust_stock_bounds(ctx: AppContext) -> None:
-    item = await catalog.create_product(ctx, catalog.ProductCreate(
-        sku=f"ADJ-{uuid.uuid4().hex[:8]}", name="Adj", price=1, stock=2))
+    item = await catalog.create_product(
+        ctx, catalog.ProductCreate(sku=f"ADJ-{uuid.uuid4().hex[:8]}", name="Adj", price=1, stock=2)
+    )
     assert (await catalog.adjust_stock(ctx, item.id, -2)).stock == 0
     with pytest.raises(Conflict):
         await catalog.adjust_stock(ctx, item.id, -1)

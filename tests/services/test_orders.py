@@ -32,38 +32,46 @@ def principal_of(user: UserRecord) -> Principal:
 
 def order_input(items: dict[int, int], **extra: object) -> orders.OrderInput:
     return orders.parse_order_input(
-        {"items": [{"product_id": p, "quantity": q} for p, q in items.items()], **extra})
+        {"items": [{"product_id": p, "quantity": q} for p, q in items.items()], **extra}
+    )
 
 
-async def place(ctx: AppContext, user: UserRecord, items: dict[int, int],
-                **extra: object) -> orders.Order:
+async def place(
+    ctx: AppContext, user: UserRecord, items: dict[int, int], **extra: object
+) -> orders.Order:
     placement = await orders.create_order(ctx, principal_of(user), order_input(items, **extra))
     assert placement.order is not None
     return placement.order
-
 
 
 @pytest.fixture(scope="module")
 def accounts(ctx: AppContext) -> Accounts:
     return Accounts(ctx)
 
+
 # ---- checkout ---------------------------------------------------------------------------------
 
 
-async def test_an_order_takes_stock_and_snapshots_the_products(ctx: AppContext,
-                                                               accounts: Accounts) -> None:
+async def test_an_order_takes_stock_and_snapshots_the_products(
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     a = await create_product(ctx.pool, stock=10, price=1250, name="Teapot")
     b = await create_product(ctx.pool, stock=4, price=399)
 
-    placement = await orders.create_order(ctx, principal_of(user), order_input(
-        {b: 2, a: 3}, shipping_address=ADDRESS, note="ring twice"))
+    placement = await orders.create_order(
+        ctx,
+        principal_of(user),
+        order_input({b: 2, a: 3}, shipping_address=ADDRESS, note="ring twice"),
+    )
 
     order = placement.order
     assert placement.status == 201 and not placement.replayed and order is not None
     assert order.user_id == user.id and order.status == "pending"
     assert [(i.product_id, i.quantity, i.unit_price, i.line_total) for i in order.items] == [
-        (a, 3, 1250, 3750), (b, 2, 399, 798)]
+        (a, 3, 1250, 3750),
+        (b, 2, 399, 798),
+    ]
     assert order.items[0].name == "Teapot"
     assert (order.subtotal, order.discount, order.tax, order.total) == (4548, 0, 0, 4548)
     assert order.currency == "USD" and order.promotion_code is None
@@ -77,8 +85,9 @@ async def test_an_order_takes_stock_and_snapshots_the_products(ctx: AppContext,
     assert again.items[0].unit_price == 1250 and again.total == 4548
 
 
-async def test_an_order_writes_its_confirmation_to_the_outbox(ctx: AppContext,
-                                                              accounts: Accounts) -> None:
+async def test_an_order_writes_its_confirmation_to_the_outbox(
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=50, price=1999)
 
@@ -90,14 +99,21 @@ async def test_an_order_writes_its_confirmation_to_the_outbox(ctx: AppContext,
 
 
 async def test_the_outbox_row_is_committed_with_the_order_or_not_at_all(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=5)
     async with ctx.pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
-        order = await orders.place_order(conn, ctx.settings, user_id=user.id, lines=[(product, 1)],
-                                         promotion_code=None, details=orders.OrderDetails())
+        order = await orders.place_order(
+            conn,
+            ctx.settings,
+            user_id=user.id,
+            lines=[(product, 1)],
+            promotion_code=None,
+            details=orders.OrderDetails(),
+        )
         key = f"order_confirmation:{order.id}"
         assert await conn.fetchval("SELECT count(*) FROM outbox WHERE dedupe_key = $1", key) == 1
         # Not visible outside before the commit: written by the order's own transaction.
@@ -108,17 +124,25 @@ async def test_the_outbox_row_is_committed_with_the_order_or_not_at_all(
     assert await stock_of(ctx.pool, product) == 5
 
 
-async def test_place_order_refuses_to_run_outside_a_transaction(ctx: AppContext,
-                                                                accounts: Accounts) -> None:
+async def test_place_order_refuses_to_run_outside_a_transaction(
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     async with ctx.pool.acquire() as conn:
         with pytest.raises(RuntimeError):
-            await orders.place_order(conn, ctx.settings, user_id=user.id, lines=[(1, 1)],
-                                     promotion_code=None, details=orders.OrderDetails())
+            await orders.place_order(
+                conn,
+                ctx.settings,
+                user_id=user.id,
+                lines=[(1, 1)],
+                promotion_code=None,
+                details=orders.OrderDetails(),
+            )
 
 
 async def test_short_stock_names_every_short_line_and_takes_nothing(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     short = await create_product(ctx.pool, stock=1)
     plenty = await create_product(ctx.pool, stock=5)
@@ -139,20 +163,27 @@ async def test_short_stock_names_every_short_line_and_takes_nothing(
 
 
 async def test_an_unknown_product_is_refused_like_an_unavailable_one(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     with pytest.raises(Conflict) as refused:
         await place(ctx, user, {987_654_321: 1})
     assert refused.value.errors[0].field == "items.987654321"
 
 
-@pytest.mark.parametrize("items, field", [
-    ([], "items"),
-    ([{"product_id": 1, "quantity": 0}], "items[0].quantity"),
-    ([{"product_id": 1, "quantity": 1000}], "items[0].quantity"),
-    ([{"product_id": 1, "quantity": 1}, {"product_id": 1, "quantity": 2}], "items[1].product_id"),
-    ([{"product_id": 1, "quantity": 1, "price": 1}], "items[0]"),
-])
+@pytest.mark.parametrize(
+    "items, field",
+    [
+        ([], "items"),
+        ([{"product_id": 1, "quantity": 0}], "items[0].quantity"),
+        ([{"product_id": 1, "quantity": 1000}], "items[0].quantity"),
+        (
+            [{"product_id": 1, "quantity": 1}, {"product_id": 1, "quantity": 2}],
+            "items[1].product_id",
+        ),
+        ([{"product_id": 1, "quantity": 1, "price": 1}], "items[0]"),
+    ],
+)
 def test_order_input_is_validated(items: list[dict[str, int]], field: str) -> None:
     with pytest.raises(ValidationFailed) as refused:
         orders.parse_order_input({"items": items})
@@ -163,12 +194,17 @@ def test_order_details_are_validated() -> None:
     with pytest.raises(ValidationFailed):
         orders.parse_order_input({"items": [{"product_id": 1, "quantity": 1}], "note": "x" * 501})
     with pytest.raises(ValidationFailed):
-        orders.parse_order_input({"items": [{"product_id": 1, "quantity": 1}],
-                                  "shipping_address": {**ADDRESS, "city": ""}})
+        orders.parse_order_input(
+            {
+                "items": [{"product_id": 1, "quantity": 1}],
+                "shipping_address": {**ADDRESS, "city": ""},
+            }
+        )
 
 
-async def test_a_percent_promotion_is_priced_and_counted(ctx: AppContext,
-                                                         accounts: Accounts) -> None:
+async def test_a_percent_promotion_is_priced_and_counted(
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=10, price=1000)
     promotion = await create_promotion(ctx.pool, "TENOFF-SVC", value=10, usage_limit=5)
@@ -178,18 +214,23 @@ async def test_a_percent_promotion_is_priced_and_counted(ctx: AppContext,
     assert (order.subtotal, order.discount, order.total) == (2000, 200, 1800)
     assert order.promotion_code == "TENOFF-SVC"
     assert order.items[0].line_total == 1800
-    assert await ctx.pool.fetchval(
-        "SELECT times_used FROM promotions WHERE id = $1", promotion) == 1
+    assert (
+        await ctx.pool.fetchval("SELECT times_used FROM promotions WHERE id = $1", promotion) == 1
+    )
 
 
-@pytest.mark.parametrize("code, setup", [
-    ("NOPE-NEVER", None),
-    ("EXPIRED-SVC", {"ends_in": "-1 day"}),
-    ("USEDUP-SVC", {"usage_limit": 0}),
-    ("MINIMUM-SVC", {"min_subtotal": 1_000_000}),
-])
+@pytest.mark.parametrize(
+    "code, setup",
+    [
+        ("NOPE-NEVER", None),
+        ("EXPIRED-SVC", {"ends_in": "-1 day"}),
+        ("USEDUP-SVC", {"usage_limit": 0}),
+        ("MINIMUM-SVC", {"min_subtotal": 1_000_000}),
+    ],
+)
 async def test_an_unusable_promotion_refuses_the_order_and_takes_nothing(
-        ctx: AppContext, accounts: Accounts, code: str, setup: dict[str, object] | None) -> None:
+    ctx: AppContext, accounts: Accounts, code: str, setup: dict[str, object] | None
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=3)
     if setup is not None:
@@ -203,20 +244,23 @@ async def test_an_unusable_promotion_refuses_the_order_and_takes_nothing(
 
 
 async def test_low_stock_alert_when_stock_crosses_the_threshold(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     admin, _ = await accounts.create("admin")
     user, _ = await accounts.create()
     threshold = ctx.settings.low_stock_threshold
     product = await create_product(ctx.pool, stock=threshold + 1, name="Kettle")
 
-    first = await place(ctx, user, {product: 1})   # lands exactly on the threshold: not below
+    first = await place(ctx, user, {product: 1})  # lands exactly on the threshold: not below
     second = await place(ctx, user, {product: 2})  # crosses below
-    third = await place(ctx, user, {product: 1})   # already below: no new alert
+    third = await place(ctx, user, {product: 1})  # already below: no new alert
 
     assert await outbox_rows(ctx.pool, f"low_stock:{product}:{first.id}:") == []
     alerts = await outbox_rows(ctx.pool, f"low_stock:{product}:{second.id}:")
-    admins = [r["email"] for r in await ctx.pool.fetch(
-        "SELECT email FROM users WHERE role = 'admin' ORDER BY id")]
+    admins = [
+        r["email"]
+        for r in await ctx.pool.fetch("SELECT email FROM users WHERE role = 'admin' ORDER BY id")
+    ]
     assert admin.email in admins
     assert [a["recipient"] for a in alerts] == admins
     assert all(a["kind"] == "low_stock" and "Kettle" in a["subject"] for a in alerts)
@@ -224,23 +268,33 @@ async def test_low_stock_alert_when_stock_crosses_the_threshold(
 
 
 async def test_low_stock_alert_goes_to_mail_from_without_admins(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=ctx.settings.low_stock_threshold)
     async with ctx.pool.acquire() as conn:
         transaction = conn.transaction()
         await transaction.start()
         await conn.execute("UPDATE users SET role = 'customer' WHERE role = 'admin'")
-        order = await orders.place_order(conn, ctx.settings, user_id=user.id, lines=[(product, 1)],
-                                         promotion_code=None, details=orders.OrderDetails())
-        recipients = await conn.fetch("SELECT recipient FROM outbox WHERE dedupe_key LIKE $1",
-                                      f"low_stock:{product}:{order.id}:%")
+        order = await orders.place_order(
+            conn,
+            ctx.settings,
+            user_id=user.id,
+            lines=[(product, 1)],
+            promotion_code=None,
+            details=orders.OrderDetails(),
+        )
+        recipients = await conn.fetch(
+            "SELECT recipient FROM outbox WHERE dedupe_key LIKE $1",
+            f"low_stock:{product}:{order.id}:%",
+        )
         await transaction.rollback()
     assert [r["recipient"] for r in recipients] == [ctx.settings.mail_from]
 
 
-async def test_cart_checkout_orders_the_cart_and_empties_it(ctx: AppContext,
-                                                            accounts: Accounts) -> None:
+async def test_cart_checkout_orders_the_cart_and_empties_it(
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=5, price=500)
     hidden = await create_product(ctx.pool, stock=5, is_active=False)
@@ -257,8 +311,7 @@ async def test_cart_checkout_orders_the_cart_and_empties_it(ctx: AppContext,
         await orders.checkout_cart(ctx, principal_of(user), orders.OrderDetails())
 
 
-async def test_explicit_orders_leave_the_cart_alone(ctx: AppContext,
-                                                    accounts: Accounts) -> None:
+async def test_explicit_orders_leave_the_cart_alone(ctx: AppContext, accounts: Accounts) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=5)
     await fill_cart(ctx.pool, user.id, {product: 1})
@@ -301,8 +354,7 @@ async def test_a_refusal_is_stored_and_replayed(ctx: AppContext, accounts: Accou
     assert await stock_of(ctx.pool, product) == 10
 
 
-async def test_an_unexpected_failure_releases_the_key(ctx: AppContext,
-                                                      accounts: Accounts) -> None:
+async def test_an_unexpected_failure_releases_the_key(ctx: AppContext, accounts: Accounts) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=3)
     key = orders.idempotency_key("released", "GRPC", "/x", {})
@@ -313,21 +365,28 @@ async def test_an_unexpected_failure_releases_the_key(ctx: AppContext,
 
     with pytest.raises(OSError):
         await orders._run_checkout(ctx, user.id, key, explode)
-    assert await ctx.pool.fetchval(
-        "SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user.id) == 0
+    assert (
+        await ctx.pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user.id)
+        == 0
+    )
     placement = await orders.create_order(ctx, principal_of(user), order_input({product: 1}), key)
     assert placement.status == 201 and not placement.replayed
 
 
 async def test_a_dead_in_flight_claim_is_taken_over_after_its_lease(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=3)
     key = orders.idempotency_key("stuck", "GRPC", "/x", {})
     assert key is not None
     await ctx.pool.execute(
         """INSERT INTO idempotency_keys (user_id, key, request_hash, created_at)
-           VALUES ($1, $2, $3, now() - interval '1 hour')""", user.id, key.key, key.request_hash)
+           VALUES ($1, $2, $3, now() - interval '1 hour')""",
+        user.id,
+        key.key,
+        key.request_hash,
+    )
 
     placement = await orders.create_order(ctx, principal_of(user), order_input({product: 1}), key)
 
@@ -337,8 +396,7 @@ async def test_a_dead_in_flight_claim_is_taken_over_after_its_lease(
 # ---- reading ----------------------------------------------------------------------------------
 
 
-async def test_customers_see_only_their_own_orders(ctx: AppContext,
-                                                   accounts: Accounts) -> None:
+async def test_customers_see_only_their_own_orders(ctx: AppContext, accounts: Accounts) -> None:
     alice, _ = await accounts.create()
     bob, _ = await accounts.create()
     admin, _ = await accounts.create("admin")
@@ -372,8 +430,9 @@ ACTORS = ("owner", "admin", "service")
 
 @pytest.mark.parametrize("actor", ACTORS)
 @pytest.mark.parametrize("source, target", list(itertools.product(STATES, STATES)))
-async def test_state_machine(ctx: AppContext, accounts: Accounts, actor: str, source: str,
-                             target: str) -> None:
+async def test_state_machine(
+    ctx: AppContext, accounts: Accounts, actor: str, source: str, target: str
+) -> None:
     owner, _ = await accounts.create()
     caller = owner if actor == "owner" else (await accounts.create(actor))[0]
     product = await create_product(ctx.pool, stock=10)
@@ -394,8 +453,7 @@ async def test_state_machine(ctx: AppContext, accounts: Accounts, actor: str, so
         assert await stock_of(ctx.pool, product) == 7
 
 
-async def test_someone_elses_order_cannot_be_cancelled(ctx: AppContext,
-                                                       accounts: Accounts) -> None:
+async def test_someone_elses_order_cannot_be_cancelled(ctx: AppContext, accounts: Accounts) -> None:
     alice, _ = await accounts.create()
     bob, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=2)
@@ -424,7 +482,8 @@ async def test_cancelling_takes_back_units_sold(ctx: AppContext, accounts: Accou
 
 
 async def test_expired_unpaid_orders_are_cancelled_and_restocked(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=100)
     old = [await place(ctx, user, {product: 2}) for _ in range(3)]
@@ -432,7 +491,8 @@ async def test_expired_unpaid_orders_are_cancelled_and_restocked(
     recent = await place(ctx, user, {product: 1})
     await ctx.pool.execute(
         "UPDATE orders SET created_at = now() - interval '2 hours' WHERE id = ANY($1::bigint[])",
-        [o.id for o in [*old, old_paid]])
+        [o.id for o in [*old, old_paid]],
+    )
     await ctx.pool.execute("UPDATE orders SET status = 'paid' WHERE id = $1", old_paid.id)
     assert await stock_of(ctx.pool, product) == 100 - 6 - 5 - 1
 
@@ -441,21 +501,24 @@ async def test_expired_unpaid_orders_are_cancelled_and_restocked(
         again = await orders.cancel_expired_unpaid(conn, 30 * 60)
 
     assert cancelled >= 3 and again == 0
-    statuses = dict(await ctx.pool.fetch(
-        "SELECT id, status FROM orders WHERE user_id = $1", user.id))
+    statuses = dict(
+        await ctx.pool.fetch("SELECT id, status FROM orders WHERE user_id = $1", user.id)
+    )
     assert [statuses[o.id] for o in old] == ["cancelled"] * 3
     assert statuses[old_paid.id] == "paid" and statuses[recent.id] == "pending"
     assert await stock_of(ctx.pool, product) == 100 - 5 - 1
 
 
 async def test_two_expiry_runs_at_once_restock_each_order_once(
-        ctx: AppContext, accounts: Accounts) -> None:
+    ctx: AppContext, accounts: Accounts
+) -> None:
     user, _ = await accounts.create()
     product = await create_product(ctx.pool, stock=1000)
     placed = [await place(ctx, user, {product: 1}) for _ in range(250)]
     await ctx.pool.execute(
         "UPDATE orders SET created_at = now() - interval '1 day' WHERE id = ANY($1::bigint[])",
-        [o.id for o in placed])
+        [o.id for o in placed],
+    )
 
     async def run() -> int:
         async with ctx.pool.acquire() as conn:
@@ -464,6 +527,10 @@ async def test_two_expiry_runs_at_once_restock_each_order_once(
     counts = await asyncio.gather(run(), run())
 
     assert sum(counts) >= 250
-    assert await ctx.pool.fetchval(
-        "SELECT count(*) FROM orders WHERE user_id = $1 AND status = 'cancelled'", user.id) == 250
+    assert (
+        await ctx.pool.fetchval(
+            "SELECT count(*) FROM orders WHERE user_id = $1 AND status = 'cancelled'", user.id
+        )
+        == 250
+    )
     assert await stock_of(ctx.pool, product) == 1000

@@ -24,8 +24,11 @@ def test_require_admin_and_staff() -> None:
     assert permissions.require_admin(ADMIN) is ADMIN
     assert permissions.require_staff(SERVICE) is SERVICE
     assert permissions.require_staff(ADMIN) is ADMIN
-    refused = ((CUSTOMER, permissions.require_admin), (SERVICE, permissions.require_admin),
-               (CUSTOMER, permissions.require_staff))
+    refused = (
+        (CUSTOMER, permissions.require_admin),
+        (SERVICE, permissions.require_admin),
+        (CUSTOMER, permissions.require_staff),
+    )
     for caller, rule in refused:
         with pytest.raises(PermissionDenied):
             rule(caller)

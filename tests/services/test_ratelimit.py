@@ -21,8 +21,15 @@ TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))
 
 
 def settings(**env: str) -> Settings:
-    return load_settings({**BASE_ENV, "DATABASE_URL": "postgresql://unused/x",
-                          "RATE_LIMIT_ANON": "5/minute", "RATE_LIMIT_LOGIN": "2/minute", **env})
+    return load_settings(
+        {
+            **BASE_ENV,
+            "DATABASE_URL": "postgresql://unused/x",
+            "RATE_LIMIT_ANON": "5/minute",
+            "RATE_LIMIT_LOGIN": "2/minute",
+            **env,
+        }
+    )
 
 
 @pytest_asyncio.fixture
@@ -56,8 +63,9 @@ async def test_the_redis_budget_behaves_like_the_local_one(redis: Redis) -> None
     assert shared.shared and not local.shared
     key = f"agree-{uuid.uuid4().hex}"
 
-    for a, b in zip(await spend(local, Scope.ANON, key, 7), await spend(shared, Scope.ANON, key, 7),
-                    strict=True):
+    for a, b in zip(
+        await spend(local, Scope.ANON, key, 7), await spend(shared, Scope.ANON, key, 7), strict=True
+    ):
         assert (a.allowed, a.remaining, a.limit) == (b.allowed, b.remaining, b.limit)
         assert a.reset_after == pytest.approx(b.reset_after, abs=0.5)
         assert a.retry_after == pytest.approx(b.retry_after, abs=0.5)
@@ -98,18 +106,22 @@ async def test_without_redis_general_budgets_go_local_and_logins_fail_closed() -
         await dead.aclose()
 
 
-@pytest.mark.parametrize("peer,forwarded,expected", [
-    ("203.0.113.9", "1.1.1.1", "203.0.113.9"),  # untrusted peer: the header is ignored
-    ("10.0.0.1", "", "10.0.0.1"),  # trusted peer, nothing forwarded
-    ("10.0.0.1", "1.1.1.1", "1.1.1.1"),
-    ("10.0.0.1", "6.6.6.6, 1.1.1.1", "1.1.1.1"),  # the client wrote 6.6.6.6 itself
-    ("10.0.0.1", "1.1.1.1, 10.0.0.2", "1.1.1.1"),  # two proxies of ours
-    ("10.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.3"),  # all trusted: the farthest
-    ("10.0.0.1", "1.1.1.1, bogus", "10.0.0.1"),  # garbage after the client: stop at the peer
-    ("::1", "2001:db8::1", "2001:db8::1"),
-])
+@pytest.mark.parametrize(
+    "peer,forwarded,expected",
+    [
+        ("203.0.113.9", "1.1.1.1", "203.0.113.9"),  # untrusted peer: the header is ignored
+        ("10.0.0.1", "", "10.0.0.1"),  # trusted peer, nothing forwarded
+        ("10.0.0.1", "1.1.1.1", "1.1.1.1"),
+        ("10.0.0.1", "6.6.6.6, 1.1.1.1", "1.1.1.1"),  # the client wrote 6.6.6.6 itself
+        ("10.0.0.1", "1.1.1.1, 10.0.0.2", "1.1.1.1"),  # two proxies of ours
+        ("10.0.0.1", "10.0.0.3, 10.0.0.2", "10.0.0.3"),  # all trusted: the farthest
+        ("10.0.0.1", "1.1.1.1, bogus", "10.0.0.1"),  # garbage after the client: stop at the peer
+        ("::1", "2001:db8::1", "2001:db8::1"),
+    ],
+)
 def test_the_client_address_is_the_rightmost_untrusted_hop(
-        peer: str, forwarded: str, expected: str) -> None:
+    peer: str, forwarded: str, expected: str
+) -> None:
     assert client_address(peer, forwarded, TRUSTED) == expected
 
 

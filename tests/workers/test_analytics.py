@@ -22,12 +22,14 @@ from workers.tasks.analytics import (
 
 def order_input(items: dict[int, int]) -> orders.OrderInput:
     return orders.parse_order_input(
-        {"items": [{"product_id": p, "quantity": q} for p, q in items.items()]})
+        {"items": [{"product_id": p, "quantity": q} for p, q in items.items()]}
+    )
 
 
 async def views_of(ctx: AppContext, product_id: int) -> int:
     views: int | None = await ctx.pool.fetchval(
-        "SELECT views FROM product_stats WHERE product_id = $1", product_id)
+        "SELECT views FROM product_stats WHERE product_id = $1", product_id
+    )
     return views or 0
 
 
@@ -84,10 +86,12 @@ async def test_units_sold_are_reconciled_from_orders_not_cancelled(ctx: AppConte
     assert await units_sold(ctx.pool, product) == 3
     # Drift (a crash between writes, a manual fix): the job repairs it.
     await ctx.pool.execute(
-        "UPDATE product_stats SET units_sold = 40 WHERE product_id = $1", product)
+        "UPDATE product_stats SET units_sold = 40 WHERE product_id = $1", product
+    )
 
-    first, second = await asyncio.gather(reconcile_units_sold(ctx.pool),
-                                         reconcile_units_sold(ctx.pool))
+    first, second = await asyncio.gather(
+        reconcile_units_sold(ctx.pool), reconcile_units_sold(ctx.pool)
+    )
 
     assert first + second >= 1
     assert await units_sold(ctx.pool, product) == 3

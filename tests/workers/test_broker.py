@@ -28,7 +28,8 @@ async def add_mail(ctx: AppContext, subject: str) -> int:
     outbox_id: int = await ctx.pool.fetchval(
         """INSERT INTO outbox (kind, recipient, subject, body)
            VALUES ('order_confirmation', 'ada@example.com', $1, 'thanks') RETURNING id""",
-        subject)
+        subject,
+    )
     return outbox_id
 
 
@@ -51,11 +52,13 @@ async def test_every_job_is_scheduled_at_its_interval(ctx: AppContext) -> None:
 
 
 async def test_without_redis_the_outbox_is_delivered_in_process_on_the_event(
-        ctx: AppContext) -> None:
+    ctx: AppContext,
+) -> None:
     assert ctx.broker is not None and is_in_memory(ctx.broker)
     outbox_id = await add_mail(ctx, "Order 1")
-    runs_before = metrics.sample("taskiq_task_runs_total",
-                                 {"task": DELIVER_OUTBOX, "outcome": "success"})
+    runs_before = metrics.sample(
+        "taskiq_task_runs_total", {"task": DELIVER_OUTBOX, "outcome": "success"}
+    )
     token = request_id_var.set("req-0123")
     try:
         with json_lines("storefront.mail") as lines:
@@ -66,8 +69,10 @@ async def test_without_redis_the_outbox_is_delivered_in_process_on_the_event(
     [line] = [line for line in lines if line["outbox_id"] == outbox_id]
     # The task's log line carries the id of the request that enqueued it.
     assert line["request_id"] == "req-0123" and line["task"] == DELIVER_OUTBOX
-    assert metrics.sample("taskiq_task_runs_total",
-                          {"task": DELIVER_OUTBOX, "outcome": "success"}) == runs_before + 1
+    assert (
+        metrics.sample("taskiq_task_runs_total", {"task": DELIVER_OUTBOX, "outcome": "success"})
+        == runs_before + 1
+    )
     assert metrics.sample("taskiq_task_duration_seconds_count", {"task": DELIVER_OUTBOX}) >= 1
 
 
@@ -77,8 +82,7 @@ async def _is_sent(ctx: AppContext, outbox_id: int) -> bool:
 
 def test_the_request_id_travels_as_a_task_label() -> None:
     middleware = TaskObservability()
-    message = TaskiqMessage(task_id="t1", task_name=DELIVER_OUTBOX, labels={}, args=[],
-                            kwargs={})
+    message = TaskiqMessage(task_id="t1", task_name=DELIVER_OUTBOX, labels={}, args=[], kwargs={})
     token = request_id_var.set("req-label")
     try:
         sent = middleware.pre_send(message)
@@ -100,12 +104,15 @@ async def test_a_failing_task_is_counted(ctx: AppContext) -> None:
     failures = metrics.sample("taskiq_task_runs_total", {"task": CLEANUP, "outcome": "failure"})
     result = await (await task.kiq()).wait_result(timeout=5)
     assert result.is_err
-    assert metrics.sample("taskiq_task_runs_total",
-                          {"task": CLEANUP, "outcome": "failure"}) == failures + 1
+    assert (
+        metrics.sample("taskiq_task_runs_total", {"task": CLEANUP, "outcome": "failure"})
+        == failures + 1
+    )
 
 
 async def test_a_gateway_without_redis_runs_the_scheduler_and_flushes_views_on_stop(
-        ctx: AppContext) -> None:
+    ctx: AppContext,
+) -> None:
     product = await create_product(ctx.pool, stock=3)
     gateway, addresses = await start_gateway(ctx, "tornado")
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
@@ -117,7 +124,8 @@ async def test_a_gateway_without_redis_runs_the_scheduler_and_flushes_views_on_s
         api.close()
         await gateway.stop_servers(grace=1.0)
     views = await ctx.pool.fetchval(
-        "SELECT views FROM product_stats WHERE product_id = $1", product)
+        "SELECT views FROM product_stats WHERE product_id = $1", product
+    )
     assert views == 3
 
 
@@ -135,12 +143,14 @@ async def test_views_are_flushed_periodically(ctx: AppContext) -> None:
 
 async def _views(ctx: AppContext, product_id: int, expected: int) -> bool:
     views = await ctx.pool.fetchval(
-        "SELECT views FROM product_stats WHERE product_id = $1", product_id)
+        "SELECT views FROM product_stats WHERE product_id = $1", product_id
+    )
     return bool(views == expected)
 
 
 async def test_with_redis_the_gateway_leaves_scheduling_to_the_scheduler(
-        database_url: str, redis_url: str) -> None:
+    database_url: str, redis_url: str
+) -> None:
     from server.context import build_context
 
     context = await build_context(make_settings(database_url, REDIS_URL=redis_url))

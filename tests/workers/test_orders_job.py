@@ -13,14 +13,29 @@ from tests.orders_support import Accounts, create_product, stock_of
 from workers.tasks.orders import cancel_unpaid_orders
 
 
-async def place(ctx: AppContext, principal: Principal, items: dict[int, int], *,
-                age_seconds: int = 0, status: str = "pending") -> int:
-    placement = await orders.create_order(ctx, principal, orders.parse_order_input(
-        {"items": [{"product_id": p, "quantity": q} for p, q in items.items()]}))
+async def place(
+    ctx: AppContext,
+    principal: Principal,
+    items: dict[int, int],
+    *,
+    age_seconds: int = 0,
+    status: str = "pending",
+) -> int:
+    placement = await orders.create_order(
+        ctx,
+        principal,
+        orders.parse_order_input(
+            {"items": [{"product_id": p, "quantity": q} for p, q in items.items()]}
+        ),
+    )
     assert placement.order is not None
     await ctx.pool.execute(
         """UPDATE orders SET status = $2, created_at = now() - make_interval(secs => $3)
-            WHERE id = $1""", placement.order.id, status, float(age_seconds))
+            WHERE id = $1""",
+        placement.order.id,
+        status,
+        float(age_seconds),
+    )
     return placement.order.id
 
 
@@ -29,8 +44,7 @@ async def status_of(ctx: AppContext, order_id: int) -> str:
     return status
 
 
-async def test_unpaid_orders_past_the_timeout_are_cancelled_and_restocked(
-        ctx: AppContext) -> None:
+async def test_unpaid_orders_past_the_timeout_are_cancelled_and_restocked(ctx: AppContext) -> None:
     user, _ = await Accounts(ctx).create()
     principal = Principal(user.id, user.role)
     timeout = ctx.settings.order_payment_timeout

@@ -33,13 +33,23 @@ async def empty_outbox(ctx: AppContext) -> AsyncIterator[None]:
     yield
 
 
-async def add_mail(ctx: AppContext, *, kind: str = "order_confirmation",
-                   recipient: str = "ada@example.com", subject: str = "Your order 7",
-                   body: str = "Thank you for your order.") -> int:
+async def add_mail(
+    ctx: AppContext,
+    *,
+    kind: str = "order_confirmation",
+    recipient: str = "ada@example.com",
+    subject: str = "Your order 7",
+    body: str = "Thank you for your order.",
+) -> int:
     outbox_id: int = await ctx.pool.fetchval(
         """INSERT INTO outbox (kind, recipient, subject, body, dedupe_key)
            VALUES ($1, $2, $3, $4, $5) RETURNING id""",
-        kind, recipient, subject, body, f"test:{os.urandom(6).hex()}")
+        kind,
+        recipient,
+        subject,
+        body,
+        f"test:{os.urandom(6).hex()}",
+    )
     return outbox_id
 
 
@@ -47,15 +57,22 @@ async def row(ctx: AppContext, outbox_id: int) -> dict[str, object]:
     record = await ctx.pool.fetchrow(
         """SELECT status, attempts, last_error, sent_at,
                   extract(epoch FROM next_attempt_at - now()) AS due_in
-             FROM outbox WHERE id = $1""", outbox_id)
+             FROM outbox WHERE id = $1""",
+        outbox_id,
+    )
     assert record is not None
     return dict(record)
 
 
 async def test_due_mail_is_sent_over_smtp_and_marked_sent(ctx: AppContext) -> None:
     confirmation = await add_mail(ctx, subject="Order 7 confirmed", body="3 x Teapot")
-    alert = await add_mail(ctx, kind="low_stock", recipient="admin@example.com",
-                           subject="Low stock: Teapot", body="2 left")
+    alert = await add_mail(
+        ctx,
+        kind="low_stock",
+        recipient="admin@example.com",
+        subject="Low stock: Teapot",
+        body="2 left",
+    )
     with smtp_server() as (mailbox, url):
         report = await deliver_due(ctx.pool, SmtpMailer(SmtpConfig.parse(url), SENDER))
 
@@ -132,10 +149,14 @@ async def test_a_sending_row_whose_lease_expired_is_sent_again(ctx: AppContext) 
     # A worker died mid-send (lease over), another is sending right now (lease running).
     await ctx.pool.execute(
         """UPDATE outbox SET status = 'sending', attempts = 1,
-                  next_attempt_at = now() - interval '1 second' WHERE id = $1""", abandoned)
+                  next_attempt_at = now() - interval '1 second' WHERE id = $1""",
+        abandoned,
+    )
     await ctx.pool.execute(
         """UPDATE outbox SET status = 'sending', attempts = 1,
-                  next_attempt_at = now() + interval '5 minutes' WHERE id = $1""", in_progress)
+                  next_attempt_at = now() + interval '5 minutes' WHERE id = $1""",
+        in_progress,
+    )
     with smtp_server() as (mailbox, url):
         report = await deliver_due(ctx.pool, SmtpMailer(SmtpConfig.parse(url), SENDER))
     assert report.sent == 1 and len(mailbox.for_outbox_id(abandoned)) == 1
@@ -167,18 +188,35 @@ async def test_without_smtp_url_mail_is_logged_as_json_and_marked_sent(ctx: AppC
     assert line["level"] == "INFO" and line["logger"] == "storefront.mail"
 
 
-@pytest.mark.parametrize("url, expected", [
-    ("smtp://mail.example.com", ("mail.example.com", 25, None, None, False, None)),
-    ("smtp://u%40x:p%3Ass@mail.example.com:2525?starttls=1",
-     ("mail.example.com", 2525, "u@x", "p:ss", False, True)),
-    ("smtp://mail.example.com?starttls=1", ("mail.example.com", 587, None, None, False, True)),
-    ("smtp://mail.example.com:25?starttls=0", ("mail.example.com", 25, None, None, False, False)),
-    ("smtps://me:secret@mail.example.com", ("mail.example.com", 465, "me", "secret", True, False)),
-])
+@pytest.mark.parametrize(
+    "url, expected",
+    [
+        ("smtp://mail.example.com", ("mail.example.com", 25, None, None, False, None)),
+        (
+            "smtp://u%40x:p%3Ass@mail.example.com:2525?starttls=1",
+            ("mail.example.com", 2525, "u@x", "p:ss", False, True),
+        ),
+        ("smtp://mail.example.com?starttls=1", ("mail.example.com", 587, None, None, False, True)),
+        (
+            "smtp://mail.example.com:25?starttls=0",
+            ("mail.example.com", 25, None, None, False, False),
+        ),
+        (
+            "smtps://me:secret@mail.example.com",
+            ("mail.example.com", 465, "me", "secret", True, False),
+        ),
+    ],
+)
 def test_smtp_url_is_parsed(url: str, expected: tuple[object, ...]) -> None:
     config = SmtpConfig.parse(url)
-    assert (config.hostname, config.port, config.username, config.password, config.use_tls,
-            config.start_tls) == expected
+    assert (
+        config.hostname,
+        config.port,
+        config.username,
+        config.password,
+        config.use_tls,
+        config.start_tls,
+    ) == expected
 
 
 def test_smtp_url_of_another_scheme_is_refused() -> None:
