@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import re
-import uuid
+import time
 from http import HTTPStatus
 from typing import Any, TypeVar
 
 import msgspec
 import orjson
 import tornado.web
+from tornado import httputil
 from typing_extensions import override
 
 from server.context import AppContext
@@ -107,6 +109,25 @@ def validation_errors(exc: msgspec.ValidationError) -> list[errors.FieldError]:
     return [errors.FieldError(field or "body", text)]
 
 
+class _HttpDate:
+    """The `Date` header, formatted once a second rather than once a request."""
+
+    __slots__ = ("_second", "_text")
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def now(self) -> str:
+        second = int(time.time())
+        if second != self._second:
+            self._second, self._text = second, httputil.format_timestamp(second)
+        return self._text
+
+
+_http_date = _HttpDate()
+
+
 class InFlight:
     """Counts requests being handled, so a graceful shutdown can wait for them."""
 
@@ -149,6 +170,24 @@ class ApiHandler(tornado.web.RequestHandler):
         self._principal_resolved = False
 
     @override
+    def clear(self) -> None:
+        # As tornado's clear(), less its per-request date formatting and its `Server: Tornado/x.y`
+        # header (no reason to announce the version).
+        self._headers = httputil.HTTPHeaders()
+        self._headers["Content-Type"] = JSON_CONTENT_TYPE
+        self._headers["Date"] = _http_date.now()
+        self.set_default_headers()
+        self._write_buffer: list[bytes] = []
+        self._status_code = 200
+        self._reason = "OK"
+
+    @override
+    def compute_etag(self) -> str | None:
+        # Validators are set deliberately where they mean something (product reads); hashing
+        # every GET body for an ETag nobody asked for is wasted work.
+        return None
+
+    @override
     def set_default_headers(self) -> None:
         headers = self._headers
         for name, value in self.application.settings["security_headers"]:
@@ -157,7 +196,7 @@ class ApiHandler(tornado.web.RequestHandler):
         if not hasattr(self, "request_id"):
             supplied = self.request.headers.get("X-Request-ID")
             valid = supplied is not None and _REQUEST_ID_RE.match(supplied) is not None
-            self.request_id = supplied if valid else uuid.uuid4().hex  # type: ignore[assignment]
+            self.request_id = supplied if valid else os.urandom(16).hex()  # type: ignore[assignment]
         headers["X-Request-ID"] = self.request_id
         if self._sticky_headers:
             for name, value in self._sticky_headers.items():

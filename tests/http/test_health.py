@@ -47,3 +47,12 @@ async def test_request_id_is_replaced_when_not_sane(api: ApiClient) -> None:
 
 async def test_trailing_slash_is_accepted(api: ApiClient) -> None:
     assert (await api.get("/healthz/")).status == 200
+
+
+async def test_responses_carry_a_date_and_no_server_banner(api: ApiClient) -> None:
+    from email.utils import parsedate_to_datetime
+
+    response = await api.get("/healthz")
+    assert parsedate_to_datetime(response.headers["Date"]).tzinfo is not None
+    assert "Server" not in response.headers
+    assert "Etag" not in response.headers  # validators only where they mean something
