@@ -26,8 +26,15 @@ def main() -> int:
         shutil.rmtree(OUT)
     OUT.mkdir(parents=True)
     include = Path(protoc.__file__).parent / "_proto"
-    args = ["protoc", f"-I{PROTOS}", f"-I{include}", f"--python_out={OUT}", f"--pyi_out={OUT}",
-            f"--grpc_python_out={OUT}", *sources]
+    args = [
+        "protoc",
+        f"-I{PROTOS}",
+        f"-I{include}",
+        f"--python_out={OUT}",
+        f"--pyi_out={OUT}",
+        f"--grpc_python_out={OUT}",
+        *sources,
+    ]
     if protoc.main(args) != 0:
         return 1
     for path in OUT.rglob("*.py*"):

@@ -90,15 +90,24 @@ def build_broker(settings: Settings, ctx: AppContext | None = None) -> AsyncBrok
         from taskiq_redis import RedisStreamBroker
 
         broker = RedisStreamBroker(
-            url=settings.redis_url, queue_name=QUEUE, consumer_group_name=CONSUMER_GROUP,
-            maxlen=100_000, idle_timeout=REDELIVER_AFTER_MS, unacknowledged_lock_timeout=30,
-            socket_connect_timeout=2.0, socket_timeout=10.0)
+            url=settings.redis_url,
+            queue_name=QUEUE,
+            consumer_group_name=CONSUMER_GROUP,
+            maxlen=100_000,
+            idle_timeout=REDELIVER_AFTER_MS,
+            unacknowledged_lock_timeout=30,
+            socket_connect_timeout=2.0,
+            socket_timeout=10.0,
+        )
     else:
         broker = InMemoryBroker(max_stored_results=20)
     broker.add_middlewares(TaskObservability())
     for job in JOBS:
-        broker.register_task(_task_of(job), task_name=job.name,
-                             schedule=[{"cron": job.cron, "schedule_id": job.name}])
+        broker.register_task(
+            _task_of(job),
+            task_name=job.name,
+            schedule=[{"cron": job.cron, "schedule_id": job.name}],
+        )
     broker.state.ctx = ctx
     broker.state.owns_ctx = False
     broker.add_event_handler(TaskiqEvents.WORKER_STARTUP, _context_opener(settings, broker))
@@ -106,8 +115,9 @@ def build_broker(settings: Settings, ctx: AppContext | None = None) -> AsyncBrok
     return broker
 
 
-def _context_opener(settings: Settings,
-                    broker: AsyncBroker) -> Callable[[TaskiqState], Awaitable[None]]:
+def _context_opener(
+    settings: Settings, broker: AsyncBroker
+) -> Callable[[TaskiqState], Awaitable[None]]:
     async def open_context(state: TaskiqState) -> None:
         if state.ctx is not None:
             return  # the gateway's own context (in-memory broker)
@@ -160,8 +170,12 @@ async def enqueue(ctx: AppContext, task_name: str) -> bool:
         async with asyncio.timeout(ENQUEUE_TIMEOUT):
             await task.kiq()
     except Exception as exc:
-        log.warning("could not enqueue %s (%s: %s); its schedule will run it",
-                    task_name, type(exc).__name__, exc)
+        log.warning(
+            "could not enqueue %s (%s: %s); its schedule will run it",
+            task_name,
+            type(exc).__name__,
+            exc,
+        )
         return False
     return True
 

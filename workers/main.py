@@ -33,8 +33,11 @@ def run(command: str, settings: Settings) -> int:
         print(f"storefront: unknown command {command!r}", file=sys.stderr)
         return 2
     if not settings.redis_url:
-        print(f"storefront {command}: REDIS_URL is not set; without Redis the gateway runs the "
-              "jobs and the scheduler in its own process", file=sys.stderr)
+        print(
+            f"storefront {command}: REDIS_URL is not set; without Redis the gateway runs the "
+            "jobs and the scheduler in its own process",
+            file=sys.stderr,
+        )
         return 2
     try:
         import uvloop
@@ -66,7 +69,8 @@ async def run_worker(settings: Settings, stop: asyncio.Event | None = None) -> N
     await broker.startup()  # WORKER_STARTUP opens the AppContext; fails fast without a database
     log.info("worker started: consuming %s", settings.redis_url)
     receiver = asyncio.create_task(
-        run_receiver_task(broker, max_async_tasks=MAX_CONCURRENT_TASKS, run_startup=False))
+        run_receiver_task(broker, max_async_tasks=MAX_CONCURRENT_TASKS, run_startup=False)
+    )
     await _wait(stop, receiver)
     await _cancel(receiver)
     await broker.shutdown()

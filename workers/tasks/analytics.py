@@ -69,7 +69,8 @@ async def flush_views(pool: asyncpg.Pool, counter: ViewCounter) -> int:
                 ORDER BY t.product_id
                ON CONFLICT (product_id) DO UPDATE
                   SET views = product_stats.views + EXCLUDED.views, updated_at = now()""",
-            ids, [counts[i] for i in ids],
+            ids,
+            [counts[i] for i in ids],
         )
     except BaseException:
         counter.give_back(counts)

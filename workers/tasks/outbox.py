@@ -128,9 +128,14 @@ class SmtpMailer:
     async def send(self, mails: Sequence[OutboxMail]) -> list[Exception | None]:
         config = self.config
         client = aiosmtplib.SMTP(
-            hostname=config.hostname, port=config.port, username=config.username,
-            password=config.password, use_tls=config.use_tls, start_tls=config.start_tls,
-            timeout=self.timeout)
+            hostname=config.hostname,
+            port=config.port,
+            username=config.username,
+            password=config.password,
+            use_tls=config.use_tls,
+            start_tls=config.start_tls,
+            timeout=self.timeout,
+        )
         try:
             await client.connect()
         except (aiosmtplib.SMTPException, OSError) as exc:
@@ -159,9 +164,19 @@ class LogMailer:
 
     async def send(self, mails: Sequence[OutboxMail]) -> list[Exception | None]:
         for mail in mails:
-            mail_log.info("e-mail (no SMTP_URL, logged instead of sent)", extra={"data": {
-                "outbox_id": mail.id, "kind": mail.kind, "from": self.sender,
-                "to": mail.recipient, "subject": mail.subject, "body": mail.body}})
+            mail_log.info(
+                "e-mail (no SMTP_URL, logged instead of sent)",
+                extra={
+                    "data": {
+                        "outbox_id": mail.id,
+                        "kind": mail.kind,
+                        "from": self.sender,
+                        "to": mail.recipient,
+                        "subject": mail.subject,
+                        "body": mail.body,
+                    }
+                },
+            )
         return [None] * len(mails)
 
 
@@ -205,8 +220,10 @@ UPDATE outbox o
 async def claim_due(pool: asyncpg.Pool, limit: int, lease: float) -> list[OutboxMail]:
     """Take up to `limit` due rows (pending, or sending with an expired lease) for sending."""
     rows = await pool.fetch(_CLAIM_SQL, limit, float(lease))
-    return [OutboxMail(r["id"], r["kind"], r["recipient"], r["subject"], r["body"], r["attempts"])
-            for r in sorted(rows, key=lambda r: r["id"])]
+    return [
+        OutboxMail(r["id"], r["kind"], r["recipient"], r["subject"], r["body"], r["attempts"])
+        for r in sorted(rows, key=lambda r: r["id"])
+    ]
 
 
 def is_permanent(error: Exception) -> bool:
@@ -218,8 +235,14 @@ def is_permanent(error: Exception) -> bool:
     return False
 
 
-async def deliver_due(pool: asyncpg.Pool, mailer: Mailer, *, policy: RetryPolicy | None = None,
-                      batch: int = 50, max_batches: int = 20) -> DeliveryReport:
+async def deliver_due(
+    pool: asyncpg.Pool,
+    mailer: Mailer,
+    *,
+    policy: RetryPolicy | None = None,
+    batch: int = 50,
+    max_batches: int = 20,
+) -> DeliveryReport:
     """Send what is due, batch by batch, until nothing is due (or `max_batches` were sent)."""
     policy = policy or RetryPolicy()
     sent = retrying = dead = 0
@@ -246,12 +269,23 @@ async def deliver_due(pool: asyncpg.Pool, mailer: Mailer, *, policy: RetryPolicy
             errors.append(f"{type(error).__name__}: {error}"[:1000])
             if give_up:
                 dead += 1
-                log.error("outbox: giving up on mail %d (%s) after %d attempt(s): %s",
-                          mail.id, mail.kind, mail.attempts, error)
+                log.error(
+                    "outbox: giving up on mail %d (%s) after %d attempt(s): %s",
+                    mail.id,
+                    mail.kind,
+                    mail.attempts,
+                    error,
+                )
             else:
                 retrying += 1
-                log.warning("outbox: mail %d (%s) failed, attempt %d, retrying in %.0fs: %s",
-                            mail.id, mail.kind, mail.attempts, policy.delay(mail.attempts), error)
+                log.warning(
+                    "outbox: mail %d (%s) failed, attempt %d, retrying in %.0fs: %s",
+                    mail.id,
+                    mail.kind,
+                    mail.attempts,
+                    policy.delay(mail.attempts),
+                    error,
+                )
         await pool.execute(_SETTLE_SQL, ids, statuses, delays, errors)
         if len(mails) < batch:
             break
