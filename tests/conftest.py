@@ -19,6 +19,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -223,6 +224,23 @@ async def start_gateway(ctx: AppContext, http_impl: str = "fast") -> tuple[Gatew
     gateway = build_gateway(ctx, http_impl=impl)
     addresses = await gateway.start("127.0.0.1", 0, 0)
     return gateway, addresses
+
+
+@asynccontextmanager
+async def running_gateway(
+    database_url: str, http_impl: str = "fast", **env: str
+) -> AsyncIterator[tuple[ApiClient, AppContext]]:
+    """A further gateway process of its own (context, pools, limiter) with settings overrides:
+    two of them on one Redis behave as two replicas behind nginx."""
+    context = await build_context(make_settings(database_url, **env))
+    gw, addresses = await start_gateway(context, http_impl)
+    api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
+    try:
+        yield api, context
+    finally:
+        api.close()
+        await gw.stop_servers(1.0)
+        await context.close()
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 
 import pytest_asyncio
 
-from server.context import AppContext, build_context
-from tests.conftest import ApiClient, Response, UserFactory, make_settings, start_gateway
+from server.context import AppContext
+from tests.conftest import ApiClient, Response, UserFactory, running_gateway
 
 ME = "/api/v1/auth/me"
 LOGIN = "/api/v1/auth/login"
@@ -35,15 +35,8 @@ class Gateway:
 
 
 async def running(database_url: str, http_impl: str, **env: str) -> AsyncIterator[Gateway]:
-    ctx = await build_context(make_settings(database_url, **env))
-    gw, addresses = await start_gateway(ctx, http_impl)
-    api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
-    try:
+    async with running_gateway(database_url, http_impl, **env) as (api, ctx):
         yield Gateway(api, ctx, UserFactory(ctx))
-    finally:
-        api.close()
-        await gw.stop_servers(1.0)
-        await ctx.close()
 
 
 @pytest_asyncio.fixture(scope="module")

@@ -3,33 +3,15 @@ and PostgreSQL stays the source of truth when Redis is gone."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
 from redis.asyncio import Redis
 
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.services.revocations import family_key
-from tests.conftest import ApiClient, RedisServer, UserFactory, make_settings, start_gateway
+from tests.conftest import ApiClient, RedisServer, UserFactory, running_gateway
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
 PASSWORD = "correct horse battery"
-
-
-@asynccontextmanager
-async def gateway(
-    database_url: str, http_impl: str, **env: str
-) -> AsyncIterator[tuple[ApiClient, AppContext]]:
-    ctx = await build_context(make_settings(database_url, **env))
-    gw, addresses = await start_gateway(ctx, http_impl)
-    api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
-    try:
-        yield api, ctx
-    finally:
-        api.close()
-        await gw.stop_servers(1.0)
-        await ctx.close()
 
 
 async def sign_in(api: ApiClient, ctx: AppContext) -> dict[str, str]:
@@ -44,8 +26,8 @@ async def test_a_reuse_seen_by_one_gateway_revokes_the_family_everywhere(
     database_url: str, redis_url: str, http_impl: str
 ) -> None:
     async with (
-        gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx),
-        gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _),
+        running_gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx),
+        running_gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _),
     ):
         first = (await sign_in(a, ctx))["refresh"]
         second = (await a.post(REFRESH, json={"refresh": first})).json()["refresh"]
@@ -66,8 +48,8 @@ async def test_logout_on_one_gateway_is_seen_by_the_other(
     database_url: str, redis_url: str, http_impl: str
 ) -> None:
     async with (
-        gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx),
-        gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _),
+        running_gateway(database_url, http_impl, REDIS_URL=redis_url) as (a, ctx),
+        running_gateway(database_url, http_impl, REDIS_URL=redis_url) as (b, _),
     ):
         grant = await sign_in(a, ctx)
         logout = await a.post(
@@ -80,7 +62,7 @@ async def test_logout_on_one_gateway_is_seen_by_the_other(
 async def test_redis_is_asked_before_postgresql(
     database_url: str, redis_url: str, http_impl: str
 ) -> None:
-    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
+    async with running_gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
         grant = await sign_in(api, ctx)
         family = ctx.tokens.verify_refresh(grant["refresh"]).family_id
         # Only Redis knows about this revocation (as right after another process revoked it).
@@ -97,7 +79,7 @@ async def test_redis_is_asked_before_postgresql(
 async def test_postgresql_still_refuses_reuse_while_redis_is_down(
     database_url: str, redis_url: str, redis_server: RedisServer, http_impl: str
 ) -> None:
-    async with gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
+    async with running_gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
         first = (await sign_in(api, ctx))["refresh"]
         redis_server.stop()
         try:

@@ -5,39 +5,18 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
-from server.context import AppContext, build_context
 from tests.conftest import (
-    ApiClient,
     RedisServer,
     Response,
     UserFactory,
-    make_settings,
-    start_gateway,
+    running_gateway,
     wait_for,
 )
 
 ME = "/api/v1/auth/me"
 LOGIN = "/api/v1/auth/login"
 PASSWORD = "correct horse battery"
-
-
-@asynccontextmanager
-async def gateway(
-    database_url: str, http_impl: str, **env: str
-) -> AsyncIterator[tuple[ApiClient, AppContext]]:
-    """One gateway process (its own context, pools and limiter)."""
-    ctx = await build_context(make_settings(database_url, **env))
-    gw, addresses = await start_gateway(ctx, http_impl)
-    api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
-    try:
-        yield api, ctx
-    finally:
-        api.close()
-        await gw.stop_servers(1.0)
-        await ctx.close()
 
 
 def remaining(response: Response) -> int:
@@ -49,8 +28,8 @@ async def test_two_gateways_spend_one_anonymous_budget(
 ) -> None:
     env = {"REDIS_URL": redis_url, "RATE_LIMIT_ANON": "4/minute"}
     async with (
-        gateway(database_url, http_impl, **env) as (a, _),
-        gateway(database_url, http_impl, **env) as (b, _),
+        running_gateway(database_url, http_impl, **env) as (a, _),
+        running_gateway(database_url, http_impl, **env) as (b, _),
     ):
         seen = [remaining(await api.get(ME)) for api in (a, b, a, b)]
         assert seen == [3, 2, 1, 0]
@@ -65,8 +44,8 @@ async def test_two_gateways_spend_one_login_budget(
 ) -> None:
     env = {"REDIS_URL": redis_url, "RATE_LIMIT_LOGIN": "2/minute"}
     async with (
-        gateway(database_url, http_impl, **env) as (a, ctx),
-        gateway(database_url, http_impl, **env) as (b, _),
+        running_gateway(database_url, http_impl, **env) as (a, ctx),
+        running_gateway(database_url, http_impl, **env) as (b, _),
     ):
         user, _ = await UserFactory(ctx).create(password=PASSWORD)
         body = {"email": user.email, "password": PASSWORD}
@@ -91,7 +70,7 @@ async def test_budgets_hold_locally_and_logins_fail_closed_while_redis_is_down(
         """A request our trusted proxy forwards from a client IP not seen before."""
         return {"X-Forwarded-For": f"192.0.2.{next(hosts)}"}
 
-    async with gateway(database_url, http_impl, **env) as (api, ctx):
+    async with running_gateway(database_url, http_impl, **env) as (api, ctx):
         user, _ = await UserFactory(ctx).create(password=PASSWORD)
         body = {"email": user.email, "password": PASSWORD}
         assert (await api.get(ME)).status == 401  # shared budget: 2 left in Redis
