@@ -71,5 +71,11 @@ bench: ## wrk on pinned cores: gateway vs FastAPI reference and vs Tornado's con
 loadtest: ## Locust suites vs a seeded gateway + Redis; budgets in loadtests/targets.toml (LOADTEST_DURATION=60)
 	$(PYTHON) loadtests/run_loadtest.py
 
+docker-up: ## the production-shaped stack: PostgreSQL, Redis, migrate, 2 gateways, worker, scheduler, nginx (needs .env, certs)
+	docker compose up -d --build
+
+docker-down: ## stop the compose stack (volumes kept)
+	docker compose down
+
 check-delivery: ## static checks: docker compose config, nginx -t, actionlint
 	scripts/check_delivery.sh
