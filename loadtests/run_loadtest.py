@@ -188,8 +188,8 @@ def _start_worker(env: dict[str, str]) -> Service:
     port = harness.free_port()
     service = harness.spawn(
         "worker",
-        [harness.PYTHON, "-m", "loadtests.worker_with_metrics", str(port)],
-        {**env, "PYTHONPATH": str(harness.REPO)},
+        [harness.PYTHON, "-m", "server", "worker"],
+        {**env, "WORKER_METRICS_PORT": str(port)},
         port,
         log_path=harness.REPORTS / f"{CSV_PREFIX}-worker.log",
     )

@@ -79,6 +79,9 @@ class Settings:
     grpc_reflection: bool = True
     max_body_size: int = 1 << 20
     request_timeout: float = 30.0
+    # `storefront worker` / `scheduler` serve their own /metrics here when set (task runs and
+    # durations happen in those processes, which a gateway's /metrics cannot show).
+    worker_metrics_port: int | None = None
     db_pool_min: int = 2
     db_pool_max: int = 20
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -227,6 +230,8 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
     )
     if (v := get("MAX_BODY_SIZE")) is not None:
         values["max_body_size"] = _int("MAX_BODY_SIZE", v, minimum=1024)
+    if (v := get("WORKER_METRICS_PORT")) is not None:
+        values["worker_metrics_port"] = _int("WORKER_METRICS_PORT", v, minimum=1, maximum=65535)
     if (v := get("DB_POOL_MAX")) is not None:
         values["db_pool_max"] = _int("DB_POOL_MAX", v, minimum=1)
     settings = Settings(**values)  # type: ignore[arg-type]

@@ -45,6 +45,14 @@ def run(command: str, settings: Settings) -> int:
         pass
     else:
         uvloop.install()
+    if settings.worker_metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        from server import metrics
+
+        start_http_server(
+            settings.worker_metrics_port, addr=settings.host, registry=metrics.REGISTRY
+        )
     main = run_worker if command == "worker" else run_scheduler
     try:
         asyncio.run(main(settings))

@@ -19,7 +19,14 @@ import orjson
 import pytest_asyncio
 
 from server.context import build_context
-from tests.conftest import BASE_ENV, ApiClient, UserFactory, make_settings, start_gateway
+from tests.conftest import (
+    BASE_ENV,
+    ApiClient,
+    UserFactory,
+    free_port,
+    make_settings,
+    start_gateway,
+)
 from tests.orders_support import create_product
 from tests.workers.smtp import Mailbox, smtp_server
 
@@ -115,7 +122,12 @@ async def test_an_order_confirmation_is_mailed_by_the_worker(
                VALUES ('low_stock', 'admin@example.com', 'Low stock: kettle', '1 left')
                RETURNING id"""
         )
-        with storefront("worker", env) as worker, storefront("scheduler", env) as scheduler:
+        metrics_port = free_port()
+        worker_env = {**env, "WORKER_METRICS_PORT": str(metrics_port)}
+        with (
+            storefront("worker", worker_env) as worker,
+            storefront("scheduler", env) as scheduler,
+        ):
             await worker.wait_for_line("worker started")
             await scheduler.wait_for_line("scheduler started")
             # ... goes out once the scheduler has enqueued a delivery (it catches up on start).
@@ -160,6 +172,13 @@ async def test_an_order_confirmation_is_mailed_by_the_worker(
                     )
                 ),
                 True,
+            )
+            # The worker serves its own metrics: the deliveries it ran are counted there.
+            scraped = await api.get(f"http://127.0.0.1:{metrics_port}/metrics")
+            assert scraped.status == 200
+            assert (
+                b'taskiq_task_runs_total{outcome="success",task="storefront.outbox.deliver"}'
+                in (scraped.body)
             )
             assert worker.stop() == 0 and scheduler.stop() == 0
         # Each mail went out exactly once.
