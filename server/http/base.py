@@ -34,6 +34,8 @@ _JSON_TYPES = ("application/json", "application/problem+json")
 _BODY_METHODS = frozenset(("POST", "PUT", "PATCH"))
 _UNKNOWN_FIELD_RE = re.compile(r"unknown field `([^`]*)`")
 _MISSING_FIELD_RE = re.compile(r"missing required field `([^`]*)`")
+# `\u0000` preceded by an even number of backslashes: an escaped NUL, not an escaped backslash.
+_NUL_ESCAPE_RE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
@@ -278,6 +280,12 @@ class ApiHandler(tornado.web.RequestHandler):
     def parse_body(self, struct_type: type[T]) -> T:
         """Decode and validate the body; 400 when it is not JSON, 422 when it does not fit."""
         body = self.request.body or b"{}"
+        if _NUL_ESCAPE_RE.search(body):
+            # PostgreSQL text cannot hold NUL; refuse it here rather than fail in the database.
+            raise errors.ValidationFailed(
+                "text cannot contain NUL characters",
+                errors=[errors.FieldError("body", "a string contains \\u0000")],
+            )
         try:
             return msgspec.json.decode(body, type=struct_type, strict=True)
         except msgspec.ValidationError as exc:

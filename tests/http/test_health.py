@@ -56,3 +56,22 @@ async def test_responses_carry_a_date_and_no_server_banner(api: ApiClient) -> No
     assert parsedate_to_datetime(response.headers["Date"]).tzinfo is not None
     assert "Server" not in response.headers
     assert "Etag" not in response.headers  # validators only where they mean something
+
+
+async def test_a_nul_character_in_a_body_is_a_422_not_a_database_error(api: ApiClient) -> None:
+    response = await api.post(
+        "/api/v1/auth/register",
+        json={"email": "nul@example.com", "password": "long enough pw", "name": "a\x00b"},
+    )
+    assert response.status == 422, response
+    assert response.json()["errors"][0]["field"] == "body"
+
+
+async def test_a_nul_character_in_a_query_is_not_a_server_error(api: ApiClient) -> None:
+    for path in (
+        "/api/v1/products?q=%00",
+        "/api/v1/products?category=%00",
+        "/api/v1/orders?cursor=%00",
+    ):
+        response = await api.get(path)
+        assert response.status < 500, (path, response)
