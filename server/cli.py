@@ -165,6 +165,7 @@ async def _migrate(settings: Settings) -> int:
 async def _createadmin(settings: Settings, email: str, password: str) -> int:
     from server.context import build_context
     from server.db import users
+    from server.services.accounts import accounts_changed
     from server.services.passwords import hash_password
 
     if len(password) < 10:
@@ -176,6 +177,7 @@ async def _createadmin(settings: Settings, email: str, password: str) -> int:
     ctx = await build_context(settings)
     try:
         user, created = await users.upsert_admin(ctx.pool, email, await hash_password(password))
+        await accounts_changed(ctx)  # a promoted user's cached /auth/me retires
     finally:
         await ctx.close()
     print(f"{'created' if created else 'promoted'} admin {user.email} (id {user.id})")

@@ -172,8 +172,12 @@ class MeHandler(ApiHandler):
     }
 
     async def get(self) -> None:
-        user = await accounts.current_user(self.ctx, self.require_user())
-        self.send_json(User.of(user))
+        body = await accounts.current_user_json(self.ctx, self.require_user(), _encode_user)
+        self.send_json(body)
+
+
+def _encode_user(record: UserRecord) -> bytes:
+    return msgspec.json.encode(User.of(record))
 
 
 routes = [

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -111,6 +112,29 @@ async def logout(ctx: AppContext, principal: Principal, refresh_token: str) -> N
     if claims.user_id != principal.user_id:
         raise PermissionDenied("this refresh token belongs to another account")
     await revoke_family(ctx, claims.family_id)
+
+
+# GET /auth/me is read on every page of a storefront; the account is served from ctx.cache.
+# Accounts change only through `storefront createadmin`, which bumps USERS: with Redis every
+# gateway sees it within the cache's version bound (1 s); without Redis (one process) within
+# USER_CACHE_TTL. The token's own role is already as old as the token (up to 60 min).
+USERS = "users"
+USER_CACHE_TTL = 60.0
+
+
+async def current_user_json(
+    ctx: AppContext, principal: Principal, encode: Callable[[UserRecord], bytes]
+) -> bytes:
+    """The caller's account, serialised by `encode`, from the cache."""
+
+    async def load() -> bytes:
+        return encode(await current_user(ctx, principal))
+
+    return await ctx.cache.get_or_compute(USERS, f"id:{principal.user_id}", USER_CACHE_TTL, load)
+
+
+async def accounts_changed(ctx: AppContext) -> None:
+    await ctx.cache.bump(USERS)
 
 
 async def current_user(ctx: AppContext, principal: Principal) -> UserRecord:

@@ -376,3 +376,18 @@ async def test_a_body_at_the_limit_is_read(api: ApiClient, ctx: AppContext) -> N
         f"{AUTH}/login", body=body, headers={"Content-Type": "application/json"}
     )
     assert_problem(response, 401)
+
+
+async def test_me_is_cached_and_a_promotion_retires_it(
+    api: ApiClient, ctx: AppContext, make_user: UserFactory
+) -> None:
+    from server.services.accounts import accounts_changed
+
+    user, token = await make_user.create()
+    assert (await api.get("/api/v1/auth/me", token=token)).json()["role"] == "customer"
+    await ctx.pool.execute("UPDATE users SET role = 'admin' WHERE id = $1", user.id)
+    # Served from the cache until the account change is announced ...
+    assert (await api.get("/api/v1/auth/me", token=token)).json()["role"] == "customer"
+    await accounts_changed(ctx)  # what `storefront createadmin` does after promoting
+    # ... then read afresh.
+    assert (await api.get("/api/v1/auth/me", token=token)).json()["role"] == "admin"
