@@ -50,7 +50,7 @@ WHAT_EACH_SIDE_DOES = {
     FAST: "gateway, httptools connection: rate limiter (in-process, Rust) checked per request, "
     "Prometheus HTTP metrics, JSON access log line per request at INFO to a file, "
     "X-Request-ID + security headers, product body from the in-process cache (ready bytes), "
-    "/auth/me: JWT verified in Rust + one PostgreSQL read of the user",
+    "/auth/me: JWT verified in Rust + the account from the cache (ready bytes)",
     STOCK: "gateway, Tornado HTTP1Connection: everything the fast gateway does",
     REFERENCE: "FastAPI 1 uvicorn worker (uvloop, httptools), no access log, no metrics, no rate "
     "limiting, no request id: product body pre-encoded in memory (+ETag, "
