@@ -137,3 +137,54 @@ async def test_shutdown_lets_an_in_flight_request_finish_and_refuses_new_ones(
         await asyncio.wait_for(shutdown, 10)
     finally:
         client.close()
+
+
+async def test_serve_workers_runs_n_processes_on_one_port(database_url: str) -> None:
+    """`--workers 2`: two gateway processes share the REST and gRPC ports (SO_REUSEPORT)."""
+    import psutil
+
+    http_port, grpc_port = free_port(), free_port()
+    env = {**os.environ, **BASE_ENV, "DATABASE_URL": database_url}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "server",
+        "serve",
+        "--workers",
+        "2",
+        "--http-port",
+        str(http_port),
+        "--grpc-port",
+        str(grpc_port),
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = ApiClient(f"http://127.0.0.1:{http_port}")
+    try:
+
+        def listeners() -> set[int]:
+            pids = set()
+            for child in psutil.Process(process.pid).children():
+                for conn in child.net_connections(kind="tcp"):
+                    if conn.status == psutil.CONN_LISTEN and conn.laddr.port == http_port:
+                        pids.add(child.pid)
+            return pids
+
+        for _ in range(300):
+            if len(listeners()) == 2:
+                break
+            await asyncio.sleep(0.1)
+        assert len(listeners()) == 2
+        statuses = [(await client.get("/healthz")).status for _ in range(10)]
+        assert statuses == [200] * 10
+        assert await _grpc_health(grpc_port) == health_pb2.HealthCheckResponse.SERVING
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 30) == 0
+    finally:
+        client.close()
+        if process.returncode is None:
+            for child in psutil.Process(process.pid).children():
+                child.kill()
+            process.kill()
+            await process.wait()
