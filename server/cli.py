@@ -69,7 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"storefront: configuration error: {exc}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level)
+    # Only the gateway batches its lines (it flushes them on a timer, see runtime.serve).
+    configure_logging(settings.log_level, batched=args.command == "serve")
     configure_sentry(settings.sentry_dsn, settings.env)
     command = args.command
     if command == "serve":

@@ -14,17 +14,21 @@ from dataclasses import dataclass
 from typing import Literal
 
 import tornado.httpserver
+import tornado.ioloop
 import tornado.netutil
 import tornado.web
 
 from server.app import make_app
 from server.context import AppContext
+from server.observability import flush_logs
 from server.rpc.server import GrpcServer, build_grpc_server
 from workers.inprocess import GatewayJobs
 
 log = logging.getLogger(__name__)
 
 HttpImpl = Literal["fast", "tornado"]
+# Batched request-log lines reach stdout at most this late (milliseconds).
+LOG_FLUSH_MS = 100
 
 
 @dataclass
@@ -132,6 +136,8 @@ async def serve(
     print(
         f"gRPC  {addresses.host}:{addresses.grpc_port}  (storefront.v1, grpc.health.v1)", flush=True
     )
+    log_flusher = tornado.ioloop.PeriodicCallback(flush_logs, LOG_FLUSH_MS)
+    log_flusher.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -139,3 +145,5 @@ async def serve(
     await stop.wait()
     log.info("shutting down: draining in-flight requests for up to %.0fs", grace)
     await gateway.shutdown(grace)
+    log_flusher.stop()
+    flush_logs()
