@@ -6,11 +6,17 @@ from __future__ import annotations
 import itertools
 import time
 
+import grpc
+
+from server.context import build_context
+from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
 from tests.conftest import (
     RedisServer,
     Response,
     UserFactory,
+    make_settings,
     running_gateway,
+    start_gateway,
     wait_for,
 )
 
@@ -92,3 +98,35 @@ async def test_budgets_hold_locally_and_logins_fail_closed_while_redis_is_down(
             return (await api.post(LOGIN, json=body, headers=elsewhere())).status == 200
 
         await wait_for(login_works_again, timeout=10.0, interval=0.3)
+
+
+async def test_two_gateways_spend_one_anonymous_budget_over_grpc(
+    database_url: str, redis_url: str
+) -> None:
+    contexts, gateways, channels = [], [], []
+    try:
+        for _ in range(2):
+            ctx = await build_context(
+                make_settings(database_url, REDIS_URL=redis_url, RATE_LIMIT_ANON="3/minute")
+            )
+            gateway, addresses = await start_gateway(ctx, "fast")
+            contexts.append(ctx)
+            gateways.append(gateway)
+            channels.append(grpc.aio.insecure_channel(f"127.0.0.1:{addresses.grpc_port}"))
+        stubs = [products_pb2_grpc.ProductServiceStub(channel) for channel in channels]
+        codes = []
+        for n in range(5):
+            try:
+                await stubs[n % 2].ListProducts(products_pb2.ListProductsRequest(), timeout=5)
+                codes.append(grpc.StatusCode.OK)
+            except grpc.aio.AioRpcError as error:
+                codes.append(error.code())
+        # One budget of 3 across both processes, whichever one answers.
+        assert codes == [grpc.StatusCode.OK] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED] * 2
+    finally:
+        for channel in channels:
+            await channel.close()
+        for gateway in gateways:
+            await gateway.stop_servers(1.0)
+        for ctx in contexts:
+            await ctx.close()
