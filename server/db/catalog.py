@@ -14,6 +14,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
+from server.db import sql
 from server.services.errors import AlreadyExists, FieldError, NotFound, ValidationFailed
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -120,7 +121,7 @@ async def update_category(
     if not changes:
         return await get_category(conn, category_id)
     names = list(changes)
-    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
+    assignments = sql.assignments(names)
     try:
         row = await conn.fetchrow(
             f"UPDATE categories SET {assignments} WHERE id = $1 RETURNING {_CATEGORY_COLUMNS}",
@@ -170,11 +171,9 @@ def _product_write_error(exc: asyncpg.PostgresError) -> Exception:
 
 async def insert_product(conn: Executor, values: dict[str, Any]) -> Product:
     names = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
     try:
         row = await conn.fetchrow(
-            f"INSERT INTO products ({', '.join(names)}) VALUES ({placeholders}) "
-            f"RETURNING {PRODUCT_COLUMNS}",
+            f"INSERT INTO products {sql.insert_columns(names)} RETURNING {PRODUCT_COLUMNS}",
             *values.values(),
         )
     except (asyncpg.UniqueViolationError, asyncpg.ForeignKeyViolationError) as exc:
@@ -186,9 +185,7 @@ async def insert_product(conn: Executor, values: dict[str, Any]) -> Product:
 async def update_product(conn: Executor, product_id: int, changes: dict[str, Any]) -> Product:
     names = list(changes)
     # updated_at moves with every change: it is what the ETag is made of.
-    assignments = ", ".join(
-        [f"{name} = ${i}" for i, name in enumerate(names, start=2)] + ["updated_at = now()"]
-    )
+    assignments = sql.assignments(names, extra=["updated_at = now()"])
     try:
         row = await conn.fetchrow(
             f"UPDATE products SET {assignments} WHERE id = $1 RETURNING {PRODUCT_COLUMNS}",

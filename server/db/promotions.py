@@ -8,6 +8,7 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
+from server.db import sql
 from server.services.errors import AlreadyExists, NotFound, ValidationFailed
 
 PoolOrConnection: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -91,11 +92,9 @@ async def insert_promotion(
     conn: asyncpg.Connection | asyncpg.Pool, values: dict[str, Any]
 ) -> Promotion:
     names = list(values)
-    placeholders = ", ".join(f"${i}" for i in range(1, len(names) + 1))
     try:
         row = await conn.fetchrow(
-            f"INSERT INTO promotions ({', '.join(names)}) VALUES ({placeholders}) "
-            f"RETURNING {PROMOTION_COLUMNS}",
+            f"INSERT INTO promotions {sql.insert_columns(names)} RETURNING {PROMOTION_COLUMNS}",
             *values.values(),
         )
     except (asyncpg.UniqueViolationError, asyncpg.CheckViolationError) as exc:
@@ -108,7 +107,7 @@ async def update_promotion(
     conn: asyncpg.Connection, promotion_id: int, changes: dict[str, Any]
 ) -> Promotion:
     names = list(changes)
-    assignments = ", ".join(f"{name} = ${i}" for i, name in enumerate(names, start=2))
+    assignments = sql.assignments(names)
     try:
         row = await conn.fetchrow(
             f"UPDATE promotions SET {assignments} WHERE id = $1 RETURNING {PROMOTION_COLUMNS}",
