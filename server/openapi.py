@@ -22,8 +22,8 @@ its `access` table:
   declaration (malformed → 400), so docs and parsing agree.
 - `errors`: problem+json statuses beyond the ones derived automatically, which are:
   401 for any `access` other than "anyone", 403 for "admin"/"staff"/"owner", 404 when the path
-  has parameters, 400 with query parameters, 400/413/415/422 with a request body, and 429/503
-  everywhere.
+  has parameters, 413/415/422 with a request body, and 400/429/503 everywhere (400 also covers
+  malformed HTTP framing, which the connection refuses before any handler runs).
 - `also`: bodiless extra responses (e.g. `{304: "not modified"}`); `headers`: documented
   response headers of the success response; `content_type` for non-JSON pages.
 - Path parameters come from the route regex's groups: `(?P<product_id>[0-9]+)` becomes
@@ -78,7 +78,7 @@ limited (with `Retry-After`), 503 a dependency is down.
 
 PROBLEM_TYPE = "application/problem+json"
 _STATUS_TEXT = {
-    400: "Malformed JSON body or query parameter",
+    400: "Malformed request: JSON body, query parameter or HTTP framing",
     401: "Missing or invalid access token (`WWW-Authenticate: Bearer`)",
     403: "Authenticated, but not allowed",
     404: "Unknown, or not visible to the caller",
@@ -306,7 +306,8 @@ class _TypeRef:
 
 
 def _error_statuses(spec: Operation, access: str, has_path_params: bool) -> set[int]:
-    statuses = {429, 503, *spec.errors}
+    # Any request can be malformed at the HTTP level (framing, headers): 400 everywhere.
+    statuses = {400, 429, 503, *spec.errors}
     if access != "anyone":
         statuses.add(401)
     if access in ("admin", "staff", "owner"):
