@@ -10,7 +10,8 @@ import tornado.web
 from server.context import AppContext
 from server.http import auth, base, cart, catalog, docs, edge, health, orders, promotions, stats
 from server.http import metrics as metrics_http
-from server.http.bodylimit import BodyLimitedApplication
+from server.http.application import GatewayApplication
+from server.http.headers import canonical_name
 from server.observability import RequestLogger, bind_request_context
 from server.openapi import openapi_path
 from server.services.principal import Principal
@@ -27,7 +28,8 @@ def security_headers(ctx: AppContext) -> tuple[tuple[str, str], ...]:
     ]
     if ctx.settings.is_production:
         headers.append(("Strict-Transport-Security", "max-age=63072000; includeSubDomains"))
-    return tuple(headers)
+    # Canonical names: ApiHandler.clear() composes them into every response as they are.
+    return tuple((canonical_name(name), value) for name, value in headers)
 
 
 def feature_routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
@@ -50,7 +52,7 @@ def make_app(
     # Requests are logged and measured by route template, never by raw path.
     # The template is the route's OpenAPI path, so dashboards and the schema use one name.
     templates = {handler: openapi_path(pattern)[0] for pattern, handler in routes}
-    return BodyLimitedApplication(
+    return GatewayApplication(
         handlers,
         max_body_size=ctx.settings.max_body_size,
         default_handler_class=base.NotFoundHandler,

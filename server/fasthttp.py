@@ -73,6 +73,8 @@ import httptools
 from tornado import httputil, iostream
 from tornado.log import app_log, gen_log
 
+from server.http.headers import FAST_LAYOUT, RequestHeaders
+
 __all__ = ["FastHTTPConnection", "FastHTTPServer"]
 
 _HTTP11 = "HTTP/1.1"
@@ -132,32 +134,7 @@ for _n in (
         _NAMES[_v.encode()] = _n
 
 
-def _headers_layout_known() -> bool:
-    """True if HTTPHeaders keeps exactly the two dicts we fill directly.
-
-    tornado >= 6.5 stores ``_as_list`` (name -> values) and ``_combined_cache``
-    (name -> joined value, filled lazily). Building and reading those dicts
-    ourselves skips re-normalising every name and the ``get_all`` generator
-    on each request; any other layout falls back to the public API.
-    """
-    try:
-        h = httputil.HTTPHeaders()
-        h["X-A"] = "1"
-        h.add("x-a", "2")
-        probe = httputil.HTTPHeaders.__new__(httputil.HTTPHeaders)
-        probe._as_list = {"X-B": ["3", "4"]}
-        probe._combined_cache = {}
-        return (
-            set(vars(h)) == {"_as_list", "_combined_cache"}
-            and h._as_list == {"X-A": ["1", "2"]}
-            and probe["x-b"] == "3,4"
-            and list(probe.get_all()) == [("X-B", "3"), ("X-B", "4")]
-        )
-    except Exception:  # pragma: no cover - depends on the tornado version
-        return False
-
-
-_FAST_HEADERS = _headers_layout_known()
+_FAST_HEADERS = FAST_LAYOUT
 
 _TITLES = {
     400: "Bad Request",
@@ -172,7 +149,7 @@ _STATUS_LINES: dict[int, tuple[str, bytes]] = {
     for code, reason in httputil.responses.items()
 }
 
-_HTTPHeaders = httputil.HTTPHeaders
+_HTTPHeaders = RequestHeaders
 _new_headers = object.__new__
 _CONTINUE = b"HTTP/1.1 100 Continue\r\n\r\n"
 _LAST_CHUNK = b"0\r\n\r\n"
@@ -535,6 +512,7 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
         raw_method = parser.get_method()
         method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         fast = _FAST_HEADERS
+        headers: httputil.HTTPHeaders
         if fast:
             headers = _new_headers(_HTTPHeaders)
             as_list: dict[str, list[str]] = {}

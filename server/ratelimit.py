@@ -113,6 +113,7 @@ class RequestLimiter:
         self._redis = redis
         self._script = redis.register_script(GCRA_SCRIPT) if redis is not None else None
         self._redis_retry_at = 0.0
+        self._counters: dict[tuple[Scope, str], Any] = {}  # the metric's children, looked up once
 
     @property
     def shared(self) -> bool:
@@ -125,7 +126,12 @@ class RequestLimiter:
         Raises `Unavailable` for the login scope when the shared store does not answer.
         """
         decision = await self._decide(scope, key)
-        RATELIMIT_DECISIONS.labels(scope.value, "allowed" if decision.allowed else "limited").inc()
+        outcome = "allowed" if decision.allowed else "limited"
+        counter = self._counters.get((scope, outcome))
+        if counter is None:
+            counter = RATELIMIT_DECISIONS.labels(scope.value, outcome)
+            self._counters[scope, outcome] = counter
+        counter.inc()
         return decision
 
     async def _decide(self, scope: Scope, key: str) -> Decision:

@@ -2,11 +2,14 @@
 //! modules. Kept out of `lib.rs` so that it stays a thin surface, and out of
 //! the core modules so that they stay free of Python.
 
+use std::ptr;
 use std::str::FromStr;
 
 use pyo3::exceptions::PyTypeError;
+use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
+use pyo3::Borrowed;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::ser::{Error as _, SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -419,13 +422,45 @@ fn id_list(obj: Option<Bound<'_, PyAny>>, name: &str) -> PyResult<Vec<i64>> {
     Ok(ids)
 }
 
-/// Which of the four line fields `key` names: a pointer comparison against
-/// the interned names first (literal keys), then the text (keys built at run
-/// time, e.g. by a JSON decoder).
-fn line_field(key: &Bound<'_, PyAny>, interned: &[&Bound<'_, PyString>; 4]) -> Option<usize> {
-    if let Some(i) = interned.iter().position(|k| key.is(*k)) {
-        return Some(i);
+/// The values of the four line fields of `d` (`None` when absent), in one
+/// pass over its entries: keys are matched by identity with the interned
+/// names first, by text otherwise ([`line_field`]).
+fn line_fields<'py>(
+    d: &Bound<'py, PyDict>,
+    interned: &[&Bound<'py, PyString>; 4],
+) -> [Option<Bound<'py, PyAny>>; 4] {
+    let py = d.py();
+    let mut fields = [ptr::null_mut(); 4];
+    let (mut pos, mut key, mut value) = (0, ptr::null_mut(), ptr::null_mut());
+    // SAFETY: the GIL is held and `d` is a dict. `PyDict_Next` hands out
+    // borrowed references that stay valid while the dict is left unchanged,
+    // and nothing here runs Python code (pointer comparisons, or reading the
+    // text of a str).
+    while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key, &mut value) } != 0 {
+        let field = match interned.iter().position(|k| k.as_ptr() == key) {
+            Some(f) => Some(f),
+            // SAFETY: `key` is a valid borrowed reference (see above).
+            None => line_field(unsafe { &*Borrowed::from_ptr(py, key) }),
+        };
+        if let Some(f) = field {
+            fields[f] = value;
+        }
     }
+    // SAFETY: every non-NULL pointer is a borrowed reference still held by
+    // the dict; each becomes a strong reference of its own.
+    fields.map(|v| unsafe { Bound::from_borrowed_ptr_or_opt(py, v) })
+}
+
+/// The lines of a cart and, for each, the `int` to hand back as its
+/// `product_id`: the caller's own object when it is an exact `int` (no new
+/// allocation), a plain `int` otherwise.
+pub struct CartLines<'py> {
+    pub lines: Vec<Line>,
+    pub product_ids: Vec<Bound<'py, PyAny>>,
+}
+
+/// Which of the four line fields `key` names (by text; see [`line_fields`]).
+fn line_field(key: &Bound<'_, PyAny>) -> Option<usize> {
     match key.downcast::<PyString>().ok()?.to_str().ok()? {
         "product_id" => Some(0),
         "category_id" => Some(1),
@@ -436,7 +471,7 @@ fn line_field(key: &Bound<'_, PyAny>, interned: &[&Bound<'_, PyString>; 4]) -> O
 }
 
 /// `[{"product_id", "category_id", "unit_price", "quantity"}, ...]`
-pub fn extract_lines(lines: &Bound<'_, PyAny>) -> PyResult<Vec<Line>> {
+pub fn extract_lines<'py>(lines: &Bound<'py, PyAny>) -> PyResult<CartLines<'py>> {
     let py = lines.py();
     let interned = [
         intern!(py, "product_id"),
@@ -447,24 +482,25 @@ pub fn extract_lines(lines: &Bound<'_, PyAny>) -> PyResult<Vec<Line>> {
     let list = lines
         .downcast::<PyList>()
         .map_err(|_| invalid(format!("lines must be a list, not {}", type_name(lines))))?;
-    let mut out = Vec::with_capacity(list.len());
+    let mut out = CartLines {
+        lines: Vec::with_capacity(list.len()),
+        product_ids: Vec::with_capacity(list.len()),
+    };
     for (i, item) in list.iter().enumerate() {
         let d = item
             .downcast::<PyDict>()
             .map_err(|_| invalid(format!("lines[{i}] must be a dict")))?;
-        // One pass over the dict's entries instead of four hash lookups.
-        let mut fields: [Option<Bound<'_, PyAny>>; 4] = [None, None, None, None];
-        for (k, v) in d.iter() {
-            if let Some(f) = line_field(&k, &interned) {
-                fields[f] = Some(v);
-            }
-        }
-        let [product, category, price, quantity] = fields;
-        out.push(Line {
-            product_id: required_int(product, &|| format!("lines[{i}].product_id"))?,
+        let [product, category, price, quantity] = line_fields(d, &interned);
+        let product_id = required_int(product.clone(), &|| format!("lines[{i}].product_id"))?;
+        out.lines.push(Line {
+            product_id,
             category_id: int_value(category, true, &|| format!("lines[{i}].category_id"))?,
             unit_price: required_int(price, &|| format!("lines[{i}].unit_price"))?,
             quantity: required_int(quantity, &|| format!("lines[{i}].quantity"))?,
+        });
+        out.product_ids.push(match product {
+            Some(p) if p.is_exact_instance_of::<PyInt>() => p,
+            _ => product_id.into_pyobject(py)?.into_any(),
         });
     }
     Ok(out)
@@ -521,18 +557,30 @@ pub fn extract_promotion(promo: &Bound<'_, PyAny>) -> PyResult<Promotion> {
     )?)
 }
 
-pub fn priced_cart_to_py<'py>(py: Python<'py>, cart: &PricedCart) -> PyResult<Bound<'py, PyDict>> {
+/// The result of `price_cart`: `product_ids` are the objects from
+/// [`CartLines`], one per line.
+pub fn priced_cart_to_py<'py>(
+    py: Python<'py>,
+    cart: &PricedCart,
+    product_ids: &[Bound<'py, PyAny>],
+) -> PyResult<Bound<'py, PyDict>> {
     let k_product = intern!(py, "product_id");
     let k_sub = intern!(py, "line_subtotal");
     let k_disc = intern!(py, "line_discount");
     let k_total = intern!(py, "line_total");
     let mut items = Vec::with_capacity(cart.lines.len());
-    for l in &cart.lines {
+    for (l, product_id) in cart.lines.iter().zip(product_ids) {
         let d = PyDict::new(py);
-        d.set_item(k_product, l.product_id)?;
-        d.set_item(k_sub, l.line_subtotal)?;
+        let subtotal = l.line_subtotal.into_pyobject(py)?;
+        if std::env::var_os("NOREUSE").is_some() { d.set_item(k_product, l.product_id)?; } else { d.set_item(k_product, product_id)?; }
+        d.set_item(k_sub, &subtotal)?;
         d.set_item(k_disc, l.line_discount)?;
-        d.set_item(k_total, l.line_total)?;
+        // Nothing off: the total is the subtotal, the same object.
+        if l.line_discount == 0 && std::env::var_os("NOREUSE").is_none() {
+            d.set_item(k_total, subtotal)?;
+        } else {
+            d.set_item(k_total, l.line_total)?;
+        }
         items.push(d);
     }
     let lines = PyList::new(py, items)?;
@@ -564,5 +612,72 @@ mod tests {
         ] {
             assert!(!is_json_number(bad), "{bad}");
         }
+    }
+}
+
+// EXPERIMENT (temporary)
+pub fn exp_dicts(py: Python<'_>, n: usize, variant: u8) -> PyResult<Bound<'_, PyAny>> {
+    use pyo3::ffi;
+    use pyo3::sync::GILOnceCell;
+    static TEMPLATE: GILOnceCell<Py<PyDict>> = GILOnceCell::new();
+    let keys = [
+        intern!(py, "product_id"),
+        intern!(py, "line_subtotal"),
+        intern!(py, "line_discount"),
+        intern!(py, "line_total"),
+    ];
+    let template = TEMPLATE.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
+        let d = PyDict::new(py);
+        for k in keys {
+            d.set_item(k, py.None())?;
+        }
+        Ok(d.unbind())
+    })?;
+    let vals = |i: usize| -> [i64; 4] {
+        let i = i as i64;
+        [1000 + i, 5000 + i * 37, i % 3, 5000 + i * 37 - i % 3]
+    };
+    static SPLIT: GILOnceCell<Py<PyDict>> = GILOnceCell::new();
+    let split = SPLIT.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
+        let ns = PyDict::new(py);
+        py.run(
+            pyo3::ffi::c_str!("class L:\n    pass\no = L()\no.product_id = o.line_subtotal = o.line_discount = o.line_total = None\nd = o.__dict__\n"),
+            Some(&ns),
+            Some(&ns),
+        )?;
+        Ok(ns.get_item("d")?.unwrap().downcast_into::<PyDict>()?.unbind())
+    })?;
+    static INTS: GILOnceCell<Vec<PyObject>> = GILOnceCell::new();
+    let ints = INTS.get_or_init(py, || (0..4000i64).map(|i| i.into_pyobject(py).unwrap().into_any().unbind()).collect());
+    if variant == 0 {
+        let mut items = Vec::with_capacity(n);
+        for i in 0..n {
+            let d = PyDict::new(py);
+            for (k, v) in keys.iter().zip(vals(i)) {
+                d.set_item(k, v)?;
+            }
+            items.push(d);
+        }
+        return Ok(PyList::new(py, items)?.into_any());
+    }
+    unsafe {
+        let list = Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as isize))?;
+        for i in 0..n {
+            let dp = match variant {
+                1 => ffi::PyDict_New(),
+                2 => ffi::_PyDict_NewPresized(4),
+                3 | 4 => ffi::PyDict_Copy(template.as_ptr()),
+                _ => ffi::PyDict_Copy(split.as_ptr()),
+            };
+            let d = Bound::from_owned_ptr_or_err(py, dp)?;
+            for (k, v) in keys.iter().zip(vals(i)) {
+                let o = if variant == 4 || variant == 6 { ints[(v % 4000) as usize].bind(py).clone() } else { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(v))? };
+                if ffi::PyDict_SetItem(d.as_ptr(), k.as_ptr(), o.as_ptr()) < 0 {
+                    return Err(PyErr::fetch(py));
+                }
+            }
+            ffi::PyList_SET_ITEM(list.as_ptr(), i as isize, d.into_ptr());
+        }
+        Ok(list)
     }
 }

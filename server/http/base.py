@@ -22,6 +22,7 @@ from tornado import httputil
 from typing_extensions import override
 
 from server.context import AppContext
+from server.http.headers import canonical_name, headers_from
 from server.services import errors
 from server.services.principal import Principal
 
@@ -37,6 +38,10 @@ _MISSING_FIELD_RE = re.compile(r"missing required field `([^`]*)`")
 # `\u0000` preceded by an even number of backslashes: an escaped NUL, not an escaped backslash.
 _NUL_ESCAPE_RE = re.compile(rb"(?<!\\)(?:\\\\)*\\u0000")
 _PATH_RE = re.compile(r"at `\$\.?([^`]*)`")
+
+_CONTENT_TYPE = canonical_name("Content-Type")
+_DATE = canonical_name("Date")
+_REQUEST_ID = canonical_name("X-Request-ID")
 
 PROBLEM_CONTENT_TYPE = "application/problem+json"
 JSON_CONTENT_TYPE = "application/json"
@@ -173,12 +178,24 @@ class ApiHandler(tornado.web.RequestHandler):
 
     @override
     def clear(self) -> None:
-        # As tornado's clear(), less its per-request date formatting and its `Server: Tornado/x.y`
-        # header (no reason to announce the version).
-        self._headers = httputil.HTTPHeaders()
-        self._headers["Content-Type"] = JSON_CONTENT_TYPE
-        self._headers["Date"] = _http_date.now()
-        self.set_default_headers()
+        # As tornado's clear(), less its per-request Date formatting and its `Server: Tornado/x.y`
+        # header (no reason to announce the version). The gateway's own headers are the same few
+        # on every response, so they are composed directly rather than set (and re-checked) one by
+        # one; see server/http/headers.py.
+        if not hasattr(self, "request_id"):
+            # clear() runs again when an error replaces the response: the first id stays.
+            supplied = self.request.headers.get("X-Request-ID")
+            valid = supplied is not None and _REQUEST_ID_RE.match(supplied) is not None
+            self.request_id = supplied if valid else os.urandom(16).hex()  # type: ignore[assignment]
+        pairs = [
+            (_CONTENT_TYPE, JSON_CONTENT_TYPE),
+            (_DATE, _http_date.now()),
+            *self.application.settings["security_headers"],
+            (_REQUEST_ID, self.request_id),
+        ]
+        if self._sticky_headers:
+            pairs.extend(self._sticky_headers.items())
+        self._headers = headers_from(pairs)
         self._write_buffer: list[bytes] = []
         self._status_code = 200
         self._reason = "OK"
@@ -190,26 +207,27 @@ class ApiHandler(tornado.web.RequestHandler):
         return None
 
     @override
-    def set_default_headers(self) -> None:
-        headers = self._headers
-        for name, value in self.application.settings["security_headers"]:
-            headers[name] = value
-        # clear() calls this again when an error replaces the response: keep the first id.
-        if not hasattr(self, "request_id"):
-            supplied = self.request.headers.get("X-Request-ID")
-            valid = supplied is not None and _REQUEST_ID_RE.match(supplied) is not None
-            self.request_id = supplied if valid else os.urandom(16).hex()  # type: ignore[assignment]
-        headers["X-Request-ID"] = self.request_id
-        if self._sticky_headers:
-            for name, value in self._sticky_headers.items():
-                headers[name] = value
+    def check_etag_header(self) -> bool:
+        # Tornado only asks when the handler set no ETag, and then there is nothing to match
+        # (compute_etag is None); handlers that set one answer If-None-Match themselves.
+        return False
+
+    def set_own_sticky_headers(self, headers: dict[str, str]) -> None:
+        """`set_sticky_header` for headers the gateway composes itself: canonical names and plain
+        token values (numbers), so the per-value checks of `set_header` are skipped."""
+        if self._sticky_headers is None:
+            self._sticky_headers = {}
+        self._sticky_headers.update(headers)
+        response = self._headers
+        for name, value in headers.items():
+            response[name] = value
 
     def set_sticky_header(self, name: str, value: str) -> None:
         """Set a header that stays when an error replaces the response (rate limits, CORS)."""
         if self._sticky_headers is None:
             self._sticky_headers = {}
-        self._sticky_headers[name] = value
-        self.set_header(name, value)
+        self.set_header(name, value)  # checks the value
+        self._sticky_headers[canonical_name(name)] = value
 
     @override
     async def prepare(self) -> None:

@@ -15,6 +15,7 @@ import tornado.httputil
 from server.context import AppContext
 from server.http.base import ApiHandler
 from server.http.cors import CorsPolicy
+from server.http.headers import canonical_name
 from server.ratelimit import Decision, Network, RequestLimiter, Scope, client_address
 from server.services.errors import RateLimited, Unauthenticated
 
@@ -31,9 +32,13 @@ def client_ip(request: tornado.httputil.HTTPServerRequest, trusted: Sequence[Net
 
 def apply_decision(handler: ApiHandler, decision: Decision) -> None:
     """Put the budget on the response (it survives an error answer); 429 when it is spent."""
-    for name, value in decision.headers().items():
-        if name != "Retry-After":  # the 429 answer sets it from the error
-            handler.set_sticky_header(name, value)
+    handler.set_own_sticky_headers(
+        {
+            canonical_name(name): value
+            for name, value in decision.headers().items()
+            if name != "Retry-After"  # the 429 answer sets it from the error
+        }
+    )
     if not decision.allowed:
         raise RateLimited(retry_after=decision.retry_after_seconds)
 
