@@ -30,7 +30,8 @@ def _app() -> GatewayApplication:
 
 def _route(app: GatewayApplication, path: str) -> tuple[object, ...]:
     start = httputil.RequestStartLine("GET", path, "HTTP/1.1")
-    delegate = app.find_handler(httputil.HTTPServerRequest(start_line=start))
+    headers = httputil.HTTPHeaders({"Host": "shop.test"})
+    delegate = app.find_handler(httputil.HTTPServerRequest(start_line=start, headers=headers))
     return (
         delegate.handler_class,
         delegate.handler_kwargs,
