@@ -233,32 +233,10 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add_function(wrap_pyfunction!(jwt_encode, m)?)?;
     m.add_function(wrap_pyfunction!(price_cart, m)?)?;
-    m.add_function(wrap_pyfunction!(_exp_dicts, m)?)?;
-    m.add_function(wrap_pyfunction!(_exp_stage, m)?)?;
     m.add_class::<JwtVerifier>()?;
     m.add_class::<RateLimiter>()?;
     m.add("JwtError", py.get_type::<JwtError>())?;
     m.add("PricingError", py.get_type::<PricingError>())?;
     m.add("RateLimitError", py.get_type::<RateLimitError>())?;
     Ok(())
-}
-
-// EXPERIMENT (temporary)
-#[pyfunction]
-fn _exp_dicts(py: Python<'_>, n: usize, variant: u8) -> PyResult<Bound<'_, PyAny>> {
-    pyconv::exp_dicts(py, n, variant)
-}
-#[pyfunction]
-#[pyo3(signature = (lines, promotion, stage))]
-fn _exp_stage(lines: &Bound<'_, PyAny>, promotion: &Bound<'_, PyAny>, stage: u8) -> PyResult<usize> {
-    let l = pyconv::extract_lines(lines)?;
-    if stage == 0 {
-        return Ok(l.lines.len());
-    }
-    let p = pyconv::extract_promotion(promotion)?;
-    if stage == 1 {
-        return Ok(p.product_ids.len());
-    }
-    let cart = pricing::price_cart(&l.lines, Some(&p), 825, "EUR")?;
-    Ok(cart.lines.len())
 }

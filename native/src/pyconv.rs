@@ -9,7 +9,6 @@ use pyo3::exceptions::PyTypeError;
 use pyo3::ffi;
 use pyo3::intern;
 use pyo3::prelude::*;
-use pyo3::Borrowed;
 use pyo3::types::{PyBool, PyDict, PyFloat, PyInt, PyList, PyString, PyTuple};
 use serde::ser::{Error as _, SerializeMap, SerializeSeq};
 use serde::{Serialize, Serializer};
@@ -359,6 +358,18 @@ fn invalid(msg: String) -> PricingFailure {
     PricingFailure::Invalid(msg)
 }
 
+/// `obj` when it is an exact `int` that fits in i64, read with one C call.
+fn exact_i64(obj: &Bound<'_, PyAny>) -> Option<i64> {
+    if !obj.is_exact_instance_of::<PyInt>() {
+        return None;
+    }
+    let mut overflow = 0;
+    // SAFETY: the GIL is held and `obj` is an exact int, for which this call
+    // neither fails nor runs Python code; out of range, it sets `overflow`.
+    let v = unsafe { ffi::PyLong_AsLongLongAndOverflow(obj.as_ptr(), &mut overflow) };
+    (overflow == 0).then_some(v)
+}
+
 /// An int (not bool) that fits in i64; `Ok(None)` when `obj` is None and
 /// `optional`.
 fn int_value(
@@ -371,12 +382,9 @@ fn int_value(
         None => return Err(invalid(format!("{} is required", what()))),
         Some(o) => o,
     };
-    // Fast path: an exact int (bool is a subclass, so never exact).
-    if let Ok(i) = obj.downcast_exact::<PyInt>() {
-        return i
-            .extract::<i64>()
-            .map(Some)
-            .map_err(|_| invalid(format!("{} is out of the 64-bit range", what())));
+    // Fast path: an exact int (bool is a subclass, so never exact) that fits.
+    if let Some(v) = exact_i64(&obj) {
+        return Ok(Some(v));
     }
     if obj.is_none() && optional {
         return Ok(None);
@@ -430,25 +438,25 @@ fn line_fields<'py>(
     interned: &[&Bound<'py, PyString>; 4],
 ) -> [Option<Bound<'py, PyAny>>; 4] {
     let py = d.py();
-    let mut fields = [ptr::null_mut(); 4];
-    let (mut pos, mut key, mut value) = (0, ptr::null_mut(), ptr::null_mut());
-    // SAFETY: the GIL is held and `d` is a dict. `PyDict_Next` hands out
-    // borrowed references that stay valid while the dict is left unchanged,
-    // and nothing here runs Python code (pointer comparisons, or reading the
-    // text of a str).
-    while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key, &mut value) } != 0 {
-        let field = match interned.iter().position(|k| k.as_ptr() == key) {
-            Some(f) => Some(f),
-            // SAFETY: `key` is a valid borrowed reference (see above).
-            None => line_field(unsafe { &*Borrowed::from_ptr(py, key) }),
+    let mut fields = [None, None, None, None];
+    let (mut pos, mut key_ptr, mut value_ptr) = (0, ptr::null_mut(), ptr::null_mut());
+    // SAFETY: the GIL is held and `d` is a dict; PyDict_Next stays in bounds
+    // even if the dict changes between calls.
+    while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key_ptr, &mut value_ptr) } != 0 {
+        // SAFETY: borrowed references to the entry just read, made strong
+        // before anything runs that could change the dict.
+        let (key, value) = unsafe {
+            (
+                Bound::from_borrowed_ptr(py, key_ptr),
+                Bound::from_borrowed_ptr(py, value_ptr),
+            )
         };
-        if let Some(f) = field {
-            fields[f] = value;
+        let field = interned.iter().position(|k| key.is(*k));
+        if let Some(f) = field.or_else(|| line_field(&key)) {
+            fields[f] = Some(value);
         }
     }
-    // SAFETY: every non-NULL pointer is a borrowed reference still held by
-    // the dict; each becomes a strong reference of its own.
-    fields.map(|v| unsafe { Bound::from_borrowed_ptr_or_opt(py, v) })
+    fields
 }
 
 /// The lines of a cart and, for each, the `int` to hand back as its
@@ -572,11 +580,11 @@ pub fn priced_cart_to_py<'py>(
     for (l, product_id) in cart.lines.iter().zip(product_ids) {
         let d = PyDict::new(py);
         let subtotal = l.line_subtotal.into_pyobject(py)?;
-        if std::env::var_os("NOREUSE").is_some() { d.set_item(k_product, l.product_id)?; } else { d.set_item(k_product, product_id)?; }
+        d.set_item(k_product, product_id)?;
         d.set_item(k_sub, &subtotal)?;
         d.set_item(k_disc, l.line_discount)?;
         // Nothing off: the total is the subtotal, the same object.
-        if l.line_discount == 0 && std::env::var_os("NOREUSE").is_none() {
+        if l.line_discount == 0 {
             d.set_item(k_total, subtotal)?;
         } else {
             d.set_item(k_total, l.line_total)?;
@@ -612,72 +620,5 @@ mod tests {
         ] {
             assert!(!is_json_number(bad), "{bad}");
         }
-    }
-}
-
-// EXPERIMENT (temporary)
-pub fn exp_dicts(py: Python<'_>, n: usize, variant: u8) -> PyResult<Bound<'_, PyAny>> {
-    use pyo3::ffi;
-    use pyo3::sync::GILOnceCell;
-    static TEMPLATE: GILOnceCell<Py<PyDict>> = GILOnceCell::new();
-    let keys = [
-        intern!(py, "product_id"),
-        intern!(py, "line_subtotal"),
-        intern!(py, "line_discount"),
-        intern!(py, "line_total"),
-    ];
-    let template = TEMPLATE.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
-        let d = PyDict::new(py);
-        for k in keys {
-            d.set_item(k, py.None())?;
-        }
-        Ok(d.unbind())
-    })?;
-    let vals = |i: usize| -> [i64; 4] {
-        let i = i as i64;
-        [1000 + i, 5000 + i * 37, i % 3, 5000 + i * 37 - i % 3]
-    };
-    static SPLIT: GILOnceCell<Py<PyDict>> = GILOnceCell::new();
-    let split = SPLIT.get_or_try_init(py, || -> PyResult<Py<PyDict>> {
-        let ns = PyDict::new(py);
-        py.run(
-            pyo3::ffi::c_str!("class L:\n    pass\no = L()\no.product_id = o.line_subtotal = o.line_discount = o.line_total = None\nd = o.__dict__\n"),
-            Some(&ns),
-            Some(&ns),
-        )?;
-        Ok(ns.get_item("d")?.unwrap().downcast_into::<PyDict>()?.unbind())
-    })?;
-    static INTS: GILOnceCell<Vec<PyObject>> = GILOnceCell::new();
-    let ints = INTS.get_or_init(py, || (0..4000i64).map(|i| i.into_pyobject(py).unwrap().into_any().unbind()).collect());
-    if variant == 0 {
-        let mut items = Vec::with_capacity(n);
-        for i in 0..n {
-            let d = PyDict::new(py);
-            for (k, v) in keys.iter().zip(vals(i)) {
-                d.set_item(k, v)?;
-            }
-            items.push(d);
-        }
-        return Ok(PyList::new(py, items)?.into_any());
-    }
-    unsafe {
-        let list = Bound::from_owned_ptr_or_err(py, ffi::PyList_New(n as isize))?;
-        for i in 0..n {
-            let dp = match variant {
-                1 => ffi::PyDict_New(),
-                2 => ffi::_PyDict_NewPresized(4),
-                3 | 4 => ffi::PyDict_Copy(template.as_ptr()),
-                _ => ffi::PyDict_Copy(split.as_ptr()),
-            };
-            let d = Bound::from_owned_ptr_or_err(py, dp)?;
-            for (k, v) in keys.iter().zip(vals(i)) {
-                let o = if variant == 4 || variant == 6 { ints[(v % 4000) as usize].bind(py).clone() } else { Bound::from_owned_ptr_or_err(py, ffi::PyLong_FromLongLong(v))? };
-                if ffi::PyDict_SetItem(d.as_ptr(), k.as_ptr(), o.as_ptr()) < 0 {
-                    return Err(PyErr::fetch(py));
-                }
-            }
-            ffi::PyList_SET_ITEM(list.as_ptr(), i as isize, d.into_ptr());
-        }
-        Ok(list)
     }
 }
