@@ -437,26 +437,34 @@ fn line_fields<'py>(
     d: &Bound<'py, PyDict>,
     interned: &[&Bound<'py, PyString>; 4],
 ) -> [Option<Bound<'py, PyAny>>; 4] {
-    let py = d.py();
-    let mut fields = [None, None, None, None];
-    let (mut pos, mut key_ptr, mut value_ptr) = (0, ptr::null_mut(), ptr::null_mut());
-    // SAFETY: the GIL is held and `d` is a dict; PyDict_Next stays in bounds
-    // even if the dict changes between calls.
-    while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key_ptr, &mut value_ptr) } != 0 {
-        // SAFETY: borrowed references to the entry just read, made strong
-        // before anything runs that could change the dict.
-        let (key, value) = unsafe {
-            (
-                Bound::from_borrowed_ptr(py, key_ptr),
-                Bound::from_borrowed_ptr(py, value_ptr),
-            )
-        };
-        let field = interned.iter().position(|k| key.is(*k));
-        if let Some(f) = field.or_else(|| line_field(&key)) {
-            fields[f] = Some(value);
+    let mut fields = [ptr::null_mut(); 4];
+    let (mut pos, mut key, mut value) = (0, ptr::null_mut(), ptr::null_mut());
+    // SAFETY: the GIL is held and `d` is a dict. PyDict_Next hands out
+    // borrowed references, valid while the dict is unchanged; nothing in this
+    // loop can change it (pointer comparisons, and `line_field`, which
+    // neither allocates nor runs Python code).
+    while unsafe { ffi::PyDict_Next(d.as_ptr(), &mut pos, &mut key, &mut value) } != 0 {
+        let field = interned.iter().position(|k| k.as_ptr() == key);
+        if let Some(f) = field.or_else(|| line_field(key)) {
+            fields[f] = value;
         }
     }
-    fields
+    // SAFETY: still borrowed from the unchanged dict; each becomes a strong
+    // reference.
+    fields.map(|v| unsafe { Bound::from_borrowed_ptr_or_opt(d.py(), v) })
+}
+
+/// Which of the four line fields `key` (a valid reference) names, by text:
+/// keys built at run time (e.g. by a JSON decoder), `str` subclasses.
+fn line_field(key: *mut ffi::PyObject) -> Option<usize> {
+    // SAFETY: the GIL is held and `key` is valid; the comparison is only made
+    // on a str, and never fails, allocates or runs Python code.
+    if unsafe { ffi::PyUnicode_Check(key) } == 0 {
+        return None;
+    }
+    [c"product_id", c"category_id", c"unit_price", c"quantity"]
+        .iter()
+        .position(|name| unsafe { ffi::PyUnicode_CompareWithASCIIString(key, name.as_ptr()) } == 0)
 }
 
 /// The lines of a cart and, for each, the `int` to hand back as its
@@ -465,17 +473,6 @@ fn line_fields<'py>(
 pub struct CartLines<'py> {
     pub lines: Vec<Line>,
     pub product_ids: Vec<Bound<'py, PyAny>>,
-}
-
-/// Which of the four line fields `key` names (by text; see [`line_fields`]).
-fn line_field(key: &Bound<'_, PyAny>) -> Option<usize> {
-    match key.downcast::<PyString>().ok()?.to_str().ok()? {
-        "product_id" => Some(0),
-        "category_id" => Some(1),
-        "unit_price" => Some(2),
-        "quantity" => Some(3),
-        _ => None,
-    }
 }
 
 /// `[{"product_id", "category_id", "unit_price", "quantity"}, ...]`
@@ -576,6 +573,7 @@ pub fn priced_cart_to_py<'py>(
     let k_sub = intern!(py, "line_subtotal");
     let k_disc = intern!(py, "line_discount");
     let k_total = intern!(py, "line_total");
+    debug_assert_eq!(cart.lines.len(), product_ids.len());
     let mut items = Vec::with_capacity(cart.lines.len());
     for (l, product_id) in cart.lines.iter().zip(product_ids) {
         let d = PyDict::new(py);

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import sys
 from typing import Any
 
 import pytest
@@ -303,6 +305,88 @@ def test_bad_input_is_pricing_error(name: str) -> None:
         price_cart(lines, **kwargs)
     with pytest.raises(ref.ReferencePricingError):
         ref.price_cart(lines, **kwargs)
+
+
+# ---------------------------------------------------------------------------
+# unusual but valid input: the paths beside the fast one (identical interned
+# keys, exact ints)
+# ---------------------------------------------------------------------------
+
+
+class _Int(int):
+    pass
+
+
+class _Dict(dict):  # type: ignore[type-arg]
+    pass
+
+
+class _Str(str):
+    __slots__ = ()
+
+
+def test_keys_built_at_run_time() -> None:
+    # json.loads makes its own key strings: matched by text, not identity.
+    text = (
+        '[{"product_id": 7, "category_id": 2, "unit_price": 1999, "quantity": 3},'
+        ' {"quantity": 2, "unit_price": 5, "product_id": 8, "note": "gift"}]'
+    )
+    lines = json.loads(text)
+    assert all(k is not sys.intern(k) for k in lines[0])
+    promo = {"kind": "percent", "value": 10, "category_ids": [2]}
+    r = assert_agree(lines, promotion=promo)
+    assert [e["line_subtotal"] for e in r["lines"]] == [5997, 10]
+    assert discounts(r) == [600, 0]
+    keys = [_Str(k) for k in ("product_id", "unit_price", "quantity")]
+    r = price_cart([dict(zip(keys, (3, 250, 2), strict=True))])
+    assert (r["lines"][0]["product_id"], r["total"]) == (3, 500)
+
+
+def test_keys_that_are_not_field_names_are_ignored() -> None:
+    odd: dict[Any, Any] = {"\ud800": 1, 3: "x", None: 1, "quantityx": 9, b"quantity": 9}
+    r = price_cart([{**odd, **line(1, 40, 2)}])
+    assert (r["subtotal"], r["lines"][0]["product_id"]) == (80, 1)
+
+
+def test_int_and_dict_subclasses() -> None:
+    lines = [
+        _Dict(product_id=_Int(5), category_id=_Int(1), unit_price=_Int(300), quantity=_Int(2)),
+        _Dict(line(6, 10, 1)),
+    ]
+    r = assert_agree(lines, promotion={"kind": "fixed", "value": 50})
+    assert discounts(r) == [50, 0]
+    # Amounts come back as plain ints, whatever came in.
+    assert all(type(v) is int for entry in r["lines"] for v in entry.values())
+
+
+def test_product_id_comes_back_equal() -> None:
+    big = [line(2**62, 3, 1, cat=-(2**63)), line(-(2**63), 0, 1), line(I64_MAX, 1, 2)]
+    r = assert_agree(big, promotion={"kind": "percent", "value": 100, "category_ids": [-(2**63)]})
+    assert [e["product_id"] for e in r["lines"]] == [2**62, -(2**63), I64_MAX]
+    assert [e["line_total"] for e in r["lines"]] == [0, 0, 2]
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        ([line(1, 2**63, 1)], "lines[0].unit_price is out of the 64-bit range"),
+        (
+            [line(1, 1, 1), line(-(2**63) - 1, 1, 1)],
+            "lines[1].product_id is out of the 64-bit range",
+        ),
+        ([line(1, 1, 1, cat=2**70)], "lines[0].category_id is out of the 64-bit range"),
+        ([line(1, 1, _Int(2**64))], "lines[0].quantity is out of the 64-bit range"),
+        ([line(1, 1, True)], "lines[0].quantity must be an int, not bool"),
+        ([line(1, 1, 1, cat=1.0)], "lines[0].category_id must be an int, not float"),
+        (json.loads('[{"product_id": 1, "unit_price": 1}]'), "lines[0].quantity is required"),
+        ([{"product_id": 1, "quantity": 1}, "x"], "lines[0].unit_price is required"),
+        ([line(1, 1, 1), "x"], "lines[1] must be a dict"),
+    ],
+)
+def test_bad_line_messages(lines: list[Any], message: str) -> None:
+    with pytest.raises(PricingError) as info:
+        price_cart(lines)
+    assert str(info.value) == message
 
 
 def test_pricing_error_is_value_error() -> None:
