@@ -12,6 +12,7 @@ from server.http import auth, base, cart, catalog, docs, edge, health, orders, p
 from server.http import metrics as metrics_http
 from server.http.application import GatewayApplication
 from server.http.headers import canonical_name
+from server.http.replay import Replayer
 from server.observability import RequestLogger, bind_request_context
 from server.openapi import openapi_path
 from server.services.principal import Principal
@@ -52,6 +53,14 @@ def make_app(
     # Requests are logged and measured by route template, never by raw path.
     # The template is the route's OpenAPI path, so dashboards and the schema use one name.
     templates = {handler: openapi_path(pattern)[0] for pattern, handler in routes}
+    request_logger = RequestLogger(templates)
+    inflight = base.InFlight()
+    # Replayed responses skip the handler, so only with the edge they were built for.
+    replayer = (
+        Replayer(ctx.limiter, ctx.settings.trusted_proxies, request_logger, inflight)
+        if before_request is None
+        else None
+    )
     return GatewayApplication(
         handlers,
         max_body_size=ctx.settings.max_body_size,
@@ -60,8 +69,9 @@ def make_app(
         security_headers=security_headers(ctx),
         authenticator=authenticator or ctx.tokens.authenticate_header,
         before_request=bind_request_context(before_request or edge.build_before_request(ctx)),
-        log_function=RequestLogger(templates),
+        log_function=request_logger,
+        replayer=replayer,
         serve_traceback=ctx.settings.debug,
-        inflight=base.InFlight(),
+        inflight=inflight,
         **settings,
     )

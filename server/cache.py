@@ -131,6 +131,21 @@ class Cache:
             version = local_next
         self._versions[namespace] = (time.monotonic(), version)
 
+    def known_version(self, namespace: str) -> int | None:
+        """The namespace's version when this process knows it to be current without asking Redis
+        (read within `version_ttl`, or no Redis at all); None when it would have to ask."""
+        cached = self._versions.get(namespace)
+        if self.redis is None:
+            return cached[1] if cached is not None else 0
+        if cached is not None and time.monotonic() - cached[0] < self.version_ttl:
+            return cached[1]
+        return None
+
+    def count_hit(self, namespace: str) -> None:
+        """Count a read served from this process's memory outside `get_or_compute` (a replayed
+        response, server/http/replay.py), so the hit rate still covers every read."""
+        self._count(namespace, "local_hit")
+
     # ---- versions ---------------------------------------------------------------------------
 
     def _version_key(self, namespace: str) -> str:

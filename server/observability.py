@@ -171,22 +171,38 @@ class RequestLogger:
 
     def __call__(self, handler: tornado.web.RequestHandler) -> None:
         request = handler.request
-        status = handler.get_status()
-        seconds = request.request_time()
-        route = self.templates.get(type(handler), metrics.UNMATCHED_ROUTE)
-        method = request.method or "GET"
+        self.record(
+            request.method or "GET",
+            request.path,
+            self.templates.get(type(handler), metrics.UNMATCHED_ROUTE),
+            handler.get_status(),
+            request.request_time(),
+            getattr(handler, "request_id", None),
+            _user_id(handler),
+        )
+
+    def record(
+        self,
+        method: str,
+        path: str,
+        route: str,
+        status: int,
+        seconds: float,
+        request_id: str | None,
+        user_id: int | None,
+    ) -> None:
+        """The metrics and the log line of one finished request (also of a replayed one)."""
         metrics.observe_http(method, route, status, seconds)
         level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
         if not access_log.isEnabledFor(level):
             return
-        path = request.path
         fields = {
-            "request_id": getattr(handler, "request_id", None),
+            "request_id": request_id,
             "method": method,
             "path": path,
             "status": status,
             "duration_ms": round(seconds * 1000.0, 3),
-            "user_id": _user_id(handler),
+            "user_id": user_id,
         }
         sink = _direct_sink(level)
         if sink is None:

@@ -126,13 +126,34 @@ class RequestLimiter:
         Raises `Unavailable` for the login scope when the shared store does not answer.
         """
         decision = await self._decide(scope, key)
+        self.count(scope, decision)
+        return decision
+
+    def try_spend_local(self, scope: Scope, key: str) -> Decision | None:
+        """`try_spend` without waiting, for budgets kept in this process; None when they are
+        shared through Redis (the caller must await `try_spend`)."""
+        if self._script is not None:
+            return None
+        decision = self._check_local(scope, key)
+        if decision.allowed:
+            self.count(scope, decision)
+        return decision
+
+    async def try_spend(self, scope: Scope, key: str) -> Decision:
+        """`check`, except that a refusal is not counted: GCRA spends nothing on a refusal, and
+        the caller answers it through the handler, which checks again and counts it then."""
+        decision = await self._decide(scope, key)
+        if decision.allowed:
+            self.count(scope, decision)
+        return decision
+
+    def count(self, scope: Scope, decision: Decision) -> None:
         outcome = "allowed" if decision.allowed else "limited"
         counter = self._counters.get((scope, outcome))
         if counter is None:
             counter = RATELIMIT_DECISIONS.labels(scope.value, outcome)
             self._counters[scope, outcome] = counter
         counter.inc()
-        return decision
 
     async def _decide(self, scope: Scope, key: str) -> Decision:
         if self._script is not None and time.monotonic() >= self._redis_retry_at:

@@ -7,6 +7,9 @@ The memo is bounded (it is emptied when full, so a scan of random paths costs wh
 and only holds paths that matched a route, never 404s. Apps whose rules could depend on more than
 the path (host rules, custom matchers, nested routers) are routed by Tornado every time.
 
+With a `replayer` setting (server/http/replay.py), each request first meets a delegate that may
+answer it from an offered response; every other request is routed as above.
+
 Tornado's template UI modules are dropped too: a JSON API renders no templates, and the stock
 `RequestHandler.__init__` builds a namespace of them for every request.
 """
@@ -20,6 +23,7 @@ from tornado import httputil, routing
 from typing_extensions import override
 
 from server.http.bodylimit import BodyLimitedApplication
+from server.http.replay import Replayer, ReplayingDelegate
 
 _Route = tuple[type[tornado.web.RequestHandler], dict[str, Any], list[bytes], dict[str, bytes]]
 
@@ -33,6 +37,19 @@ class GatewayApplication(BodyLimitedApplication):
         self.ui_methods = {}
         self._routes: dict[str, _Route] = {}
         self._memo_enabled = self._routes_depend_on_path_only()
+
+    @override
+    def start_request(
+        self, server_conn: object, request_conn: httputil.HTTPConnection
+    ) -> httputil.HTTPMessageDelegate:
+        replayer: Replayer | None = self.settings.get("replayer")
+        if replayer is None:
+            return super().start_request(server_conn, request_conn)
+
+        def route() -> httputil.HTTPMessageDelegate:
+            return BodyLimitedApplication.start_request(self, server_conn, request_conn)
+
+        return ReplayingDelegate(replayer, request_conn, route)
 
     @override
     def add_handlers(self, host_pattern: str, host_handlers: Any) -> None:

@@ -12,6 +12,7 @@ import logging
 import os
 import re
 import time
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any, TypeVar
 
@@ -22,7 +23,7 @@ from tornado import httputil
 from typing_extensions import override
 
 from server.context import AppContext
-from server.http.headers import canonical_name, headers_from
+from server.http.headers import canonical_name, headers_from, replayable
 from server.services import errors
 from server.services.principal import Principal
 
@@ -116,6 +117,13 @@ def validation_errors(exc: msgspec.ValidationError) -> list[errors.FieldError]:
     return [errors.FieldError(field or "body", text)]
 
 
+def request_id_for(supplied: str | None) -> str:
+    """The caller's X-Request-ID when it is a sane token, else a new random one."""
+    if supplied is not None and _REQUEST_ID_RE.match(supplied) is not None:
+        return supplied
+    return os.urandom(16).hex()
+
+
 class _HttpDate:
     """The `Date` header, formatted once a second rather than once a request."""
 
@@ -133,6 +141,7 @@ class _HttpDate:
 
 
 _http_date = _HttpDate()
+http_date = _http_date.now
 
 
 class InFlight:
@@ -169,6 +178,7 @@ class ApiHandler(tornado.web.RequestHandler):
     _principal_resolved: bool
     _counted: bool = False
     _sticky_headers: dict[str, str] | None = None
+    _replay_offer: dict[str, Any] | None = None
 
     @override
     def initialize(self, ctx: AppContext) -> None:
@@ -184,9 +194,7 @@ class ApiHandler(tornado.web.RequestHandler):
         # one; see server/http/headers.py.
         if not hasattr(self, "request_id"):
             # clear() runs again when an error replaces the response: the first id stays.
-            supplied = self.request.headers.get("X-Request-ID")
-            valid = supplied is not None and _REQUEST_ID_RE.match(supplied) is not None
-            self.request_id = supplied if valid else os.urandom(16).hex()  # type: ignore[assignment]
+            self.request_id = request_id_for(self.request.headers.get("X-Request-ID"))
         pairs = [
             (_CONTENT_TYPE, JSON_CONTENT_TYPE),
             (_DATE, _http_date.now()),
@@ -313,10 +321,43 @@ class ApiHandler(tornado.web.RequestHandler):
         except msgspec.DecodeError:
             raise errors.BadRequest("the request body is not valid JSON") from None
 
+    def offer_replay(
+        self,
+        *,
+        max_age: float,
+        still_valid: Callable[[], bool],
+        on_replay: Callable[[], None] | None = None,
+    ) -> None:
+        """Let the application answer the next anonymous GETs of this target with this response,
+        without a handler, while `still_valid()` and for at most `max_age` seconds (see
+        server/http/replay.py). Only for a response every anonymous caller would get: call it
+        after checking the caller is anonymous. Taken up when a 200 JSON body is sent."""
+        self._replay_offer = {
+            "max_age": max_age,
+            "still_valid": still_valid,
+            "on_replay": on_replay,
+        }
+
     def send_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", JSON_CONTENT_TYPE)
-        self.finish(data if isinstance(data, bytes) else encode_json(data))
+        body = data if isinstance(data, bytes) else encode_json(data)
+        if self._replay_offer is not None and status == 200:
+            self._leave_for_replay(body)
+        self.finish(body)
+
+    def _leave_for_replay(self, body: bytes) -> None:
+        replayer = self.application.settings.get("replayer")
+        request = self.request
+        if replayer is None or not replayable(request.method, request.uri, request.headers):
+            return
+        assert self._replay_offer is not None
+        route = replayer.request_logger.templates.get(type(self))
+        if route is None:
+            return
+        replayer.responses.offer(
+            request.uri, route, list(self._headers.get_all()), body, **self._replay_offer
+        )
 
     def send_empty(self, status: int = 204) -> None:
         self.set_status(status)

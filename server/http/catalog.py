@@ -211,6 +211,9 @@ class ProductHandler(ApiHandler):
         wanted = resource_id(product_id, "product")
         principal = self.principal
         if principal is None or not principal.is_admin:
+            if principal is None:
+                # Taken before the read: a write during it must retire what is read.
+                self.offer_replay(**catalog.public_product_replay(self.ctx, wanted))
             # Active products only, served from the cache as ready JSON.
             etag, body = await catalog.public_product(self.ctx, wanted)
             active = True

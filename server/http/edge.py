@@ -26,8 +26,17 @@ LIMITED_PREFIX = "/api/v1/"
 
 
 def client_ip(request: tornado.httputil.HTTPServerRequest, trusted: Sequence[Network]) -> str:
-    forwarded = ",".join(request.headers.get_list("X-Forwarded-For"))
-    return client_address(request.remote_ip or "", forwarded, trusted)
+    return client_ip_of(request.remote_ip, request.headers, trusted)
+
+
+def client_ip_of(
+    peer: str | None, headers: tornado.httputil.HTTPHeaders, trusted: Sequence[Network]
+) -> str:
+    """The client's address: the peer's, or what trusted proxies say in X-Forwarded-For."""
+    if not trusted:
+        return peer or ""
+    forwarded = ",".join(headers.get_list("X-Forwarded-For"))
+    return client_address(peer or "", forwarded, trusted)
 
 
 def apply_decision(handler: ApiHandler, decision: Decision) -> None:

@@ -68,3 +68,26 @@ class RequestHeaders(httputil.HTTPHeaders):
         if norm not in self._as_list:
             return default
         return self[norm]
+
+
+# Request headers that could change a GET's answer (credentials, CORS, conditionals, a body).
+_VARIES_ANSWER = tuple(
+    canonical_name(name)
+    for name in (
+        "Authorization",
+        "Origin",
+        "If-None-Match",
+        "If-Modified-Since",
+        "Content-Length",
+        "Transfer-Encoding",
+        "Expect",
+    )
+)
+
+
+def replayable(method: str | None, uri: str | None, headers: httputil.HTTPHeaders) -> bool:
+    """Whether a request can only get the answer any anonymous GET of its target gets: a GET
+    without a query, credentials, CORS, conditional or body headers (server/http/replay.py)."""
+    if method != "GET" or not uri or "?" in uri:
+        return False
+    return not any(name in headers for name in _VARIES_ANSWER)

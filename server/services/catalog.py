@@ -307,6 +307,23 @@ async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
     return tag.decode(), body
 
 
+def public_product_replay(ctx: AppContext, product_id: int) -> dict[str, Any]:
+    """How long an anonymous product response may be replayed without its handler
+    (server/http/replay.py): while the products namespace keeps the version it has now, for no
+    longer than a local cache entry lives, each replay counted as a view and a cache hit."""
+    cache = ctx.cache
+    version = cache.known_version(PRODUCTS)
+
+    def still_valid() -> bool:
+        return version is not None and cache.known_version(PRODUCTS) == version
+
+    def on_replay() -> None:
+        cache.count_hit(PRODUCTS)
+        record_view(ctx, product_id)
+
+    return {"max_age": cache.local_ttl, "still_valid": still_valid, "on_replay": on_replay}
+
+
 async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:
     """A page of GET /products as JSON, as anyone but an admin sees it."""
     canonical = msgspec.json.encode(query)

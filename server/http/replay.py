@@ -1,0 +1,248 @@
+"""Replaying public GET responses without building a RequestHandler.
+
+A cached product page costs the gateway far more in Tornado's request machinery (request object,
+routing, handler, task, finish) than in finding its bytes. So when a handler answers an anonymous
+GET with a response every anonymous caller would get, it may *offer* it (`ApiHandler.offer_replay`):
+the application keeps the status-200 body and the response's own headers under the request target
+while the data behind them is unchanged (`still_valid`, e.g. the product cache's namespace
+version) and for at most `max_age` seconds.
+
+The next request for that target that could not be answered differently (a GET without a body,
+credentials, CORS `Origin` or conditional headers; see `replayable`) is answered from there, and
+still goes through the per-request work of the handler path, by the same functions: the rate limit
+(its refusal is left to the handler, which answers 429), a request id, `Date`, `RateLimit-*`
+headers, the HTTP metrics and the access-log line, and the offer's own `on_replay` (the product
+view counter, the cache hit count). Anything else (a miss, a stale entry, a refusal) is handed to
+Tornado's routing exactly as if this module did not exist. Both HTTP connections get it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tornado import httputil
+from tornado.log import app_log
+
+from server.http.base import InFlight, http_date, request_id_for
+from server.http.edge import LIMITED_PREFIX, client_ip_of
+from server.http.headers import canonical_name, headers_from, replayable
+from server.observability import RequestLogger
+from server.ratelimit import Decision, Network, RequestLimiter, Scope
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+# Response headers that differ per request: left out of the offer, written fresh on each replay.
+_DATE = canonical_name("Date")
+_REQUEST_ID = canonical_name("X-Request-ID")
+_CONTENT_LENGTH = canonical_name("Content-Length")
+_RATE_HEADERS = {
+    canonical_name(name): name
+    for name in ("RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset")
+}
+_PER_REQUEST = frozenset((_DATE, _REQUEST_ID, _CONTENT_LENGTH, *_RATE_HEADERS))
+_OK = httputil.ResponseStartLine("", 200, "OK")
+
+
+@dataclass(slots=True)
+class Replay:
+    route: str  # the route template, for metrics
+    headers: tuple[tuple[str, str], ...]  # the response's own headers, in their order
+    body: bytes
+    expires: float  # time.monotonic()
+    still_valid: Callable[[], bool]
+    on_replay: Callable[[], None] | None
+
+
+class ReplayCache:
+    """Offered responses by request target; bounded, least recently used out first."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, Replay] = OrderedDict()
+
+    def offer(
+        self,
+        target: str,
+        route: str,
+        headers: list[tuple[str, str]],
+        body: bytes,
+        *,
+        max_age: float,
+        still_valid: Callable[[], bool],
+        on_replay: Callable[[], None] | None = None,
+    ) -> None:
+        kept = tuple((name, value) for name, value in headers if name not in _PER_REQUEST)
+        entry = Replay(route, kept, body, time.monotonic() + max_age, still_valid, on_replay)
+        self._entries[target] = entry
+        self._entries.move_to_end(target)
+        while len(self._entries) > self.max_entries:
+            self._entries.popitem(last=False)
+
+    def get(self, target: str) -> Replay | None:
+        entry = self._entries.get(target)
+        if entry is None:
+            return None
+        if entry.expires <= time.monotonic() or not entry.still_valid():
+            del self._entries[target]
+            return None
+        return entry
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+class Replayer:
+    """The offered responses and what answering one needs: the limiter, the proxies trusted for
+    the client address, the request logger, the in-flight count."""
+
+    def __init__(
+        self,
+        limiter: RequestLimiter,
+        trusted_proxies: Sequence[Network],
+        request_logger: RequestLogger,
+        inflight: InFlight,
+        max_entries: int = 10_000,
+    ) -> None:
+        self.responses = ReplayCache(max_entries)
+        self.limiter = limiter
+        self.trusted_proxies = trusted_proxies
+        self.request_logger = request_logger
+        self.inflight = inflight
+
+    def budget(
+        self, path: str, headers: httputil.HTTPHeaders, connection: httputil.HTTPConnection
+    ) -> str | None:
+        """The anonymous budget key (client address) to spend, or None when none is spent."""
+        if not self.limiter.enabled or not path.startswith(LIMITED_PREFIX):
+            return None
+        remote_ip = getattr(getattr(connection, "context", None), "remote_ip", None)
+        return client_ip_of(remote_ip, headers, self.trusted_proxies)
+
+
+class ReplayingDelegate(httputil.HTTPMessageDelegate):
+    """What the application hands a connection for each request: answers a replayable request
+    from the `ReplayCache`, and hands every other one to Tornado's routing delegate."""
+
+    def __init__(
+        self,
+        replayer: Replayer,
+        request_conn: httputil.HTTPConnection,
+        route: Callable[[], httputil.HTTPMessageDelegate],
+    ) -> None:
+        self.replayer = replayer
+        self.connection = request_conn
+        self._route = route
+        self._inner: httputil.HTTPMessageDelegate | None = None
+        self._entry: Replay | None = None
+        self._start_line: httputil.RequestStartLine | None = None
+        self._headers: httputil.HTTPHeaders | None = None
+        self._started = 0.0
+
+    def headers_received(
+        self,
+        start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
+        headers: httputil.HTTPHeaders,
+    ) -> Awaitable[None] | None:
+        assert isinstance(start_line, httputil.RequestStartLine)
+        if replayable(start_line.method, start_line.path, headers):
+            entry = self.replayer.responses.get(start_line.path)
+            if entry is not None:
+                self._entry, self._start_line, self._headers = entry, start_line, headers
+                self._started = time.time()
+                return None
+        self._inner = self._route()
+        return self._inner.headers_received(start_line, headers)
+
+    def data_received(self, chunk: bytes) -> Awaitable[None] | None:
+        if self._inner is None:  # pragma: no cover - replayable requests have no body
+            self._hand_over()
+        assert self._inner is not None
+        return self._inner.data_received(chunk)
+
+    def finish(self) -> None:
+        if self._inner is not None:
+            self._inner.finish()
+            return
+        assert self._entry is not None and self._start_line is not None
+        assert self._headers is not None
+        replayer = self.replayer
+        key = replayer.budget(self._start_line.path, self._headers, self.connection)
+        if key is None:
+            self._answer(self._entry, None)
+            return
+        decision = replayer.limiter.try_spend_local(Scope.ANON, key)
+        if decision is not None:
+            self._answer_or_hand_over(self._entry, decision)
+            return
+        # Budgets shared through Redis: wait for the decision, as the handler would.
+        replayer.inflight.enter()
+        task = asyncio.ensure_future(replayer.limiter.try_spend(Scope.ANON, key))
+        task.add_done_callback(self._decided)
+
+    def on_connection_close(self) -> None:
+        if self._inner is not None:
+            self._inner.on_connection_close()
+
+    # ---- answering ------------------------------------------------------------------------
+
+    def _decided(self, done: asyncio.Future[Decision]) -> None:
+        try:
+            assert self._entry is not None
+            if done.cancelled() or done.exception() is not None:
+                self._hand_over_and_finish()  # the handler path deals with it
+            else:
+                self._answer_or_hand_over(self._entry, done.result())
+        except Exception:  # pragma: no cover - defensive: never leave a request unanswered
+            app_log.error("replay failed", exc_info=True)
+        finally:
+            self.replayer.inflight.leave()
+
+    def _answer_or_hand_over(self, entry: Replay, decision: Decision) -> None:
+        if decision.allowed:
+            self._answer(entry, decision)
+        else:
+            self._hand_over_and_finish()  # the handler checks again and answers 429
+
+    def _answer(self, entry: Replay, decision: Decision | None) -> None:
+        assert self._headers is not None and self._start_line is not None
+        request_id = request_id_for(self._headers.get("X-Request-ID"))
+        pairs = [*entry.headers, (_DATE, http_date()), (_REQUEST_ID, request_id)]
+        if decision is not None:
+            rate = decision.headers()
+            pairs.extend((name, rate[original]) for name, original in _RATE_HEADERS.items())
+        pairs.append((_CONTENT_LENGTH, str(len(entry.body))))
+        self.connection.write_headers(_OK, headers_from(pairs), entry.body)
+        self.connection.finish()
+        if entry.on_replay is not None:
+            entry.on_replay()
+        self.replayer.request_logger.record(
+            "GET",
+            self._start_line.path,
+            entry.route,
+            200,
+            time.time() - self._started,
+            request_id,
+            None,
+        )
+
+    def _hand_over(self) -> None:
+        assert self._start_line is not None and self._headers is not None
+        self._entry = None
+        self._inner = self._route()
+        waiting = self._inner.headers_received(self._start_line, self._headers)
+        if waiting is not None:  # pragma: no cover - only streaming handlers wait here
+            raise RuntimeError("a replayable route must not stream its request body")
+
+    def _hand_over_and_finish(self) -> None:
+        self._hand_over()
+        assert self._inner is not None
+        self._inner.finish()

@@ -1,0 +1,205 @@
+"""Replayed product reads (server/http/replay.py): the same answer as the handler's, the same
+per-request work (limit, request id, metrics, log, views), never stale, never for a caller whose
+answer could differ. On both HTTP connections."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from server import metrics
+from server.context import AppContext, build_context
+from server.http.replay import Replay, ReplayCache
+from server.runtime import Gateway
+from tests.conftest import (
+    ApiClient,
+    RedisServer,
+    Response,
+    UserFactory,
+    make_settings,
+    start_gateway,
+)
+from tests.http.test_catalog import create_product
+
+ROUTE = "/api/v1/products/{product_id}"
+PER_REQUEST = {"date", "x-request-id", "ratelimit-remaining", "ratelimit-reset"}
+
+
+@dataclass
+class Shop:
+    api: ApiClient
+    ctx: AppContext
+    gateway: Gateway
+    admin: str
+    replays: list[str]  # targets answered from the replay cache
+    client: str = "192.0.2.1"  # X-Forwarded-For of this test's anonymous caller
+
+    async def get(self, path: str, **headers: str) -> Response:
+        """An anonymous GET from this test's own client address (its own rate budget)."""
+        return await self.api.get(path, headers={"X-Forwarded-For": self.client, **headers})
+
+
+def _counting(cache: ReplayCache, seen: list[str]) -> None:
+    original: Callable[[str], Replay | None] = cache.get
+
+    def get(target: str) -> Replay | None:
+        entry = original(target)
+        if entry is not None:
+            seen.append(target)
+        return entry
+
+    cache.get = get  # type: ignore[method-assign]
+
+
+@pytest_asyncio.fixture(scope="module", params=["local budgets", "budgets in Redis"])
+async def shop(
+    database_url: str, http_impl: str, redis_server: RedisServer, request: pytest.FixtureRequest
+) -> AsyncIterator[Shop]:
+    # Client addresses are never reused, so the shared Redis needs no flushing.
+    shared = {"REDIS_URL": redis_server.url} if request.param == "budgets in Redis" else {}
+    settings = make_settings(
+        database_url,
+        RATE_LIMIT_ANON="8/minute",
+        CORS_ORIGINS="https://shop.test",
+        TRUSTED_PROXIES="127.0.0.1/32",
+        **shared,
+    )
+    ctx = await build_context(settings)
+    gateway, addresses = await start_gateway(ctx, http_impl)
+    api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
+    _, admin = await UserFactory(ctx).create("admin")
+    seen: list[str] = []
+    _counting(gateway.app.settings["replayer"].responses, seen)
+    try:
+        yield Shop(api, ctx, gateway, admin, seen)
+    finally:
+        api.close()
+        await gateway.stop_servers(1.0)
+        await ctx.close()
+
+
+_clients = iter(range(1, 60_000))
+
+
+@pytest.fixture(autouse=True)
+def own_client(shop: Shop) -> None:
+    # Every test is a new client address, with a full anonymous budget.
+    n = next(_clients)
+    shop.client = f"10.{n // 250}.{n % 250}.7"
+    shop.replays.clear()
+
+
+def _comparable(response: Response) -> dict[str, str]:
+    return {k.lower(): v for k, v in response.headers.items() if k.lower() not in PER_REQUEST}
+
+
+async def test_a_replayed_read_is_the_answer_the_handler_gave(shop: Shop) -> None:
+    product = await create_product(shop.api, shop.admin)
+    path = f"/api/v1/products/{product['id']}"
+    first = await shop.get(path)
+    second = await shop.get(path)
+    assert shop.replays == [path]  # the first was the handler's, the second a replay
+    assert first.status == second.status == 200
+    assert second.body == first.body and second.json() == product
+    assert _comparable(second) == _comparable(first)
+    assert second.headers["X-Request-ID"] != first.headers["X-Request-ID"]
+    assert (
+        int(second.headers["RateLimit-Remaining"]) == int(first.headers["RateLimit-Remaining"]) - 1
+    )
+    assert second.headers["Date"] and second.headers["Vary"] == "Origin"
+
+
+async def test_a_write_retires_the_replayed_answer(shop: Shop) -> None:
+    product = await create_product(shop.api, shop.admin)
+    path = f"/api/v1/products/{product['id']}"
+    for _ in range(2):
+        assert (await shop.get(path)).json()["price"] == product["price"]
+    patched = await shop.api.patch(path, json={"price": 777}, token=shop.admin)
+    assert patched.status == 200
+    assert (await shop.get(path)).json()["price"] == 777
+    deleted = await shop.api.delete(path, token=shop.admin)
+    assert deleted.status == 204
+    assert (await shop.get(path)).status == 404  # not the replay of the active product
+
+
+async def test_callers_whose_answer_could_differ_meet_the_handler(shop: Shop) -> None:
+    product = await create_product(shop.api, shop.admin)
+    path = f"/api/v1/products/{product['id']}"
+    first = await shop.get(path)
+    shop.replays.clear()
+    etag = first.headers["ETag"]
+    assert (await shop.get(path, **{"If-None-Match": etag})).status == 304
+    cors = await shop.get(path, Origin="https://shop.test")
+    assert cors.headers["Access-Control-Allow-Origin"] == "https://shop.test"
+    admin = await shop.api.get(path, token=shop.admin)
+    assert admin.status == 200 and "RateLimit-Limit" in admin.headers
+    bad = await shop.api.get(path, token="not-a-token")
+    assert bad.status == 401
+    query = await shop.get(path + "?x=1")
+    assert query.status == 200
+    assert shop.replays == []
+
+
+async def test_replays_spend_the_budget_and_the_refusal_is_the_handlers_429(shop: Shop) -> None:
+    product = await create_product(shop.api, shop.admin)
+    path = f"/api/v1/products/{product['id']}"
+    answers = [await shop.get(path) for _ in range(9)]
+    assert [a.status for a in answers] == [200] * 8 + [429]
+    assert [int(a.headers["RateLimit-Remaining"]) for a in answers[:8]] == list(range(7, -1, -1))
+    assert len(shop.replays) >= 7  # all but the first were replay candidates
+    refused = answers[-1]
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    assert refused.json()["status"] == 429 and int(refused.headers["Retry-After"]) >= 1
+
+
+async def test_replays_are_measured_logged_and_counted_as_views(
+    shop: Shop, caplog: pytest.LogCaptureFixture
+) -> None:
+    product = await create_product(shop.api, shop.admin)
+    path = f"/api/v1/products/{product['id']}"
+    views: list[int] = []
+    original = shop.ctx.record_product_view
+    shop.ctx.record_product_view = views.append  # type: ignore[method-assign, assignment]
+    before = metrics.HTTP.value(("GET", ROUTE, "200"))
+    hits_before = _local_hits()
+    try:
+        with caplog.at_level("INFO", logger="storefront.access"):
+            answers = [await shop.get(path, **{"X-Request-ID": f"req-{n}"}) for n in range(3)]
+    finally:
+        shop.ctx.record_product_view = original  # type: ignore[method-assign]
+    assert len(shop.replays) == 2
+    assert [a.headers["X-Request-ID"] for a in answers] == ["req-0", "req-1", "req-2"]
+    assert views == [product["id"]] * 3
+    assert metrics.HTTP.value(("GET", ROUTE, "200")) == before + 3
+    assert _local_hits() >= hits_before + 2
+    lines = [r for r in caplog.records if r.name == "storefront.access"]
+    assert [getattr(r, "request_id", None) for r in lines] == ["req-0", "req-1", "req-2"]
+    assert all(
+        getattr(r, "path", None) == path and getattr(r, "status", None) == 200 for r in lines
+    )
+
+
+def _local_hits() -> float:
+    value = metrics.REGISTRY.get_sample_value(
+        "cache_lookups_total", {"namespace": "products", "result": "local_hit"}
+    )
+    return value or 0.0
+
+
+def test_entries_expire_and_are_bounded() -> None:
+    cache = ReplayCache(max_entries=2)
+    valid = {"ok": True}
+    offer: dict[str, Any] = {"max_age": 60.0, "still_valid": lambda: valid["ok"]}
+    for n in range(3):
+        cache.offer(f"/p/{n}", ROUTE, [("Date", "x"), ("Etag", '"1"')], b"{}", **offer)
+    assert len(cache) == 2 and cache.get("/p/0") is None
+    entry = cache.get("/p/2")
+    assert entry is not None and entry.headers == (("Etag", '"1"'),)  # per-request Date left out
+    valid["ok"] = False
+    assert cache.get("/p/2") is None and len(cache) == 1
+    cache.offer("/p/9", ROUTE, [], b"{}", max_age=0.0, still_valid=lambda: True)
+    assert cache.get("/p/9") is None
