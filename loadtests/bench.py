@@ -49,9 +49,11 @@ TARGET_VS_STOCK = 2.0
 WHAT_EACH_SIDE_DOES = {
     FAST: "gateway, httptools connection: rate limiter (in-process, Rust) checked per request, "
     "Prometheus HTTP metrics, JSON access log line per request at INFO to a file, "
-    "X-Request-ID + security headers, product body from the in-process cache (ready bytes), "
-    "/auth/me: JWT verified in Rust + the account from the cache (ready bytes)",
-    STOCK: "gateway, Tornado HTTP1Connection: everything the fast gateway does",
+    "X-Request-ID + security headers, product: the response its handler offered, replayed "
+    "without a RequestHandler while the catalog is unchanged (server/http/replay.py; the "
+    "handler answers again at least every 2 s), /auth/me: JWT verified in Rust + the account "
+    "from the cache (ready bytes), through the handler",
+    STOCK: "gateway, Tornado HTTP1Connection: everything the fast gateway does (replays too)",
     REFERENCE: "FastAPI 1 uvicorn worker (uvloop, httptools), no access log, no metrics, no rate "
     "limiting, no request id: product body pre-encoded in memory (+ETag, "
     "Cache-Control), /auth/me: PyJWT HS256 verify via a Depends() + user from memory",

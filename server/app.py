@@ -56,8 +56,9 @@ def make_app(
     request_logger = RequestLogger(templates)
     inflight = base.InFlight()
     # Replayed responses skip the handler, so only with the edge they were built for.
+    authenticate = authenticator or ctx.tokens.authenticate_header
     replayer = (
-        Replayer(ctx.limiter, ctx.settings.trusted_proxies, request_logger, inflight)
+        Replayer(authenticate, ctx.limiter, ctx.settings.trusted_proxies, request_logger, inflight)
         if before_request is None
         else None
     )
@@ -67,7 +68,7 @@ def make_app(
         default_handler_class=base.NotFoundHandler,
         default_handler_args={"ctx": ctx},
         security_headers=security_headers(ctx),
-        authenticator=authenticator or ctx.tokens.authenticate_header,
+        authenticator=authenticate,
         before_request=bind_request_context(before_request or edge.build_before_request(ctx)),
         log_function=request_logger,
         replayer=replayer,

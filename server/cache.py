@@ -141,10 +141,24 @@ class Cache:
             return cached[1]
         return None
 
-    def count_hit(self, namespace: str) -> None:
-        """Count a read served from this process's memory outside `get_or_compute` (a replayed
-        response, server/http/replay.py), so the hit rate still covers every read."""
-        self._count(namespace, "local_hit")
+    def replay_terms(
+        self, namespace: str, on_replay: Callable[[], None] | None = None
+    ) -> dict[str, Any]:
+        """Terms to offer a response built from `namespace` for replay (server/http/replay.py,
+        `ApiHandler.offer_replay`): valid while the namespace keeps the version known now (take
+        them before reading, so a write during the read retires what is read), for no longer
+        than a local entry lives; each replay counted as a local hit, then `on_replay`."""
+        version = self.known_version(namespace)
+
+        def still_valid() -> bool:
+            return version is not None and self.known_version(namespace) == version
+
+        def replayed() -> None:
+            self._count(namespace, "local_hit")
+            if on_replay is not None:
+                on_replay()
+
+        return {"max_age": self.local_ttl, "still_valid": still_valid, "on_replay": replayed}
 
     # ---- versions ---------------------------------------------------------------------------
 

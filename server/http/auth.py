@@ -172,7 +172,10 @@ class MeHandler(ApiHandler):
     }
 
     async def get(self) -> None:
-        body = await accounts.current_user_json(self.ctx, self.require_user(), _encode_user)
+        principal = self.require_user()
+        # Taken before the read: an account change during it must retire what is read.
+        self.offer_replay(**accounts.current_user_replay(self.ctx))
+        body = await accounts.current_user_json(self.ctx, principal, _encode_user)
         self.send_json(body)
 
 

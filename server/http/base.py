@@ -328,10 +328,11 @@ class ApiHandler(tornado.web.RequestHandler):
         still_valid: Callable[[], bool],
         on_replay: Callable[[], None] | None = None,
     ) -> None:
-        """Let the application answer the next anonymous GETs of this target with this response,
+        """Let the application answer this caller's next GETs of this target with this response,
         without a handler, while `still_valid()` and for at most `max_age` seconds (see
-        server/http/replay.py). Only for a response every anonymous caller would get: call it
-        after checking the caller is anonymous. Taken up when a 200 JSON body is sent."""
+        server/http/replay.py). Only for a response that depends on nothing but the target and
+        the caller (anonymous, or the authenticated user). Taken up when a 200 JSON body is sent.
+        """
         self._replay_offer = {
             "max_age": max_age,
             "still_valid": still_valid,
@@ -355,8 +356,13 @@ class ApiHandler(tornado.web.RequestHandler):
         route = replayer.request_logger.templates.get(type(self))
         if route is None:
             return
+        # The caller the handler resolved (None: anonymous): the offer is theirs only.
+        principal = self._principal if self._principal_resolved else None
+        user_id = principal.user_id if principal is not None else None
+        if user_id is None and "Authorization" in request.headers:
+            return  # credentials the handler never checked: not an anonymous answer
         replayer.responses.offer(
-            request.uri, route, list(self._headers.get_all()), body, **self._replay_offer
+            (request.uri, user_id), route, list(self._headers.get_all()), body, **self._replay_offer
         )
 
     def send_empty(self, status: int = 204) -> None:

@@ -70,11 +70,11 @@ class RequestHeaders(httputil.HTTPHeaders):
         return self[norm]
 
 
-# Request headers that could change a GET's answer (credentials, CORS, conditionals, a body).
+# Request headers that could change a GET's answer (CORS, conditionals, a body). Credentials are
+# not among them: a replay is kept per verified caller (server/http/replay.py).
 _VARIES_ANSWER = tuple(
     canonical_name(name)
     for name in (
-        "Authorization",
         "Origin",
         "If-None-Match",
         "If-Modified-Since",
@@ -86,8 +86,8 @@ _VARIES_ANSWER = tuple(
 
 
 def replayable(method: str | None, uri: str | None, headers: httputil.HTTPHeaders) -> bool:
-    """Whether a request can only get the answer any anonymous GET of its target gets: a GET
-    without a query, credentials, CORS, conditional or body headers (server/http/replay.py)."""
+    """Whether a request can only get the answer any GET of its target by the same caller gets: a
+    GET without a query, CORS, conditional or body headers (server/http/replay.py)."""
     if method != "GET" or not uri or "?" in uri:
         return False
     return not any(name in headers for name in _VARIES_ANSWER)

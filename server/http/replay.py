@@ -1,19 +1,25 @@
-"""Replaying public GET responses without building a RequestHandler.
+"""Replaying GET responses without building a RequestHandler.
 
 A cached product page costs the gateway far more in Tornado's request machinery (request object,
-routing, handler, task, finish) than in finding its bytes. So when a handler answers an anonymous
-GET with a response every anonymous caller would get, it may *offer* it (`ApiHandler.offer_replay`):
+routing, handler, task, finish) than in finding its bytes. So when a handler answers a GET with a
+response every GET of that target by that caller would get, it may *offer* it
+(`ApiHandler.offer_replay`):
 the application keeps the status-200 body and the response's own headers under the request target
 while the data behind them is unchanged (`still_valid`, e.g. the product cache's namespace
 version) and for at most `max_age` seconds.
 
-The next request for that target that could not be answered differently (a GET without a body,
-credentials, CORS `Origin` or conditional headers; see `replayable`) is answered from there, and
-still goes through the per-request work of the handler path, by the same functions: the rate limit
-(its refusal is left to the handler, which answers 429), a request id, `Date`, `RateLimit-*`
-headers, the HTTP metrics and the access-log line, and the offer's own `on_replay` (the product
-view counter, the cache hit count). Anything else (a miss, a stale entry, a refusal) is handed to
-Tornado's routing exactly as if this module did not exist. Both HTTP connections get it.
+An offer made for an authenticated caller (`/auth/me`) is kept for that user id only and replayed
+only to a request whose bearer token verifies (in Rust, as the handler would) to the same user; an
+anonymous offer only to requests without credentials.
+
+The next request for that target and caller that could not be answered differently (a GET
+without a query, a body, CORS `Origin` or conditional headers; see `replayable`) is answered from
+there, and still goes through the per-request work of the handler path, by the same functions: the
+token check, the rate limit (its refusal is left to the handler, which answers 429), a request id,
+`Date`, `RateLimit-*` headers, the HTTP metrics and the access-log line, and the offer's own
+`on_replay` (the product view counter, the cache hit count). Anything else (a miss, a stale entry,
+a refusal) is handed to Tornado's routing exactly as if this module did not exist. Both HTTP
+connections get it.
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ from server.http.edge import LIMITED_PREFIX, client_ip_of
 from server.http.headers import canonical_name, headers_from, replayable
 from server.observability import RequestLogger
 from server.ratelimit import Decision, Network, RequestLimiter, Scope
+from server.services.errors import Unauthenticated
+from server.services.principal import Principal
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -59,16 +67,20 @@ class Replay:
     on_replay: Callable[[], None] | None
 
 
+Key = tuple[str, int | None]  # (request target, the caller's user id; None: anonymous)
+
+
 class ReplayCache:
-    """Offered responses by request target; bounded, least recently used out first."""
+    """Offered responses by request target and caller; bounded, least recently used out first."""
 
     def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, Replay] = OrderedDict()
+        self._entries: OrderedDict[Key, Replay] = OrderedDict()
+        self._per_target: dict[str, int] = {}  # entries per target: most targets have none
 
     def offer(
         self,
-        target: str,
+        key: Key,
         route: str,
         headers: list[tuple[str, str]],
         body: bytes,
@@ -79,22 +91,36 @@ class ReplayCache:
     ) -> None:
         kept = tuple((name, value) for name, value in headers if name not in _PER_REQUEST)
         entry = Replay(route, kept, body, time.monotonic() + max_age, still_valid, on_replay)
-        self._entries[target] = entry
-        self._entries.move_to_end(target)
+        if key not in self._entries:
+            self._per_target[key[0]] = self._per_target.get(key[0], 0) + 1
+        self._entries[key] = entry
+        self._entries.move_to_end(key)
         while len(self._entries) > self.max_entries:
-            self._entries.popitem(last=False)
+            self._forget(next(iter(self._entries)))
 
-    def get(self, target: str) -> Replay | None:
-        entry = self._entries.get(target)
+    def has_target(self, target: str) -> bool:
+        return target in self._per_target
+
+    def get(self, key: Key) -> Replay | None:
+        entry = self._entries.get(key)
         if entry is None:
             return None
         if entry.expires <= time.monotonic() or not entry.still_valid():
-            del self._entries[target]
+            self._forget(key)
             return None
         return entry
 
+    def _forget(self, key: Key) -> None:
+        del self._entries[key]
+        left = self._per_target[key[0]] - 1
+        if left:
+            self._per_target[key[0]] = left
+        else:
+            del self._per_target[key[0]]
+
     def clear(self) -> None:
         self._entries.clear()
+        self._per_target.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -106,6 +132,7 @@ class Replayer:
 
     def __init__(
         self,
+        authenticator: Callable[[str], Principal],
         limiter: RequestLimiter,
         trusted_proxies: Sequence[Network],
         request_logger: RequestLogger,
@@ -113,19 +140,37 @@ class Replayer:
         max_entries: int = 10_000,
     ) -> None:
         self.responses = ReplayCache(max_entries)
+        self.authenticator = authenticator
         self.limiter = limiter
         self.trusted_proxies = trusted_proxies
         self.request_logger = request_logger
         self.inflight = inflight
 
+    def caller(self, headers: httputil.HTTPHeaders) -> int | Unauthenticated | None:
+        """The user id an Authorization header proves (None without one), or the refusal."""
+        header = headers.get("Authorization")
+        if header is None:
+            return None
+        try:
+            return self.authenticator(header).user_id
+        except Unauthenticated as refused:
+            return refused
+
     def budget(
-        self, path: str, headers: httputil.HTTPHeaders, connection: httputil.HTTPConnection
-    ) -> str | None:
-        """The anonymous budget key (client address) to spend, or None when none is spent."""
+        self,
+        path: str,
+        user_id: int | None,
+        headers: httputil.HTTPHeaders,
+        connection: httputil.HTTPConnection,
+    ) -> tuple[Scope, str] | None:
+        """The rate budget to spend, as the edge hook picks it (server/http/edge.py): the user's,
+        else the client address's; None when none is spent."""
         if not self.limiter.enabled or not path.startswith(LIMITED_PREFIX):
             return None
+        if user_id is not None:
+            return Scope.USER, str(user_id)
         remote_ip = getattr(getattr(connection, "context", None), "remote_ip", None)
-        return client_ip_of(remote_ip, headers, self.trusted_proxies)
+        return Scope.ANON, client_ip_of(remote_ip, headers, self.trusted_proxies)
 
 
 class ReplayingDelegate(httputil.HTTPMessageDelegate):
@@ -146,6 +191,7 @@ class ReplayingDelegate(httputil.HTTPMessageDelegate):
         self._start_line: httputil.RequestStartLine | None = None
         self._headers: httputil.HTTPHeaders | None = None
         self._started = 0.0
+        self._user_id: int | None = None
 
     def headers_received(
         self,
@@ -153,12 +199,18 @@ class ReplayingDelegate(httputil.HTTPMessageDelegate):
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
         assert isinstance(start_line, httputil.RequestStartLine)
-        if replayable(start_line.method, start_line.path, headers):
-            entry = self.replayer.responses.get(start_line.path)
-            if entry is not None:
-                self._entry, self._start_line, self._headers = entry, start_line, headers
-                self._started = time.time()
-                return None
+        target = start_line.path
+        responses = self.replayer.responses
+        if responses.has_target(target) and replayable(start_line.method, target, headers):
+            user_id = self.replayer.caller(headers)
+            # A refused token is the handler's to answer (401, charged to the address).
+            if not isinstance(user_id, Unauthenticated):
+                entry = responses.get((target, user_id))
+                if entry is not None:
+                    self._entry, self._start_line, self._headers = entry, start_line, headers
+                    self._user_id = user_id
+                    self._started = time.time()
+                    return None
         self._inner = self._route()
         return self._inner.headers_received(start_line, headers)
 
@@ -175,17 +227,19 @@ class ReplayingDelegate(httputil.HTTPMessageDelegate):
         assert self._entry is not None and self._start_line is not None
         assert self._headers is not None
         replayer = self.replayer
-        key = replayer.budget(self._start_line.path, self._headers, self.connection)
-        if key is None:
+        budget = replayer.budget(
+            self._start_line.path, self._user_id, self._headers, self.connection
+        )
+        if budget is None:
             self._answer(self._entry, None)
             return
-        decision = replayer.limiter.try_spend_local(Scope.ANON, key)
+        decision = replayer.limiter.try_spend_local(*budget)
         if decision is not None:
             self._answer_or_hand_over(self._entry, decision)
             return
         # Budgets shared through Redis: wait for the decision, as the handler would.
         replayer.inflight.enter()
-        task = asyncio.ensure_future(replayer.limiter.try_spend(Scope.ANON, key))
+        task = asyncio.ensure_future(replayer.limiter.try_spend(*budget))
         task.add_done_callback(self._decided)
 
     def on_connection_close(self) -> None:
@@ -231,7 +285,7 @@ class ReplayingDelegate(httputil.HTTPMessageDelegate):
             200,
             time.time() - self._started,
             request_id,
-            None,
+            self._user_id,
         )
 
     def _hand_over(self) -> None:

@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
@@ -131,6 +131,11 @@ async def current_user_json(
         return encode(await current_user(ctx, principal))
 
     return await ctx.cache.get_or_compute(USERS, f"id:{principal.user_id}", USER_CACHE_TTL, load)
+
+
+def current_user_replay(ctx: AppContext) -> dict[str, Any]:
+    """Terms to replay the caller's /auth/me answer without its handler (see Cache.replay_terms)."""
+    return ctx.cache.replay_terms(USERS)
 
 
 async def accounts_changed(ctx: AppContext) -> None:

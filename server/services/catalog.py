@@ -308,20 +308,9 @@ async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
 
 
 def public_product_replay(ctx: AppContext, product_id: int) -> dict[str, Any]:
-    """How long an anonymous product response may be replayed without its handler
-    (server/http/replay.py): while the products namespace keeps the version it has now, for no
-    longer than a local cache entry lives, each replay counted as a view and a cache hit."""
-    cache = ctx.cache
-    version = cache.known_version(PRODUCTS)
-
-    def still_valid() -> bool:
-        return version is not None and cache.known_version(PRODUCTS) == version
-
-    def on_replay() -> None:
-        cache.count_hit(PRODUCTS)
-        record_view(ctx, product_id)
-
-    return {"max_age": cache.local_ttl, "still_valid": still_valid, "on_replay": on_replay}
+    """Terms to replay an anonymous product answer without its handler (see
+    Cache.replay_terms); every replay is a view too."""
+    return ctx.cache.replay_terms(PRODUCTS, on_replay=lambda: record_view(ctx, product_id))
 
 
 async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:

@@ -13,8 +13,9 @@ import pytest_asyncio
 
 from server import metrics
 from server.context import AppContext, build_context
-from server.http.replay import Replay, ReplayCache
+from server.http.replay import Key, Replay, ReplayCache
 from server.runtime import Gateway
+from server.services import accounts
 from tests.conftest import (
     ApiClient,
     RedisServer,
@@ -36,6 +37,7 @@ class Shop:
     gateway: Gateway
     admin: str
     replays: list[str]  # targets answered from the replay cache
+    callers: list[int | None]  # and for whom
     client: str = "192.0.2.1"  # X-Forwarded-For of this test's anonymous caller
 
     async def get(self, path: str, **headers: str) -> Response:
@@ -43,13 +45,14 @@ class Shop:
         return await self.api.get(path, headers={"X-Forwarded-For": self.client, **headers})
 
 
-def _counting(cache: ReplayCache, seen: list[str]) -> None:
-    original: Callable[[str], Replay | None] = cache.get
+def _counting(cache: ReplayCache, seen: list[str], callers: list[int | None]) -> None:
+    original: Callable[[Key], Replay | None] = cache.get
 
-    def get(target: str) -> Replay | None:
-        entry = original(target)
+    def get(key: Key) -> Replay | None:
+        entry = original(key)
         if entry is not None:
-            seen.append(target)
+            seen.append(key[0])
+            callers.append(key[1])
         return entry
 
     cache.get = get  # type: ignore[method-assign]
@@ -73,9 +76,10 @@ async def shop(
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
     _, admin = await UserFactory(ctx).create("admin")
     seen: list[str] = []
-    _counting(gateway.app.settings["replayer"].responses, seen)
+    callers: list[int | None] = []
+    _counting(gateway.app.settings["replayer"].responses, seen, callers)
     try:
-        yield Shop(api, ctx, gateway, admin, seen)
+        yield Shop(api, ctx, gateway, admin, seen, callers)
     finally:
         api.close()
         await gateway.stop_servers(1.0)
@@ -91,6 +95,7 @@ def own_client(shop: Shop) -> None:
     n = next(_clients)
     shop.client = f"10.{n // 250}.{n % 250}.7"
     shop.replays.clear()
+    shop.callers.clear()
 
 
 def _comparable(response: Response) -> dict[str, str]:
@@ -195,11 +200,45 @@ def test_entries_expire_and_are_bounded() -> None:
     valid = {"ok": True}
     offer: dict[str, Any] = {"max_age": 60.0, "still_valid": lambda: valid["ok"]}
     for n in range(3):
-        cache.offer(f"/p/{n}", ROUTE, [("Date", "x"), ("Etag", '"1"')], b"{}", **offer)
-    assert len(cache) == 2 and cache.get("/p/0") is None
-    entry = cache.get("/p/2")
+        cache.offer((f"/p/{n}", None), ROUTE, [("Date", "x"), ("Etag", '"1"')], b"{}", **offer)
+    assert len(cache) == 2 and cache.get(("/p/0", None)) is None
+    assert not cache.has_target("/p/0") and cache.has_target("/p/1")
+    entry = cache.get(("/p/2", None))
     assert entry is not None and entry.headers == (("Etag", '"1"'),)  # per-request Date left out
+    assert cache.get(("/p/2", 7)) is None  # another caller's key
     valid["ok"] = False
-    assert cache.get("/p/2") is None and len(cache) == 1
-    cache.offer("/p/9", ROUTE, [], b"{}", max_age=0.0, still_valid=lambda: True)
-    assert cache.get("/p/9") is None
+    assert cache.get(("/p/2", None)) is None and len(cache) == 1 and not cache.has_target("/p/2")
+    cache.offer(("/p/9", None), ROUTE, [], b"{}", max_age=0.0, still_valid=lambda: True)
+    assert cache.get(("/p/9", None)) is None
+
+
+async def test_me_is_replayed_to_its_own_user_only(shop: Shop) -> None:
+    users = UserFactory(shop.ctx)
+    alice, alice_token = await users.create()
+    bob, bob_token = await users.create()
+    # With Redis the users version is known once a read has fetched it: the third is a replay.
+    answers = [await shop.api.get("/api/v1/auth/me", token=alice_token) for _ in range(3)]
+    first, last = answers[0], answers[-1]
+    assert shop.callers and set(shop.callers) == {alice.id}
+    assert {a.json()["email"] for a in answers} == {alice.email}
+    assert _comparable(last) == _comparable(first)
+    spent = int(first.headers["RateLimit-Remaining"]) - int(last.headers["RateLimit-Remaining"])
+    assert spent == 2
+    # Another user, a forged token for alice's id and no token at all never get alice's answer.
+    assert (await shop.api.get("/api/v1/auth/me", token=bob_token)).json()["email"] == bob.email
+    forged = alice_token[: alice_token.rindex(".") + 1] + "A" * 43
+    assert (await shop.api.get("/api/v1/auth/me", token=forged)).status == 401
+    assert (await shop.get("/api/v1/auth/me")).status == 401
+    assert set(shop.callers) == {alice.id}
+    assert (await shop.api.get("/api/v1/auth/me", token=bob_token)).json()["email"] == bob.email
+    assert shop.callers[-1] == bob.id
+
+
+async def test_an_account_change_retires_the_replayed_me(shop: Shop) -> None:
+    user, token = await UserFactory(shop.ctx).create()
+    for _ in range(3):
+        assert (await shop.api.get("/api/v1/auth/me", token=token)).json()["name"] == user.name
+    assert shop.callers and set(shop.callers) == {user.id}
+    await shop.ctx.pool.execute("UPDATE users SET name = 'Renamed' WHERE id = $1", user.id)
+    await accounts.accounts_changed(shop.ctx)
+    assert (await shop.api.get("/api/v1/auth/me", token=token)).json()["name"] == "Renamed"
