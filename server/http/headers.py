@@ -9,6 +9,7 @@ helper falls back to the public API when it does not.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -85,9 +86,18 @@ _VARIES_ANSWER = tuple(
 )
 
 
+# A plain Host (name or address, optional port). Anything else goes to the handler path, where
+# Tornado's request object validates it (and refuses a missing or repeated Host with 400).
+_PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?")
+
+
 def replayable(method: str | None, uri: str | None, headers: httputil.HTTPHeaders) -> bool:
     """Whether a request can only get the answer any GET of its target by the same caller gets: a
-    GET without a query, CORS, conditional or body headers (server/http/replay.py)."""
+    GET with a plain Host and without a query, CORS, conditional or body headers
+    (server/http/replay.py)."""
     if method != "GET" or not uri or "?" in uri:
+        return False
+    host = headers.get("Host")
+    if host is None or _PLAIN_HOST.fullmatch(host) is None:
         return False
     return not any(name in headers for name in _VARIES_ANSWER)

@@ -255,8 +255,8 @@ class ReplayingDelegate(httputil.HTTPMessageDelegate):
                 self._hand_over_and_finish()  # the handler path deals with it
             else:
                 self._answer_or_hand_over(self._entry, done.result())
-        except Exception:  # pragma: no cover - defensive: never leave a request unanswered
-            app_log.error("replay failed", exc_info=True)
+        except Exception:  # pragma: no cover - defensive: logged like a handler's failure
+            app_log.error("Uncaught exception while replaying a response", exc_info=True)
         finally:
             self.replayer.inflight.leave()
 

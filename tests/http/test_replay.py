@@ -4,6 +4,7 @@ answer could differ. On both HTTP connections."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -242,3 +243,17 @@ async def test_an_account_change_retires_the_replayed_me(shop: Shop) -> None:
     await shop.ctx.pool.execute("UPDATE users SET name = 'Renamed' WHERE id = $1", user.id)
     await accounts.accounts_changed(shop.ctx)
     assert (await shop.api.get("/api/v1/auth/me", token=token)).json()["name"] == "Renamed"
+
+
+async def test_a_request_without_host_still_meets_tornados_400(shop: Shop) -> None:
+    product = await create_product(shop.api, shop.admin)
+    path = f"/api/v1/products/{product['id']}"
+    for _ in range(2):
+        assert (await shop.get(path)).status == 200  # offered, then replayed
+    port = int(shop.api.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    writer.write(f"GET {path} HTTP/1.1\r\nX-Forwarded-For: {shop.client}\r\n\r\n".encode())
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 5)
+    writer.close()
+    assert status_line.startswith(b"HTTP/1.1 400"), status_line
