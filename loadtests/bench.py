@@ -49,10 +49,10 @@ TARGET_VS_STOCK = 2.0
 WHAT_EACH_SIDE_DOES = {
     FAST: "gateway, httptools connection: rate limiter (in-process, Rust) checked per request, "
     "Prometheus HTTP metrics, JSON access log line per request at INFO to a file, "
-    "X-Request-ID + security headers, product: the response its handler offered, replayed "
-    "without a RequestHandler while the catalog is unchanged (server/http/replay.py; the "
-    "handler answers again at least every 2 s), /auth/me: JWT verified in Rust + the account "
-    "from the cache (ready bytes), through the handler",
+    "X-Request-ID + security headers; product and /auth/me: the first request (and one at "
+    "least every 2 s, or after a write) through the handler (body from the cache as ready "
+    "bytes), the repeats replayed from the handler's offered answer without a RequestHandler "
+    "(server/http/replay.py; /auth/me per user, the JWT verified in Rust on every request)",
     STOCK: "gateway, Tornado HTTP1Connection: everything the fast gateway does (replays too)",
     REFERENCE: "FastAPI 1 uvicorn worker (uvloop, httptools), no access log, no metrics, no rate "
     "limiting, no request id: product body pre-encoded in memory (+ETag, "
