@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -257,3 +258,32 @@ async def test_a_request_without_host_still_meets_tornados_400(shop: Shop) -> No
     status_line = await asyncio.wait_for(reader.readline(), 5)
     writer.close()
     assert status_line.startswith(b"HTTP/1.1 400"), status_line
+
+
+async def test_pipelined_replays_come_back_in_order(shop: Shop) -> None:
+    products = [await create_product(shop.api, shop.admin, price=100 + n) for n in range(3)]
+    paths = [f"/api/v1/products/{p['id']}" for p in products]
+    for path in paths:
+        assert (await shop.api.get(path)).status == 200  # offered (from the proxy's own budget)
+    port = int(shop.api.base_url.rsplit(":", 1)[1])
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    wanted = [paths[n % 3] for n in range(60)]
+    head = f"Host: 127.0.0.1\r\nX-Forwarded-For: {shop.client}\r\n"
+    writer.write("".join(f"GET {p} HTTP/1.1\r\n{head}\r\n" for p in wanted).encode())
+    await writer.drain()
+    prices = []
+    for _ in wanted:
+        status = await asyncio.wait_for(reader.readline(), 5)
+        assert status.startswith(b"HTTP/1.1 "), status
+        length = 0
+        while (line := await reader.readline()) != b"\r\n":
+            name, _, value = line.decode().partition(":")
+            if name.lower() == "content-length":
+                length = int(value)
+        body = await reader.readexactly(length)
+        prices.append(orjson.loads(body)["price"] if status.startswith(b"HTTP/1.1 200") else None)
+    writer.close()
+    # 8 fit this address's budget, then the handler's 429s; every answer in request order.
+    assert prices[:8] == [100 + n % 3 for n in range(8)]
+    assert prices[8:] == [None] * 52
+    assert len(shop.replays) >= 8  # the answers were replays, not handler runs
