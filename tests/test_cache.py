@@ -62,6 +62,40 @@ def lookups(namespace: str, result: str) -> float:
 # ---- one process -------------------------------------------------------------------------------
 
 
+async def test_replay_terms_taken_before_a_read_are_retired_by_a_write_during_it() -> None:
+    cache, source = Cache(None), Source(b"old", delay=0.05)
+    terms = cache.replay_terms("t-replay")  # as a handler takes them, before reading
+    read = asyncio.ensure_future(cache.get_or_compute("t-replay", "k", 60, source))
+    await asyncio.sleep(0.01)  # the read is under way ...
+    await cache.bump("t-replay")  # ... when a write commits
+    assert await read == b"old"  # what was read may be stale
+    assert not terms["still_valid"]()  # so it is never replayed
+    fresh = cache.replay_terms("t-replay")
+    assert fresh["still_valid"]() and fresh["max_age"] == cache.local_ttl
+    replays: list[int] = []
+    hits = lookups("t-replay", "local_hit")
+    counted = cache.replay_terms("t-replay", on_replay=lambda: replays.append(1))
+    counted["on_replay"]()
+    assert replays == [1] and lookups("t-replay", "local_hit") == hits + 1
+
+
+async def test_replay_terms_need_a_version_read_within_the_bound(
+    redis_clients: Callable[[], Redis],
+) -> None:
+    a, b = Cache(redis_clients()), Cache(redis_clients())
+    assert not a.replay_terms("t-rterms")["still_valid"]()  # never read: unknown, not valid
+    await a.get_or_compute("t-rterms", "k", 60, Source())
+    terms = a.replay_terms("t-rterms")
+    assert terms["still_valid"]()
+    await b.bump("t-rterms")  # another process writes
+    deadline = time.monotonic() + a.version_ttl + 0.5
+    while terms["still_valid"]():  # stale after the version bound at the latest
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.05)
+    await a.get_or_compute("t-rterms", "k", 60, Source())  # reads the new version
+    assert not terms["still_valid"]() and a.replay_terms("t-rterms")["still_valid"]()
+
+
 async def test_a_value_is_computed_once_then_served_from_memory() -> None:
     cache, source = Cache(None), Source(b'{"id": 1}')
     hits = lookups("t-local", "local_hit")

@@ -197,7 +197,7 @@ class ApiHandler(tornado.web.RequestHandler):
             self.request_id = request_id_for(self.request.headers.get("X-Request-ID"))
         pairs = [
             (_CONTENT_TYPE, JSON_CONTENT_TYPE),
-            (_DATE, _http_date.now()),
+            (_DATE, http_date()),
             *self.application.settings["security_headers"],
             (_REQUEST_ID, self.request_id),
         ]

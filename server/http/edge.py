@@ -39,6 +39,19 @@ def client_ip_of(
     return client_address(peer or "", forwarded, trusted)
 
 
+def request_budget(
+    user_id: int | None,
+    peer: str | None,
+    headers: tornado.httputil.HTTPHeaders,
+    trusted: Sequence[Network],
+) -> tuple[Scope, str]:
+    """The budget a request spends: its user's when a valid token came with it, else its client
+    address's (also used by replayed answers, server/http/replay.py)."""
+    if user_id is not None:
+        return Scope.USER, str(user_id)
+    return Scope.ANON, client_ip_of(peer, headers, trusted)
+
+
 def apply_decision(handler: ApiHandler, decision: Decision) -> None:
     """Put the budget on the response (it survives an error answer); 429 when it is spent."""
     handler.set_own_sticky_headers(
@@ -77,11 +90,10 @@ def build_before_request(ctx: AppContext) -> BeforeRequest:
             principal = handler.principal
         except Unauthenticated as exc:
             principal, refused = None, exc
-        if principal is not None:
-            decision = await limiter.check(Scope.USER, str(principal.user_id))
-        else:
-            decision = await limiter.check(Scope.ANON, client_ip(handler.request, trusted))
-        apply_decision(handler, decision)
+        request = handler.request
+        user_id = principal.user_id if principal is not None else None
+        budget = request_budget(user_id, request.remote_ip, request.headers, trusted)
+        apply_decision(handler, await limiter.check(*budget))
         if refused is not None:
             raise refused
 

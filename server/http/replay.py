@@ -35,7 +35,7 @@ from tornado import httputil
 from tornado.log import app_log
 
 from server.http.base import InFlight, http_date, request_id_for
-from server.http.edge import LIMITED_PREFIX, client_ip_of
+from server.http.edge import LIMITED_PREFIX, request_budget
 from server.http.headers import canonical_name, headers_from, replayable
 from server.observability import RequestLogger
 from server.ratelimit import Decision, Network, RequestLimiter, Scope
@@ -118,10 +118,6 @@ class ReplayCache:
         else:
             del self._per_target[key[0]]
 
-    def clear(self) -> None:
-        self._entries.clear()
-        self._per_target.clear()
-
     def __len__(self) -> int:
         return len(self._entries)
 
@@ -163,14 +159,11 @@ class Replayer:
         headers: httputil.HTTPHeaders,
         connection: httputil.HTTPConnection,
     ) -> tuple[Scope, str] | None:
-        """The rate budget to spend, as the edge hook picks it (server/http/edge.py): the user's,
-        else the client address's; None when none is spent."""
+        """The rate budget to spend, as the edge hook picks it; None when none is spent."""
         if not self.limiter.enabled or not path.startswith(LIMITED_PREFIX):
             return None
-        if user_id is not None:
-            return Scope.USER, str(user_id)
         remote_ip = getattr(getattr(connection, "context", None), "remote_ip", None)
-        return Scope.ANON, client_ip_of(remote_ip, headers, self.trusted_proxies)
+        return request_budget(user_id, remote_ip, headers, self.trusted_proxies)
 
 
 class ReplayingDelegate(httputil.HTTPMessageDelegate):
