@@ -4,7 +4,10 @@
 One run prints:
 * JWT verify, Rust vs PyJWT, for HS256, RS256 and EdDSA (ops/s and ratio);
 * pricing a 50-line cart with a promotion, Rust vs the Python reference
-  (tests/native/reference_pricing.py), for each promotion kind (ratio);
+  (tests/native/reference_pricing.py), for each promotion kind (ratio), in
+  both forms: ``price_cart_rows`` (rows in, columns out: what the gateway
+  calls) against the reference's ``price_rows``, and ``price_cart`` (a dict
+  per line in and out) against the reference's ``price_cart``;
 * the cost of one ``RateLimiter.check`` call from Python (ns).
 
 Usage: ``python scripts/bench_native.py [--quick]``. Build first with
@@ -117,14 +120,27 @@ def bench_pricing(min_time: float, repeat: int) -> None:
         },
         "buy_x_get_y": {"kind": "buy_x_get_y", "buy_quantity": 2, "get_quantity": 1},
     }
+    rows = [(x["product_id"], x["category_id"], x["unit_price"], x["quantity"]) for x in lines]
     print("Pricing a 50-line cart with a promotion, tax 8.25 %")
-    print(f"  {'promotion':<12} {'Python µs':>10} {'Rust µs':>9} {'ratio':>8}")
+    print("  rows form: price_cart_rows vs reference price_rows (the gateway's call)")
+    print("  dict form: price_cart vs reference price_cart (a dict per line in and out)")
+    print(f"  {'promotion':<12} {'form':<5} {'Python µs':>10} {'Rust µs':>9} {'ratio':>8}")
     for name, promo in promotions.items():
         kwargs = {"promotion": promo, "tax_rate_bps": 825, "currency": "EUR"}
         assert _native.price_cart(lines, **kwargs) == ref.price_cart(lines, **kwargs)
-        t_py = per_call(lambda kw=kwargs: ref.price_cart(lines, **kw), min_time, repeat)
-        t_rs = per_call(lambda kw=kwargs: _native.price_cart(lines, **kw), min_time, repeat)
-        print(f"  {name:<12} {t_py * 1e6:>10.1f} {t_rs * 1e6:>9.2f} {t_py / t_rs:>7.1f}x")
+        ours, theirs = _native.price_cart_rows(rows, **kwargs), ref.price_rows(rows, **kwargs)
+        assert all(getattr(ours, f) == getattr(theirs, f) for f in ref.CartFigures.__slots__)
+        forms = {
+            "rows": (_native.price_cart_rows, ref.price_rows, rows),
+            "dict": (_native.price_cart, ref.price_cart, lines),
+        }
+        for form, (rust_fn, py_fn, cart) in forms.items():
+            t_py = per_call(lambda f=py_fn, c=cart, kw=kwargs: f(c, **kw), min_time, repeat)
+            t_rs = per_call(lambda f=rust_fn, c=cart, kw=kwargs: f(c, **kw), min_time, repeat)
+            print(
+                f"  {name:<12} {form:<5} {t_py * 1e6:>10.1f} {t_rs * 1e6:>9.2f}"
+                f" {t_py / t_rs:>7.1f}x"
+            )
 
 
 def bench_limiter(min_time: float, repeat: int) -> None:

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from typing import Any, Literal, NotRequired, TypedDict, final
 
 __all__ = [
+    "CartFigures",
     "JwtError",
     "JwtVerifier",
     "PricingError",
@@ -15,6 +16,7 @@ __all__ = [
     "RateLimiter",
     "jwt_encode",
     "price_cart",
+    "price_cart_rows",
 ]
 
 _Algorithm = Literal["HS256", "RS256", "EdDSA"]
@@ -166,6 +168,47 @@ def price_cart(
     code in upper case; its minor-unit exponent is returned as ``exponent``.
     ``promotion_applied`` is true when a promotion took something off.
     Raises :class:`PricingError` on bad input or 64-bit overflow.
+    """
+
+@final
+class CartFigures:
+    """The figures of :func:`price_cart_rows`; the line columns follow the rows."""
+
+    @property
+    def line_subtotals(self) -> tuple[int, ...]: ...
+    @property
+    def line_discounts(self) -> tuple[int, ...]: ...
+    @property
+    def line_totals(self) -> tuple[int, ...]: ...
+    @property
+    def subtotal(self) -> int: ...
+    @property
+    def discount(self) -> int: ...
+    @property
+    def tax(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def promotion_applied(self) -> bool: ...
+    @property
+    def currency(self) -> str: ...
+    @property
+    def exponent(self) -> int: ...
+
+def price_cart_rows(
+    rows: Sequence[tuple[int, int | None, int, int]],
+    *,
+    promotion: _Promotion | dict[str, Any] | None = None,
+    tax_rate_bps: int = 0,
+    currency: str = "USD",
+) -> CartFigures:
+    """:func:`price_cart` on rows ``(product_id, category_id, unit_price, quantity)``.
+
+    ``rows`` must be a list or tuple of 4-tuples (``NamedTuple`` rows too). The
+    rules, checks and figures are those of :func:`price_cart`; the per-line
+    figures come back as three tuples instead of one dict per line, which is
+    what makes this form several times cheaper to call. The gateway prices
+    with this one.
     """
 
 # ---------------------------------------------------------------------------

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from server._native import (
+    CartFigures,
     JwtError,
     JwtVerifier,
     PricingError,
     RateLimiter,
     jwt_encode,
     price_cart,
+    price_cart_rows,
 )
 
-__all__ = ["JwtError", "JwtVerifier", "PricingError", "RateLimiter", "jwt_encode", "price_cart"]
+__all__ = [
+    "CartFigures",
+    "JwtError",
+    "JwtVerifier",
+    "PricingError",
+    "RateLimiter",
+    "jwt_encode",
+    "price_cart",
+    "price_cart_rows",
+]

@@ -2,8 +2,9 @@
 //!
 //! Pure Rust; the executable specification is
 //! `tests/native/reference_pricing.py`, and the property tests check that the
-//! two agree. All arithmetic is checked (i128 intermediates, checked
-//! conversion back to i64): an overflow is an error, never a wrap.
+//! two agree. All arithmetic is checked (in i64 where a product fits, i128
+//! intermediates where it may not, checked conversion back to i64): an
+//! overflow is an error, never a wrap.
 //!
 //! Rules, in order:
 //! 1. `line_subtotal = unit_price * quantity`; `subtotal = Σ line_subtotal`.
@@ -104,6 +105,27 @@ pub fn round_half_even(n: i128, d: i128) -> i128 {
         q + 1
     } else {
         q
+    }
+}
+
+/// `round_half_even(a * b, d)` for non-negative `a`, `b` and a positive `d`,
+/// in i64 when `a * b` fits (the common case: no 128-bit division), in i128
+/// otherwise; an error only when the result does not fit in i64.
+fn scale_half_even(a: i64, b: i64, d: i64) -> Result<i64> {
+    match a.checked_mul(b) {
+        Some(n) => {
+            let (q, r) = (n / d, n % d);
+            // 2 * r cannot overflow: r < d <= i64::MAX / 2 for every d used here.
+            Ok(if 2 * r > d || (2 * r == d && q % 2 == 1) {
+                q + 1
+            } else {
+                q
+            })
+        }
+        None => to_i64(round_half_even(
+            i128::from(a) * i128::from(b),
+            i128::from(d),
+        )),
     }
 }
 
@@ -241,23 +263,28 @@ fn validate_line(i: usize, line: &Line) -> Result<()> {
 }
 
 /// Spread a fixed amount over the in-scope lines (see the module docs).
+/// Every sum here is at most the cart subtotal, which fits in i64; only the
+/// product `amount * line subtotal` may need 128 bits.
 fn spread_fixed(value: i64, subtotals: &[i64], scope: &[bool], out: &mut [i64]) -> Result<()> {
-    let scope_total: i128 = subtotals
-        .iter()
-        .zip(scope)
-        .filter(|(_, &s)| s)
-        .map(|(&ls, _)| i128::from(ls))
-        .sum();
+    let mut scope_total: i64 = 0;
+    for (&ls, _) in subtotals.iter().zip(scope).filter(|(_, &s)| s) {
+        scope_total = scope_total
+            .checked_add(ls)
+            .ok_or(PricingFailure::Overflow)?;
+    }
     if scope_total == 0 {
         return Ok(());
     }
-    let amount = i128::from(value).min(scope_total);
-    let mut given: i128 = 0;
+    let amount = value.min(scope_total);
+    let mut given: i64 = 0;
     for ((&ls, &s), d) in subtotals.iter().zip(scope).zip(out.iter_mut()) {
         if s {
-            let share = amount * i128::from(ls) / scope_total;
-            *d = to_i64(share)?;
-            given += share;
+            // share <= ls, since amount <= scope_total.
+            *d = match amount.checked_mul(ls) {
+                Some(n) => n / scope_total,
+                None => to_i64(i128::from(amount) * i128::from(ls) / i128::from(scope_total))?,
+            };
+            given += *d;
         }
     }
     let mut remainder = amount - given;
@@ -268,9 +295,8 @@ fn spread_fixed(value: i64, subtotals: &[i64], scope: &[bool], out: &mut [i64]) 
     let mut order: Vec<usize> = (0..subtotals.len()).filter(|&i| scope[i]).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(subtotals[i]), i));
     for i in order {
-        let room = i128::from(subtotals[i]) - i128::from(out[i]);
-        let take = room.min(remainder);
-        out[i] = to_i64(i128::from(out[i]) + take)?;
+        let take = (subtotals[i] - out[i]).min(remainder);
+        out[i] += take;
         remainder -= take;
         if remainder == 0 {
             break;
@@ -298,7 +324,11 @@ pub fn price_cart(
     let mut subtotal: i64 = 0;
     for (i, line) in lines.iter().enumerate() {
         validate_line(i, line)?;
-        let ls = to_i64(i128::from(line.unit_price) * i128::from(line.quantity))?;
+        // Both factors are non-negative: the product fits iff checked_mul succeeds.
+        let ls = line
+            .unit_price
+            .checked_mul(line.quantity)
+            .ok_or(PricingFailure::Overflow)?;
         subtotal = subtotal.checked_add(ls).ok_or(PricingFailure::Overflow)?;
         subtotals.push(ls);
     }
@@ -310,21 +340,19 @@ pub fn price_cart(
             PromotionKind::Percent => {
                 for ((&ls, &s), d) in subtotals.iter().zip(&scope).zip(discounts.iter_mut()) {
                     if s {
-                        *d = to_i64(round_half_even(
-                            i128::from(ls) * i128::from(promo.value),
-                            100,
-                        ))?;
+                        *d = scale_half_even(ls, promo.value, 100)?;
                     }
                 }
             }
             PromotionKind::Fixed => spread_fixed(promo.value, &subtotals, &scope, &mut discounts)?,
             PromotionKind::BuyXGetY => {
-                let group = i128::from(promo.buy_quantity) + i128::from(promo.get_quantity);
+                // A group beyond i64 is larger than any quantity: nothing free.
+                let group = promo.buy_quantity.checked_add(promo.get_quantity);
                 for ((line, &s), d) in lines.iter().zip(&scope).zip(discounts.iter_mut()) {
-                    if s {
-                        let free =
-                            i128::from(line.quantity) / group * i128::from(promo.get_quantity);
-                        *d = to_i64(free * i128::from(line.unit_price))?;
+                    if let (true, Some(group)) = (s, group) {
+                        // free <= quantity, so free * unit_price <= line subtotal: no overflow.
+                        let free = line.quantity / group * promo.get_quantity;
+                        *d = free * line.unit_price;
                     }
                 }
             }
@@ -344,10 +372,7 @@ pub fn price_cart(
         });
     }
     let taxable = subtotal - discount;
-    let tax = to_i64(round_half_even(
-        i128::from(taxable) * i128::from(tax_rate_bps),
-        10_000,
-    ))?;
+    let tax = scale_half_even(taxable, tax_rate_bps, 10_000)?;
     let total = taxable.checked_add(tax).ok_or(PricingFailure::Overflow)?;
     Ok(PricedCart {
         lines: priced,
@@ -390,6 +415,47 @@ mod tests {
         assert_eq!(round_half_even(26, 10), 3);
         assert_eq!(round_half_even(24, 10), 2);
         assert_eq!(round_half_even(0, 7), 0);
+    }
+
+    #[test]
+    fn scale_half_even_agrees_across_the_i64_and_i128_paths() {
+        // Small products take the i64 path, huge ones the i128 path; both
+        // must equal the 128-bit definition.
+        let cases = [
+            (0, 15, 100),
+            (1, 50, 100),
+            (3, 50, 100),
+            (12_345, 825, 10_000),
+            (i64::MAX / 100, 100, 100),
+            (i64::MAX, 100, 100),
+            (i64::MAX, 99, 100),
+            (i64::MAX / 3, 100_000, 10_000),
+        ];
+        for (a, b, d) in cases {
+            let wide = round_half_even(i128::from(a) * i128::from(b), i128::from(d));
+            assert_eq!(
+                scale_half_even(a, b, d).ok(),
+                i64::try_from(wide).ok(),
+                "{a} * {b} / {d}"
+            );
+        }
+        assert_eq!(
+            scale_half_even(i64::MAX, 100_000, 10_000),
+            Err(PricingFailure::Overflow)
+        );
+    }
+
+    #[test]
+    fn fixed_spread_of_huge_amounts_uses_wide_products() {
+        // amount * line subtotal overflows i64; the shares are still exact.
+        let half = i64::MAX / 2;
+        let mut out = [0; 2];
+        spread_fixed(i64::MAX, &[half, half], &[true, true], &mut out).unwrap();
+        assert_eq!(out, [half, half]);
+        let mut out = [0; 2];
+        spread_fixed(half, &[half, half - 1], &[true, true], &mut out).unwrap();
+        assert_eq!(out.iter().sum::<i64>(), half);
+        assert!(out[0] <= half && out[1] < half);
     }
 
     #[test]

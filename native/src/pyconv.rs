@@ -511,6 +511,82 @@ pub fn extract_lines<'py>(lines: &Bound<'py, PyAny>) -> PyResult<CartLines<'py>>
     Ok(out)
 }
 
+/// `[(product_id, category_id | None, unit_price, quantity), ...]`: a list
+/// or tuple of 4-tuples (tuple subclasses such as a `NamedTuple` included).
+pub fn extract_rows(rows: &Bound<'_, PyAny>) -> PyResult<Vec<Line>> {
+    if let Ok(list) = rows.downcast::<PyList>() {
+        rows_to_lines(list.len(), list.iter())
+    } else if let Ok(tuple) = rows.downcast::<PyTuple>() {
+        rows_to_lines(tuple.len(), tuple.iter())
+    } else {
+        Err(invalid(format!(
+            "rows must be a list or tuple, not {}",
+            type_name(rows)
+        ))
+        .into())
+    }
+}
+
+fn rows_to_lines<'py>(
+    len: usize,
+    items: impl Iterator<Item = Bound<'py, PyAny>>,
+) -> PyResult<Vec<Line>> {
+    let mut lines = Vec::with_capacity(len);
+    for (i, item) in items.enumerate() {
+        let row = match item.downcast::<PyTuple>() {
+            Ok(row) if row.len() == 4 => row,
+            _ => {
+                return Err(invalid(format!(
+                    "rows[{i}] must be a tuple (product_id, category_id, unit_price, quantity)"
+                ))
+                .into())
+            }
+        };
+        let int_at = |f: usize, name: &str, optional: bool| -> PyResult<Option<i64>> {
+            // SAFETY: `row` is a tuple of length 4 and f < 4; the item is
+            // borrowed from the tuple, which `row` keeps alive.
+            let item = unsafe { row.get_borrowed_item_unchecked(f) };
+            if let Some(v) = exact_i64(&item) {
+                return Ok(Some(v));
+            }
+            Ok(int_value(Some(item.to_owned()), optional, &|| {
+                format!("rows[{i}].{name}")
+            })?)
+        };
+        lines.push(Line {
+            product_id: int_at(0, "product_id", false)?.unwrap_or_default(),
+            category_id: int_at(1, "category_id", true)?,
+            unit_price: int_at(2, "unit_price", false)?.unwrap_or_default(),
+            quantity: int_at(3, "quantity", false)?.unwrap_or_default(),
+        });
+    }
+    Ok(lines)
+}
+
+/// The per-line figures of `cart` as three tuples of ints: subtotals,
+/// discounts, totals. A line with nothing off shares its subtotal object as
+/// its total (equal ints; one allocation fewer).
+pub fn line_columns<'py>(py: Python<'py>, cart: &PricedCart) -> PyResult<[Bound<'py, PyTuple>; 3]> {
+    let int = |v: i64| -> Bound<'py, PyAny> {
+        let Ok(obj) = v.into_pyobject(py);
+        obj.into_any()
+    };
+    let subtotals: Vec<Bound<'py, PyAny>> =
+        cart.lines.iter().map(|l| int(l.line_subtotal)).collect();
+    let discounts = PyTuple::new(py, cart.lines.iter().map(|l| l.line_discount))?;
+    let totals = PyTuple::new(
+        py,
+        cart.lines.iter().zip(&subtotals).map(|(l, subtotal)| {
+            if l.line_discount == 0 {
+                subtotal.clone()
+            } else {
+                int(l.line_total)
+            }
+        }),
+    )?;
+    Ok([PyTuple::new(py, subtotals)?, discounts, totals])
+}
+
 /// `{"kind", "value", "buy_quantity", "get_quantity", "min_subtotal",
 /// "product_ids", "category_ids"}`
 pub fn extract_promotion(promo: &Bound<'_, PyAny>) -> PyResult<Promotion> {

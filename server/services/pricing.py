@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.db.promotions import Promotion
-from server.native import PricingError, price_cart
+from server.native import PricingError, price_cart_rows
 from server.services.errors import ValidationFailed
 
 
@@ -63,16 +63,8 @@ def price_lines(
 ) -> PricedCart:
     """Price `lines`; `promotion` must already be known usable (dates, usage limit)."""
     try:
-        result = price_cart(
-            [
-                {
-                    "product_id": line.product_id,
-                    "category_id": line.category_id,
-                    "unit_price": line.unit_price,
-                    "quantity": line.quantity,
-                }
-                for line in lines
-            ],
+        figures = price_cart_rows(
+            [(line.product_id, line.category_id, line.unit_price, line.quantity) for line in lines],
             promotion=_promotion_arg(promotion) if promotion is not None else None,
             tax_rate_bps=tax_rate_bps,
             currency=currency,
@@ -86,22 +78,28 @@ def price_lines(
             line.name,
             line.quantity,
             line.unit_price,
-            figures["line_subtotal"],
-            figures["line_discount"],
-            figures["line_total"],
+            line_subtotal,
+            line_discount,
+            line_total,
         )
-        for line, figures in zip(lines, result["lines"], strict=True)
+        for line, line_subtotal, line_discount, line_total in zip(
+            lines,
+            figures.line_subtotals,
+            figures.line_discounts,
+            figures.line_totals,
+            strict=True,
+        )
     ]
     # The engine reports `promotion_applied` only when money came off; a promotion whose
     # minimum is met but whose scope matches no line still counts as applied (discount 0).
-    below_minimum = promotion is not None and result["subtotal"] < promotion.min_subtotal
+    below_minimum = promotion is not None and figures.subtotal < promotion.min_subtotal
     applied = promotion is not None and not below_minimum
     return PricedCart(
         lines=priced,
-        subtotal=result["subtotal"],
-        discount=result["discount"],
-        tax=result["tax"],
-        total=result["total"],
+        subtotal=figures.subtotal,
+        discount=figures.discount,
+        tax=figures.tax,
+        total=figures.total,
         currency=currency,
         promotion_code=promotion.code if applied and promotion is not None else None,
         below_minimum=below_minimum,

@@ -124,43 +124,61 @@ def _spread_fixed(value: int, subtotals: list[int], scope: list[bool]) -> list[i
     return discounts
 
 
-def price_cart(
-    lines: list[dict[str, Any]],
-    *,
-    promotion: dict[str, Any] | None = None,
-    tax_rate_bps: int = 0,
-    currency: str = "USD",
-) -> dict[str, Any]:
+# A cart line as the pricing rules see it: (product_id, category_id, unit_price, quantity).
+Row = tuple[int, "int | None", int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class CartFigures:
+    """What :func:`price_rows` returns: per-line columns in row order, then totals."""
+
+    line_subtotals: tuple[int, ...]
+    line_discounts: tuple[int, ...]
+    line_totals: tuple[int, ...]
+    subtotal: int
+    discount: int
+    tax: int
+    total: int
+    promotion_applied: bool
+    currency: str
+    exponent: int
+
+
+def _check_cart_args(tax_rate_bps: Any, currency: Any) -> int:
     if not isinstance(currency, str) or currency not in CURRENCY_EXPONENTS:
         raise ReferencePricingError("unknown currency")
-    tax_rate_bps = _int(tax_rate_bps, "tax_rate_bps")  # type: ignore[assignment]
-    if not 0 <= tax_rate_bps <= MAX_TAX_RATE_BPS:
+    rate = _int(tax_rate_bps, "tax_rate_bps")
+    assert rate is not None
+    if not 0 <= rate <= MAX_TAX_RATE_BPS:
         raise ReferencePricingError("tax_rate_bps")
-    if not isinstance(lines, list):
-        raise ReferencePricingError("lines must be a list")
+    return rate
 
-    parsed = []
-    for i, line in enumerate(lines):
-        if not isinstance(line, dict):
-            raise ReferencePricingError(f"lines[{i}] must be a dict")
-        product_id = _int(line.get("product_id"), "product_id")
-        category_id = _int(line.get("category_id"), "category_id", optional=True)
-        unit_price = _int(line.get("unit_price"), "unit_price")
-        quantity = _int(line.get("quantity"), "quantity")
-        assert unit_price is not None and quantity is not None
-        if unit_price < 0 or quantity < 1:
-            raise ReferencePricingError(f"lines[{i}]: unit_price >= 0, quantity >= 1")
-        parsed.append((product_id, category_id, unit_price, quantity))
+
+def _checked_row(i: int, product_id: Any, category_id: Any, unit_price: Any, quantity: Any) -> Row:
+    pid = _int(product_id, "product_id")
+    cid = _int(category_id, "category_id", optional=True)
+    price = _int(unit_price, "unit_price")
+    qty = _int(quantity, "quantity")
+    assert pid is not None and price is not None and qty is not None
+    if price < 0 or qty < 1:
+        raise ReferencePricingError(f"line {i}: unit_price >= 0, quantity >= 1")
+    return (pid, cid, price, qty)
+
+
+def _price(
+    rows: list[Row], promotion: dict[str, Any] | None, tax_rate_bps: int, currency: str
+) -> CartFigures:
+    """The pricing rules, on rows already checked."""
     promo = Promotion.from_dict(promotion) if promotion is not None else None
 
-    subtotals = [_checked(price * qty) for _, _, price, qty in parsed]
+    subtotals = [_checked(price * qty) for _, _, price, qty in rows]
     subtotal = 0
     for ls in subtotals:
         subtotal = _checked(subtotal + ls)
 
-    discounts = [0] * len(parsed)
+    discounts = [0] * len(rows)
     if promo is not None and subtotal >= promo.min_subtotal:
-        scope = [promo.in_scope(pid, cid) for pid, cid, _, _ in parsed]
+        scope = [promo.in_scope(pid, cid) for pid, cid, _, _ in rows]
         if promo.kind == "percent":
             discounts = [
                 round_half_even(ls * promo.value, 100) if s else 0
@@ -172,28 +190,92 @@ def price_cart(
             group = promo.buy_quantity + promo.get_quantity
             discounts = [
                 (qty // group) * promo.get_quantity * price if s else 0
-                for (_, _, price, qty), s in zip(parsed, scope, strict=True)
+                for (_, _, price, qty), s in zip(rows, scope, strict=True)
             ]
 
     discount = _checked(sum(discounts))
     taxable = subtotal - discount
     tax = _checked(round_half_even(taxable * tax_rate_bps, 10_000))
     total = _checked(taxable + tax)
+    return CartFigures(
+        line_subtotals=tuple(subtotals),
+        line_discounts=tuple(discounts),
+        line_totals=tuple(ls - d for ls, d in zip(subtotals, discounts, strict=True)),
+        subtotal=subtotal,
+        discount=discount,
+        tax=tax,
+        total=total,
+        promotion_applied=promo is not None and discount > 0,
+        currency=currency,
+        exponent=CURRENCY_EXPONENTS[currency],
+    )
+
+
+def price_rows(
+    rows: list[Row] | tuple[Row, ...],
+    *,
+    promotion: dict[str, Any] | None = None,
+    tax_rate_bps: int = 0,
+    currency: str = "USD",
+) -> CartFigures:
+    """Price rows ``(product_id, category_id, unit_price, quantity)``."""
+    rate = _check_cart_args(tax_rate_bps, currency)
+    if not isinstance(rows, list | tuple):
+        raise ReferencePricingError("rows must be a list or tuple")
+    checked = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, tuple) or len(row) != 4:
+            raise ReferencePricingError(f"rows[{i}] must be a 4-tuple")
+        checked.append(_checked_row(i, *row))
+    return _price(checked, promotion, rate, currency)
+
+
+def price_cart(
+    lines: list[dict[str, Any]],
+    *,
+    promotion: dict[str, Any] | None = None,
+    tax_rate_bps: int = 0,
+    currency: str = "USD",
+) -> dict[str, Any]:
+    """Price lines given as dicts; the figures of :func:`price_rows`, as dicts."""
+    rate = _check_cart_args(tax_rate_bps, currency)
+    if not isinstance(lines, list):
+        raise ReferencePricingError("lines must be a list")
+    rows = []
+    for i, line in enumerate(lines):
+        if not isinstance(line, dict):
+            raise ReferencePricingError(f"lines[{i}] must be a dict")
+        rows.append(
+            _checked_row(
+                i,
+                line.get("product_id"),
+                line.get("category_id"),
+                line.get("unit_price"),
+                line.get("quantity"),
+            )
+        )
+    figures = _price(rows, promotion, rate, currency)
     return {
         "lines": [
             {
                 "product_id": pid,
                 "line_subtotal": ls,
                 "line_discount": d,
-                "line_total": ls - d,
+                "line_total": total,
             }
-            for (pid, _, _, _), ls, d in zip(parsed, subtotals, discounts, strict=True)
+            for (pid, _, _, _), ls, d, total in zip(
+                rows,
+                figures.line_subtotals,
+                figures.line_discounts,
+                figures.line_totals,
+                strict=True,
+            )
         ],
-        "subtotal": subtotal,
-        "discount": discount,
-        "tax": tax,
-        "total": total,
-        "promotion_applied": promo is not None and discount > 0,
+        "subtotal": figures.subtotal,
+        "discount": figures.discount,
+        "tax": figures.tax,
+        "total": figures.total,
+        "promotion_applied": figures.promotion_applied,
         "currency": currency,
-        "exponent": CURRENCY_EXPONENTS[currency],
+        "exponent": figures.exponent,
     }

@@ -7,12 +7,13 @@ import sys
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server._native import PricingError, price_cart
 
 from . import reference_pricing as ref
+from .strategies import PROPS, currency_st, ids, lines_st, promotion_st, tax_st
 
 I64_MAX = 2**63 - 1
 
@@ -23,61 +24,6 @@ def line(pid: int, price: int, qty: int, cat: int | None = None) -> dict[str, An
 
 def discounts(result: dict[str, Any]) -> list[int]:
     return [entry["line_discount"] for entry in result["lines"]]
-
-
-# ---------------------------------------------------------------------------
-# strategies
-# ---------------------------------------------------------------------------
-
-ids = st.integers(min_value=0, max_value=12)
-lines_st = st.lists(
-    st.fixed_dictionaries(
-        {
-            "product_id": ids,
-            "category_id": st.none() | st.integers(min_value=0, max_value=4),
-            "unit_price": st.integers(min_value=0, max_value=200_000),
-            "quantity": st.integers(min_value=1, max_value=40),
-        }
-    ),
-    max_size=12,
-)
-scope_list = st.none() | st.lists(ids, max_size=4)
-promotion_st = st.one_of(
-    st.none(),
-    st.fixed_dictionaries(
-        {"kind": st.just("percent"), "value": st.integers(min_value=1, max_value=100)},
-        optional={
-            "min_subtotal": st.integers(min_value=0, max_value=500_000),
-            "product_ids": scope_list,
-            "category_ids": scope_list,
-        },
-    ),
-    st.fixed_dictionaries(
-        {"kind": st.just("fixed"), "value": st.integers(min_value=1, max_value=3_000_000)},
-        optional={
-            "min_subtotal": st.integers(min_value=0, max_value=500_000),
-            "product_ids": scope_list,
-            "category_ids": scope_list,
-        },
-    ),
-    st.fixed_dictionaries(
-        {
-            "kind": st.just("buy_x_get_y"),
-            "buy_quantity": st.integers(min_value=1, max_value=5),
-            "get_quantity": st.integers(min_value=1, max_value=3),
-        },
-        optional={
-            "value": st.integers(min_value=0, max_value=5),
-            "min_subtotal": st.integers(min_value=0, max_value=500_000),
-            "product_ids": scope_list,
-            "category_ids": scope_list,
-        },
-    ),
-)
-currency_st = st.sampled_from(sorted(ref.CURRENCY_EXPONENTS))
-tax_st = st.integers(min_value=0, max_value=ref.MAX_TAX_RATE_BPS)
-
-PROPS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def both(lines: Any, **kwargs: Any) -> tuple[Any, Any]:
