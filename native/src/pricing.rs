@@ -291,7 +291,22 @@ fn spread_fixed(value: i64, subtotals: &[i64], scope: &[bool], out: &mut [i64]) 
     if remainder == 0 {
         return Ok(());
     }
-    // Largest in-scope line first, input order on ties.
+    // Largest in-scope line first, input order on ties. Almost always that
+    // line has room for the whole remainder (less than one unit per in-scope
+    // line): find it with one scan and skip the sort.
+    let largest = (0..subtotals.len())
+        .filter(|&i| scope[i])
+        .reduce(|best, i| {
+            if subtotals[i] > subtotals[best] {
+                i
+            } else {
+                best
+            }
+        });
+    if let Some(i) = largest.filter(|&i| subtotals[i] - out[i] >= remainder) {
+        out[i] += remainder;
+        return Ok(());
+    }
     let mut order: Vec<usize> = (0..subtotals.len()).filter(|&i| scope[i]).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(subtotals[i]), i));
     for i in order {

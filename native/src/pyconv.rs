@@ -418,12 +418,16 @@ fn id_list(obj: Option<Bound<'_, PyAny>>, name: &str) -> PyResult<Vec<i64>> {
         Some(o) if o.is_none() => return Ok(Vec::new()),
         Some(o) => o,
     };
-    if !(obj.is_instance_of::<PyList>() || obj.is_instance_of::<PyTuple>()) {
+    let items = if let Ok(list) = obj.downcast::<PyList>() {
+        list.iter().collect::<Vec<_>>()
+    } else if let Ok(tuple) = obj.downcast::<PyTuple>() {
+        tuple.iter().collect()
+    } else {
         return Err(invalid(format!("promotion.{name} must be a list of ints or None")).into());
-    }
-    let mut ids = Vec::new();
-    for (i, item) in obj.try_iter()?.enumerate() {
-        ids.push(required_int(Some(item?), &|| {
+    };
+    let mut ids = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        ids.push(required_int(Some(item), &|| {
             format!("promotion.{name}[{i}]")
         })?);
     }
