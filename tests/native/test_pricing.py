@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from server._native import PricingError, price_cart
 
 from . import reference_pricing as ref
-from .strategies import PROPS, currency_st, ids, lines_st, promotion_st, tax_st
+from .pricing_support import (
+    PROPS,
+    agree,
+    currency_st,
+    ids,
+    lines_st,
+    outcomes,
+    promotion_st,
+    tax_st,
+)
 
 I64_MAX = 2**63 - 1
 
@@ -27,25 +36,11 @@ def discounts(result: dict[str, Any]) -> list[int]:
 
 
 def both(lines: Any, **kwargs: Any) -> tuple[Any, Any]:
-    """(rust result or PricingError, reference result or its error)."""
-    try:
-        ours: Any = price_cart(lines, **kwargs)
-    except PricingError as e:
-        ours = e
-    try:
-        theirs: Any = ref.price_cart(lines, **kwargs)
-    except ref.ReferencePricingError as e:
-        theirs = e
-    return ours, theirs
+    return outcomes(price_cart, ref.price_cart, lines, **kwargs)
 
 
 def assert_agree(lines: Any, **kwargs: Any) -> Any:
-    ours, theirs = both(lines, **kwargs)
-    if isinstance(theirs, Exception):
-        assert isinstance(ours, PricingError), (ours, theirs)
-    else:
-        assert ours == theirs
-    return ours
+    return agree(price_cart, ref.price_cart, lines, **kwargs)
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from server._native import CartFigures, PricingError, price_cart, price_cart_rows
 
 from . import reference_pricing as ref
-from .strategies import PROPS, currency_st, ids, lines_st, promotion_st, tax_st
+from .pricing_support import PROPS, agree, currency_st, ids, lines_st, promotion_st, tax_st
 
 I64_MAX = 2**63 - 1
 FIELDS = ref.CartFigures.__slots__
@@ -27,26 +27,16 @@ def figures(result: CartFigures | ref.CartFigures) -> tuple[Any, ...]:
     return tuple(getattr(result, name) for name in FIELDS)
 
 
-def both(rows: Any, **kwargs: Any) -> tuple[Any, Any]:
-    """(rust figures or PricingError, reference figures or its error)."""
-    try:
-        ours: Any = figures(price_cart_rows(rows, **kwargs))
-    except PricingError as e:
-        ours = e
-    try:
-        theirs: Any = figures(ref.price_rows(rows, **kwargs))
-    except ref.ReferencePricingError as e:
-        theirs = e
-    return ours, theirs
+def rust_figures(rows: Any, **kwargs: Any) -> tuple[Any, ...]:
+    return figures(price_cart_rows(rows, **kwargs))
+
+
+def reference_figures(rows: Any, **kwargs: Any) -> tuple[Any, ...]:
+    return figures(ref.price_rows(rows, **kwargs))
 
 
 def assert_agree(rows: Any, **kwargs: Any) -> Any:
-    ours, theirs = both(rows, **kwargs)
-    if isinstance(theirs, Exception):
-        assert isinstance(ours, PricingError), (ours, theirs)
-    else:
-        assert ours == theirs
-    return ours
+    return agree(rust_figures, reference_figures, rows, **kwargs)
 
 
 @PROPS

@@ -1,9 +1,15 @@
-"""Hypothesis strategies for carts, shared by the pricing tests."""
+"""What the pricing tests share: hypothesis strategies for carts, and the check that the Rust
+engine and the reference agree (equal results, or both refuse)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
+
+from server._native import PricingError
 
 from . import reference_pricing as ref
 
@@ -56,3 +62,28 @@ currency_st = st.sampled_from(sorted(ref.CURRENCY_EXPONENTS))
 tax_st = st.integers(min_value=0, max_value=ref.MAX_TAX_RATE_BPS)
 
 PROPS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def outcomes(
+    ours: Callable[..., Any], theirs: Callable[..., Any], *args: Any, **kwargs: Any
+) -> tuple[Any, Any]:
+    """(the Rust result or its PricingError, the reference result or its error)."""
+    try:
+        mine: Any = ours(*args, **kwargs)
+    except PricingError as e:
+        mine = e
+    try:
+        spec: Any = theirs(*args, **kwargs)
+    except ref.ReferencePricingError as e:
+        spec = e
+    return mine, spec
+
+
+def agree(ours: Callable[..., Any], theirs: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Assert both give the same result or both refuse; the Rust outcome."""
+    mine, spec = outcomes(ours, theirs, *args, **kwargs)
+    if isinstance(spec, Exception):
+        assert isinstance(mine, PricingError), (mine, spec)
+    else:
+        assert mine == spec
+    return mine
