@@ -152,7 +152,8 @@ def price_cart(
 ) -> _PricedCart:
     """Price a cart; every amount is an int in minor units.
 
-    ``lines`` must be a list of dicts. A line is in the promotion's scope when
+    ``lines`` must be a list of dicts (:func:`price_cart_rows` takes rows and is
+    several times cheaper: no dict per line in or out). A line is in the promotion's scope when
     it names neither products nor categories, or the line's product or
     category is named. Below ``min_subtotal`` (whole cart, before discount)
     nothing is taken off.

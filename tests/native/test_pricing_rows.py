@@ -94,6 +94,22 @@ def test_overflow_agrees_with_reference(
     assert_agree(rows, promotion=promotion, tax_rate_bps=tax)
 
 
+@settings(max_examples=400, deadline=None)
+@given(
+    rows=st.lists(
+        st.tuples(ids, st.none(), st.integers(min_value=0, max_value=3), st.just(1)),
+        min_size=2,
+        max_size=12,
+    ),
+    value=st.integers(min_value=1, max_value=40),
+)
+def test_fixed_remainder_on_tiny_lines_agrees(rows: list[tuple[Any, ...]], value: int) -> None:
+    # Tiny lines make the floor shares leave a remainder the largest line cannot always take:
+    # the path that places it line by line, largest first.
+    ours = assert_agree(rows, promotion={"kind": "fixed", "value": value})
+    assert ours[4] == min(value, ours[3])
+
+
 def test_fifty_rows_with_each_promotion_kind() -> None:
     rows = [(1000 + i, i % 7, 199 + 137 * i, 1 + i % 4) for i in range(50)]
     for promo in (
