@@ -1,7 +1,9 @@
 """Executable specification of cart pricing, in plain Python.
 
-``server._native.price_cart`` must agree with :func:`price_cart` here on every
-valid input (the property tests in ``test_pricing.py`` check it). Amounts are
+``server._native.price_cart`` must agree with :func:`price_cart` here, and
+``server._native.price_cart_rows`` with :func:`price_rows`, on every valid input
+(the property tests in ``test_pricing.py`` and ``test_pricing_rows.py`` check
+it; both forms share the rules in :func:`_price`). Amounts are
 integers in minor units; Python ints never overflow, so the 64-bit range the
 Rust code works in is checked explicitly.
 """
