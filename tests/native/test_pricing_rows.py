@@ -118,7 +118,7 @@ def test_fifty_rows_with_each_promotion_kind() -> None:
         {"kind": "buy_x_get_y", "buy_quantity": 2, "get_quantity": 1},
     ):
         ours = assert_agree(rows, promotion=promo, tax_rate_bps=825, currency="EUR")
-        assert ours[1] != ours[0], "the promotion took something off some line"
+        assert any(ours[1]), "the promotion took something off some line"
 
 
 class Row(NamedTuple):
