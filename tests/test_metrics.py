@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import timeit
 import uuid
@@ -12,6 +13,8 @@ import orjson
 import pytest
 import sentry_sdk
 import tornado.web
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 from sentry_sdk.transport import Transport
 
@@ -114,6 +117,45 @@ async def test_grpc_calls_are_counted_by_method_and_code(
         )
         >= 1
     )
+
+
+async def test_streaming_grpc_calls_are_counted_too(
+    api: ApiClient, grpc_channel: grpc.aio.Channel
+) -> None:
+    # Reflection is stream-stream and ends OK; a health Watch is unary-stream, left by the
+    # client after its first message: CANCELLED once the server notices.
+    reflection = ("grpc.reflection.v1alpha.ServerReflection", "ServerReflectionInfo", "OK")
+    watch = ("grpc.health.v1.Health", "Watch", "CANCELLED")
+
+    def handled(samples: Samples, series: tuple[str, str, str]) -> float:
+        service, method, code = series
+        return value(
+            samples,
+            "grpc_server_handled_total",
+            grpc_service=service,
+            grpc_method=method,
+            grpc_code=code,
+        )
+
+    before = await scrape(api)
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    reflect = reflection_pb2_grpc.ServerReflectionStub(grpc_channel)
+    async for _ in reflect.ServerReflectionInfo(iter([request]), timeout=5):
+        pass
+    call = health_pb2_grpc.HealthStub(grpc_channel).Watch(
+        health_pb2.HealthCheckRequest(service=""), timeout=5
+    )
+    first = await call.read()
+    assert first.status == health_pb2.HealthCheckResponse.SERVING
+    call.cancel()
+
+    for _ in range(100):
+        after = await scrape(api)
+        if handled(after, watch) > handled(before, watch):
+            break
+        await asyncio.sleep(0.05)
+    assert handled(after, reflection) - handled(before, reflection) == 1
+    assert handled(after, watch) - handled(before, watch) == 1
 
 
 async def test_database_cache_pool_and_build_series_are_exposed(

@@ -35,24 +35,55 @@ def metadata_value(details: grpc.HandlerCallDetails, key: str) -> str | None:
     return None
 
 
-def guard_handler(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler:
-    """`handler` with `check` awaited before its behaviour runs."""
-    # grpc's method handlers are namedtuples: swap in the guarded behaviour, keep the codecs.
+Wrap = Callable[[Callable[..., Any]], Callable[..., Any]]
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler, unary: Wrap, streaming: Wrap
+) -> grpc.RpcMethodHandler:
+    """`handler` with its behaviour wrapped: by `unary` when it answers once, by `streaming`
+    when it answers with a stream (an async generator)."""
+    # grpc's method handlers are namedtuples: swap in the wrapped behaviour, keep the codecs.
     replace: Callable[..., grpc.RpcMethodHandler] = handler._replace
     if handler.request_streaming and handler.response_streaming:
-        return replace(stream_stream=_guard_streaming(handler.stream_stream, check))
+        return replace(stream_stream=streaming(handler.stream_stream))
     if handler.request_streaming:
-        return replace(stream_unary=_guard_unary(handler.stream_unary, check))
+        return replace(stream_unary=unary(handler.stream_unary))
     if handler.response_streaming:
-        return replace(unary_stream=_guard_streaming(handler.unary_stream, check))
-    return replace(unary_unary=_guard_unary(handler.unary_unary, check))
+        return replace(unary_stream=streaming(handler.unary_stream))
+    return replace(unary_unary=unary(handler.unary_unary))
+
+
+async def answer_once(result: Any) -> Any:
+    """What a unary servicer's `result` (a value or an awaitable) answers."""
+    return await result if inspect.isawaitable(result) else result
+
+
+async def stream_of(result: Any) -> AsyncIterator[Any]:
+    """The messages of a streaming servicer's `result`, whatever it returned."""
+    if inspect.isasyncgen(result):
+        async for message in result:
+            yield message
+    elif inspect.isawaitable(result):
+        await result  # a servicer that answers through context.write()
+    else:
+        for message in result:
+            yield message
+
+
+def guard_handler(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler:
+    """`handler` with `check` awaited before its behaviour runs."""
+    return wrap_handler(
+        handler,
+        lambda behavior: _guard_unary(behavior, check),
+        lambda behavior: _guard_streaming(behavior, check),
+    )
 
 
 def _guard_unary(behavior: Callable[..., Any], check: Check) -> Callable[..., Any]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
         await check(context)
-        result = behavior(request, context)
-        return await result if inspect.isawaitable(result) else result
+        return await answer_once(behavior(request, context))
 
     return guarded
 
@@ -60,14 +91,7 @@ def _guard_unary(behavior: Callable[..., Any], check: Check) -> Callable[..., An
 def _guard_streaming(behavior: Callable[..., Any], check: Check) -> Callable[..., Any]:
     async def guarded(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         await check(context)
-        result = behavior(request, context)
-        if inspect.isasyncgen(result):
-            async for message in result:
-                yield message
-        elif inspect.isawaitable(result):
-            await result  # a servicer that answers through context.write()
-        else:
-            for message in result:
-                yield message
+        async for message in stream_of(behavior(request, context)):
+            yield message
 
     return guarded

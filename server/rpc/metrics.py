@@ -9,17 +9,18 @@ lines and enqueued tasks of the call carry it, as they do for REST.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import grpc
 
 from server import metrics
 from server.observability import request_id_var
+from server.rpc.interception import answer_once, stream_of, wrap_handler
 
 _REQUEST_ID_RE = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
@@ -35,14 +36,11 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
             return handler
         method = handler_call_details.method
         request_id = _request_id(handler_call_details)
-        replace: Callable[..., grpc.RpcMethodHandler] = handler._replace
-        if handler.request_streaming and handler.response_streaming:
-            return replace(stream_stream=_streaming(handler.stream_stream, method, request_id))
-        if handler.request_streaming:
-            return replace(stream_unary=_unary(handler.stream_unary, method, request_id))
-        if handler.response_streaming:
-            return replace(unary_stream=_streaming(handler.unary_stream, method, request_id))
-        return replace(unary_unary=_unary(handler.unary_unary, method, request_id))
+        return wrap_handler(
+            handler,
+            lambda behavior: _unary(behavior, method, request_id),
+            lambda behavior: _streaming(behavior, method, request_id),
+        )
 
 
 def _request_id(details: grpc.HandlerCallDetails) -> str:
@@ -61,58 +59,41 @@ def _code_of(context: grpc.aio.ServicerContext, default: str) -> str:
     return default
 
 
+@contextmanager
+def _measured(context: grpc.aio.ServicerContext, method: str, request_id: str) -> Iterator[None]:
+    """Count and time the call run inside, by the status code it ends with."""
+    request_id_var.set(request_id)
+    started = time.perf_counter()
+    code = "OK"
+    try:
+        yield
+    except asyncio.CancelledError:
+        code = "CANCELLED"
+        raise
+    except grpc.aio.AbortError:
+        code = _code_of(context, "UNKNOWN")
+        raise
+    except Exception:
+        code = "UNKNOWN"
+        raise
+    finally:
+        if code == "OK":
+            code = _code_of(context, "OK")  # a servicer may set_code() without raising
+        metrics.observe_grpc(method, code, time.perf_counter() - started)
+
+
 def _unary(behavior: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
     async def measured(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        request_id_var.set(request_id)
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            result = behavior(request, context)
-            return await result if inspect.isawaitable(result) else result
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except grpc.aio.AbortError:
-            code = _code_of(context, "UNKNOWN")
-            raise
-        except Exception:
-            code = "UNKNOWN"
-            raise
-        finally:
-            if code == "OK":
-                code = _code_of(context, "OK")  # a servicer may set_code() without raising
-            metrics.observe_grpc(method, code, time.perf_counter() - started)
+        with _measured(context, method, request_id):
+            return await answer_once(behavior(request, context))
 
     return measured
 
 
 def _streaming(behavior: Callable[..., Any], method: str, request_id: str) -> Callable[..., Any]:
     async def measured(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        request_id_var.set(request_id)
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            result = behavior(request, context)
-            if inspect.isasyncgen(result):
-                async for message in result:
-                    yield message
-            elif inspect.isawaitable(result):
-                await result  # a servicer that answers through context.write()
-            else:
-                for message in result:
-                    yield message
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except grpc.aio.AbortError:
-            code = _code_of(context, "UNKNOWN")
-            raise
-        except Exception:
-            code = "UNKNOWN"
-            raise
-        finally:
-            if code == "OK":
-                code = _code_of(context, "OK")
-            metrics.observe_grpc(method, code, time.perf_counter() - started)
+        with _measured(context, method, request_id):
+            async for message in stream_of(behavior(request, context)):
+                yield message
 
     return measured
