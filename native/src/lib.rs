@@ -156,10 +156,7 @@ fn price_cart<'py>(
     currency: &str,
 ) -> PyResult<Bound<'py, PyDict>> {
     let lines = pyconv::extract_lines(lines)?;
-    let promotion = match promotion {
-        Some(p) if !p.is_none() => Some(pyconv::extract_promotion(p)?),
-        _ => None,
-    };
+    let promotion = pyconv::optional_promotion(promotion)?;
     let cart = pricing::price_cart(&lines.lines, promotion.as_ref(), tax_rate_bps.0, currency)?;
     pyconv::priced_cart_to_py(py, &cart, &lines.product_ids)
 }
@@ -211,10 +208,7 @@ fn price_cart_rows(
     currency: &str,
 ) -> PyResult<CartFigures> {
     let lines = pyconv::extract_rows(rows)?;
-    let promotion = match promotion {
-        Some(p) if !p.is_none() => Some(pyconv::extract_promotion(p)?),
-        _ => None,
-    };
+    let promotion = pyconv::optional_promotion(promotion)?;
     let cart = pricing::price_cart(&lines, promotion.as_ref(), tax_rate_bps.0, currency)?;
     let [line_subtotals, line_discounts, line_totals] = pyconv::line_columns(py, &cart)?;
     Ok(CartFigures {

@@ -642,6 +642,15 @@ pub fn extract_promotion(promo: &Bound<'_, PyAny>) -> PyResult<Promotion> {
     )?)
 }
 
+/// The `promotion` argument of the pricing functions: absent or `None` is no
+/// promotion.
+pub fn optional_promotion(promo: Option<&Bound<'_, PyAny>>) -> PyResult<Option<Promotion>> {
+    match promo {
+        Some(p) if !p.is_none() => Ok(Some(extract_promotion(p)?)),
+        _ => Ok(None),
+    }
+}
+
 /// The result of `price_cart`: `product_ids` are the objects from
 /// [`CartLines`], one per line.
 pub fn priced_cart_to_py<'py>(

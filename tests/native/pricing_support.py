@@ -26,23 +26,21 @@ lines_st = st.lists(
     max_size=12,
 )
 scope_list = st.none() | st.lists(ids, max_size=4)
+# The optional fields every promotion kind may carry: its minimum and its scope.
+gate_and_scope = {
+    "min_subtotal": st.integers(min_value=0, max_value=500_000),
+    "product_ids": scope_list,
+    "category_ids": scope_list,
+}
 promotion_st = st.one_of(
     st.none(),
     st.fixed_dictionaries(
         {"kind": st.just("percent"), "value": st.integers(min_value=1, max_value=100)},
-        optional={
-            "min_subtotal": st.integers(min_value=0, max_value=500_000),
-            "product_ids": scope_list,
-            "category_ids": scope_list,
-        },
+        optional=gate_and_scope,
     ),
     st.fixed_dictionaries(
         {"kind": st.just("fixed"), "value": st.integers(min_value=1, max_value=3_000_000)},
-        optional={
-            "min_subtotal": st.integers(min_value=0, max_value=500_000),
-            "product_ids": scope_list,
-            "category_ids": scope_list,
-        },
+        optional=gate_and_scope,
     ),
     st.fixed_dictionaries(
         {
@@ -50,12 +48,7 @@ promotion_st = st.one_of(
             "buy_quantity": st.integers(min_value=1, max_value=5),
             "get_quantity": st.integers(min_value=1, max_value=3),
         },
-        optional={
-            "value": st.integers(min_value=0, max_value=5),
-            "min_subtotal": st.integers(min_value=0, max_value=500_000),
-            "product_ids": scope_list,
-            "category_ids": scope_list,
-        },
+        optional={"value": st.integers(min_value=0, max_value=5), **gate_and_scope},
     ),
 )
 currency_st = st.sampled_from(sorted(ref.CURRENCY_EXPONENTS))
