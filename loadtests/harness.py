@@ -33,11 +33,19 @@ JWT_ISSUER = "storefront"
 HUGE_RATE = "1000000000/hour"
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    """A local port free now and not handed out before by this process: the kernel may offer
+    the same ephemeral port to two binds in a row, and two servers cannot share it."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port: int = sock.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 # ---- CPUs -------------------------------------------------------------------------------------

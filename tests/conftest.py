@@ -31,6 +31,7 @@ import pytest
 import pytest_asyncio
 import tornado.httpclient
 
+from loadtests.harness import free_port
 from server.config import Settings, load_settings
 from server.context import AppContext, build_context
 from server.db import migrations, users
@@ -42,13 +43,6 @@ from server.services.passwords import hash_password
 TEMPLATE_DB = "storefront_test_template"
 HTTP_IMPLS: list[str] = os.environ.get("STOREFRONT_TEST_HTTP_IMPLS", "fast,tornado").split(",")
 _db_counter = itertools.count(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def with_database(dsn: str, database: str) -> str:
