@@ -2,19 +2,26 @@
 
 Values are the serialised response bodies, so a hit is written to the socket as it is.
 
-Invalidation uses versioned namespaces. Every key embeds its namespace's version
-(`cache:products:17:<key>`); `bump("products")` increments the version (Redis `INCR`), which
-retires every key of the namespace at once, lists included, without finding them.
+Two ways to retire entries, after the write commits:
+- `bump(namespace)` retires every key of a namespace at once without finding them: every key
+  embeds its namespace's version (`cache:products:17:<key>`) and a bump increments it (`INCR`);
+- `invalidate(namespace, keys)` retires only the named keys (a checkout retires the products it
+  sold, not the catalog): it deletes them in Redis and here, and increments a per-key
+  generation (`cache:products:gen:<key>`) so that a fill which read PostgreSQL before the write
+  committed cannot store its stale value afterwards (the fill reads the generation with the
+  value and stores only if it is unchanged, in one Lua script).
 
 Freshness bounds:
-- in the process that bumps: the next read sees the change (the new version is used at once);
-- in every other process sharing the Redis: within `version_ttl` (1 s), because a process
-  re-reads a namespace's version from Redis at most that long after it last did;
+- in the process that bumps or invalidates: the next read sees the change;
+- in every other process sharing the Redis: a bump within `version_ttl` (1 s), because a process
+  re-reads a namespace's version from Redis at most that long after it last did; an invalidated
+  key within `local_ttl` (1 s), the longest a process keeps a local copy when Redis is there;
 - without Redis (embedded development): one process, the bump is immediate; entries keep
   their full TTL, so N processes without Redis do not see each other's writes.
-Local entries never outlive `local_ttl` (2 s) when Redis is configured, so even a bump that
+Local entries never outlive `local_ttl` (1 s) when Redis is configured, so even a bump that
 could not reach Redis (it is down) leaves other processes stale for at most that long, and
-it is replayed to Redis once Redis answers again.
+it is replayed to Redis once Redis answers again (an invalidation that could not reach Redis is
+replayed as a bump of its whole namespace: the safe superset).
 
 Stampedes: one computation per key at a time in a process (the others await the same task),
 and across processes a short Redis `SET NX` lock lets one process compute while the others
@@ -33,7 +40,7 @@ import math
 import os
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any, TypeVar
 
 from server import metrics
@@ -43,14 +50,47 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 Compute = Callable[[], Awaitable[bytes]]
 
-# Product pages and lists: bumped by product and category writes and by every stock change.
+# Product pages (`id:<n>`): one key invalidated per product write or stock movement; the
+# namespace is bumped only when a category delete rewrites many product bodies.
 PRODUCTS = "products"
+# List and search pages: a short TTL bounds how stale their stock figures get (checkouts do not
+# touch them); bumped by admin product and category writes so a merchant sees their own change.
+PRODUCT_LISTS = "product-lists"
 
 # Deletes the lock only if it still holds our token (it may have expired and been retaken).
 _RELEASE_LOCK = """
 if redis.call('get', KEYS[1]) == ARGV[1] then return redis.call('del', KEYS[1]) end
 return 0
 """
+
+
+# Retires keys: deletes each under the namespace's current version and moves its generation on.
+# KEYS[1] the version key; ARGV[1] the namespace prefix, ARGV[2] the generation TTL, then keys.
+_INVALIDATE = """
+local version = redis.call('get', KEYS[1]) or '0'
+for i = 3, #ARGV do
+  redis.call('del', ARGV[1] .. ':' .. version .. ':' .. ARGV[i])
+  local generation = ARGV[1] .. ':gen:' .. ARGV[i]
+  redis.call('incr', generation)
+  redis.call('expire', generation, ARGV[2])
+end
+return 1
+"""
+
+# Stores a filled value only if its key was not invalidated since the fill read its generation.
+# KEYS[1] the value key, KEYS[2] its generation key; ARGV[1] value, ARGV[2] generation read
+# ("" when there was none), ARGV[3] TTL in seconds.
+_STORE_IF_CURRENT = """
+if (redis.call('get', KEYS[2]) or '') ~= ARGV[2] then return 0 end
+redis.call('set', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+"""
+
+# A generation outlives any fill that could have read the one before it.
+GENERATION_TTL = 3600
+# How long this process remembers which keys it retired: far longer than any replay lives
+# (`local_ttl`) or a fill takes, so neither can miss a retirement.
+RETIRED_MEMORY = 60.0
 
 
 class _RedisUnavailable(Exception):
@@ -62,7 +102,7 @@ class Cache:
         self,
         redis: Any | None,
         *,
-        local_ttl: float = 2.0,
+        local_ttl: float = 1.0,
         version_ttl: float = 1.0,
         max_entries: int = 10_000,
         redis_timeout: float = 0.25,
@@ -88,6 +128,12 @@ class Cache:
         self._pending_bumps: set[str] = set()
         self._redis_down_until = 0.0
         self._counters: dict[tuple[str, str], Any] = {}
+        # (namespace, key) -> (sequence number, monotonic time) of its last invalidation here
+        self._retired: OrderedDict[tuple[str, str], tuple[int, float]] = OrderedDict()
+        self._sequence = 0
+        if redis is not None:
+            self._invalidate_script = redis.register_script(_INVALIDATE)
+            self._store_script = redis.register_script(_STORE_IF_CURRENT)
 
     # ---- public API -------------------------------------------------------------------------
 
@@ -131,6 +177,49 @@ class Cache:
             version = local_next
         self._versions[namespace] = (time.monotonic(), version)
 
+    async def invalidate(self, namespace: str, keys: Iterable[str]) -> None:
+        """Retire only `keys` of `namespace` (call after the write commits)."""
+        keys = list(dict.fromkeys(keys))
+        if not keys:
+            return
+        metrics.CACHE_INVALIDATIONS.labels(namespace).inc()
+        self._sequence += 1
+        now = time.monotonic()
+        cached = self._versions.get(namespace)
+        version = cached[1] if cached is not None else 0  # what reads here use (see _version)
+        for key in keys:
+            ident = (namespace, key)
+            self._retired[ident] = (self._sequence, now)
+            self._retired.move_to_end(ident)
+            slot = (namespace, version, key)
+            self._local.pop(slot, None)
+            self._flights.pop(slot, None)  # later readers must not join a stale fill
+        self._forget_old_retirements(now)
+        if self.redis is None:
+            return
+        try:
+            await self._redis(
+                "invalidate",
+                self._invalidate_script(
+                    keys=[self._version_key(namespace)],
+                    args=[f"{self.prefix}:{namespace}", GENERATION_TTL, *keys],
+                ),
+            )
+        except _RedisUnavailable:
+            self._pending_bumps.add(namespace)
+
+    def _forget_old_retirements(self, now: float) -> None:
+        horizon = now - RETIRED_MEMORY
+        while self._retired:
+            ident, (_, when) = next(iter(self._retired.items()))
+            if when >= horizon:
+                return
+            del self._retired[ident]
+
+    def _retired_since(self, namespace: str, key: str, sequence: int) -> bool:
+        retired = self._retired.get((namespace, key))
+        return retired is not None and retired[0] > sequence
+
     def known_version(self, namespace: str) -> int | None:
         """The namespace's version when this process knows it to be current without asking Redis
         (read within `version_ttl`, or no Redis at all); None when it would have to ask."""
@@ -142,16 +231,24 @@ class Cache:
         return None
 
     def replay_terms(
-        self, namespace: str, on_replay: Callable[[], None] | None = None
+        self,
+        namespace: str,
+        on_replay: Callable[[], None] | None = None,
+        *,
+        key: str | None = None,
     ) -> dict[str, Any]:
-        """Terms to offer a response built from `namespace` for replay (server/http/replay.py,
-        `ApiHandler.offer_replay`): valid while the namespace keeps the version known now (take
-        them before reading, so a write during the read retires what is read), for no longer
-        than a local entry lives; each replay counted as a local hit, then `on_replay`."""
+        """Terms to offer a response built from `namespace` (and its `key`, when given) for
+        replay (server/http/replay.py, `ApiHandler.offer_replay`): valid while the namespace
+        keeps the version known now and `key` is not invalidated (take them before reading, so
+        a write during the read retires what is read), for no longer than a local entry lives;
+        each replay counted as a local hit, then `on_replay`."""
         version = self.known_version(namespace)
+        sequence = self._sequence
 
         def still_valid() -> bool:
-            return version is not None and self.known_version(namespace) == version
+            if version is None or self.known_version(namespace) != version:
+                return False
+            return key is None or not self._retired_since(namespace, key, sequence)
 
         def replayed() -> None:
             self._count(namespace, "local_hit")
@@ -200,35 +297,46 @@ class Cache:
     # ---- filling a key ----------------------------------------------------------------------
 
     def _land(self, slot: tuple[str, int, str], task: asyncio.Task[bytes]) -> None:
-        self._flights.pop(slot, None)
+        if self._flights.get(slot) is task:
+            del self._flights[slot]
         if not task.cancelled():
             task.exception()  # retrieved here, raised to the callers through the shield
 
     async def _fill(self, slot: tuple[str, int, str], ttl: float, compute: Compute) -> bytes:
-        namespace = slot[0]
+        namespace, _, key = slot
+        sequence = self._sequence
         if self.redis is None:
             value = await compute()
             self._count(namespace, "miss")
-            self._store(slot, value, ttl)
+            self._store_unless_retired(slot, value, ttl, sequence)
             return value
-        redis_key = f"{self.prefix}:{namespace}:{slot[1]}:{slot[2]}"
-        shared = await self._redis_get(redis_key)
+        redis_key = f"{self.prefix}:{namespace}:{slot[1]}:{key}"
+        generation_key = f"{self.prefix}:{namespace}:gen:{key}"
+        shared, generation = await self._redis_get_with_generation(redis_key, generation_key)
         token = await self._lock(redis_key) if shared is None else ""
         if shared is None and token is None:
             shared = await self._await_other(redis_key)
         if shared is not None:
             self._count(namespace, "redis_hit")
-            self._store(slot, shared, min(ttl, self.local_ttl))
+            self._store_unless_retired(slot, shared, min(ttl, self.local_ttl), sequence)
             return shared
         try:
             value = await compute()
             self._count(namespace, "miss")
-            await self._redis_set(redis_key, value, ttl)
+            if generation is not None:
+                await self._redis_store(redis_key, generation_key, value, generation, ttl)
         finally:
             if token:
                 await self._unlock(redis_key, token)
-        self._store(slot, value, min(ttl, self.local_ttl))
+        self._store_unless_retired(slot, value, min(ttl, self.local_ttl), sequence)
         return value
+
+    def _store_unless_retired(
+        self, slot: tuple[str, int, str], value: bytes, ttl: float, sequence: int
+    ) -> None:
+        # A key invalidated while it was being filled may hold what was read before the write.
+        if not self._retired_since(slot[0], slot[2], sequence):
+            self._store(slot, value, ttl)
 
     def _store(self, slot: tuple[str, int, str], value: bytes, ttl: float) -> None:
         self._local[slot] = (time.monotonic() + ttl, value)
@@ -246,12 +354,36 @@ class Cache:
             return None
         return bytes(value) if value is not None else None
 
-    async def _redis_set(self, key: str, value: bytes, ttl: float) -> None:
+    async def _redis_get_with_generation(
+        self, key: str, generation_key: str
+    ) -> tuple[bytes | None, str | None]:
+        """The shared value and its key's generation ("" when never invalidated); the
+        generation is None when Redis did not answer (then nothing may be stored there)."""
         if not self._redis_usable():
-            return
+            return None, None
         assert self.redis is not None
         try:
-            await self._redis("set", self.redis.set(key, value, ex=max(1, math.ceil(ttl))))
+            value, generation = await self._redis("get", self.redis.mget(key, generation_key))
+        except _RedisUnavailable:
+            return None, None
+        return (
+            bytes(value) if value is not None else None,
+            generation.decode() if generation is not None else "",
+        )
+
+    async def _redis_store(
+        self, key: str, generation_key: str, value: bytes, generation: str, ttl: float
+    ) -> None:
+        if not self._redis_usable():
+            return
+        try:
+            await self._redis(
+                "set",
+                self._store_script(
+                    keys=[key, generation_key],
+                    args=[value, generation, max(1, math.ceil(ttl))],
+                ),
+            )
         except _RedisUnavailable:
             pass
 

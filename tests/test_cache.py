@@ -123,6 +123,40 @@ async def test_a_bump_retires_every_key_of_its_namespace_only() -> None:
     assert (item.calls, page.calls, other.calls) == (2, 2, 1)
 
 
+async def test_invalidate_retires_only_the_named_keys() -> None:
+    cache = Cache(None)
+    sold, other, page = Source(b"sold"), Source(b"other"), Source(b"page")
+    for key, source in (("id:1", sold), ("id:2", other), ("list:x", page)):
+        await cache.get_or_compute("t-inv", key, 60, source)
+    sold.value = b"sold, one fewer"
+    await cache.invalidate("t-inv", ["id:1"])
+    assert await cache.get_or_compute("t-inv", "id:1", 60, sold) == b"sold, one fewer"
+    for key, source in (("id:2", other), ("list:x", page)):
+        await cache.get_or_compute("t-inv", key, 60, source)
+    assert (sold.calls, other.calls, page.calls) == (2, 1, 1)
+
+
+async def test_a_fill_racing_an_invalidation_is_served_but_not_kept() -> None:
+    cache, source = Cache(None), Source(b"read before the write", delay=0.05)
+    read = asyncio.ensure_future(cache.get_or_compute("t-inv-race", "id:1", 60, source))
+    await asyncio.sleep(0.01)  # the fill has read PostgreSQL ...
+    await cache.invalidate("t-inv-race", ["id:1"])  # ... when a write commits
+    assert await read == b"read before the write"
+    source.value, source.delay = b"after", 0.0
+    assert await cache.get_or_compute("t-inv-race", "id:1", 60, source) == b"after"
+    assert source.calls == 2
+
+
+async def test_replay_terms_for_a_key_are_retired_by_its_invalidation_only() -> None:
+    cache = Cache(None)
+    mine = cache.replay_terms("t-inv-replay", key="id:1")
+    theirs = cache.replay_terms("t-inv-replay", key="id:2")
+    whole = cache.replay_terms("t-inv-replay")
+    await cache.invalidate("t-inv-replay", ["id:1"])
+    assert not mine["still_valid"]()
+    assert theirs["still_valid"]() and whole["still_valid"]()
+
+
 async def test_concurrent_misses_compute_once() -> None:
     cache, source = Cache(None), Source(delay=0.05)
     values = await asyncio.gather(
@@ -204,6 +238,45 @@ async def test_a_bump_reaches_another_process_within_the_version_bound(
         assert time.monotonic() - bumped_at < b.version_ttl + 0.2
         await asyncio.sleep(0.02)
     assert source.calls == 2  # B found A's new value in Redis
+
+
+async def test_an_invalidation_reaches_another_process_within_the_local_bound(
+    redis_clients: Callable[[], Redis],
+) -> None:
+    a, b = Cache(redis_clients()), Cache(redis_clients())
+    sold, other = Source(b"10 left"), Source(b"other")
+    for cache in (a, b):
+        await cache.get_or_compute("t-inv-shared", "id:1", 300, sold)
+        await cache.get_or_compute("t-inv-shared", "id:2", 300, other)
+    sold.value = b"9 left"
+    await a.invalidate("t-inv-shared", ["id:1"])
+    invalidated_at = time.monotonic()
+    assert await a.get_or_compute("t-inv-shared", "id:1", 300, sold) == b"9 left"
+    while await b.get_or_compute("t-inv-shared", "id:1", 300, sold) != b"9 left":
+        assert time.monotonic() - invalidated_at < b.local_ttl + 0.2
+        await asyncio.sleep(0.02)
+    assert sold.calls == 2  # B found A's refill in Redis
+    assert await b.get_or_compute("t-inv-shared", "id:2", 300, other) == b"other"
+    assert other.calls == 1  # the other product was never retired
+
+
+async def test_a_stale_fill_in_another_process_is_not_stored_in_redis(
+    redis_clients: Callable[[], Redis],
+) -> None:
+    """B reads PostgreSQL before A's write commits and finishes after A invalidated the key:
+    B's caller gets what B read, but neither Redis nor B keeps it for later readers."""
+    a, b = Cache(redis_clients()), Cache(redis_clients())
+    slow = Source(b"stale", delay=0.1)
+    read = asyncio.ensure_future(b.get_or_compute("t-inv-stale", "id:1", 300, slow))
+    await asyncio.sleep(0.03)
+    await a.invalidate("t-inv-stale", ["id:1"])
+    assert await read == b"stale"
+    fresh = Source(b"fresh")
+    assert await a.get_or_compute("t-inv-stale", "id:1", 300, fresh) == b"fresh"
+    assert fresh.calls == 1  # Redis did not hold the stale fill
+    await asyncio.sleep(b.local_ttl)  # B may keep its own copy that long, then reads Redis
+    assert await b.get_or_compute("t-inv-stale", "id:1", 300, fresh) == b"fresh"
+    assert fresh.calls == 1
 
 
 async def test_processes_missing_the_same_key_compute_it_once(

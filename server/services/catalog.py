@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from typing import Annotated, Any
 import asyncpg
 import msgspec
 
-from server.cache import PRODUCTS
+from server.cache import PRODUCT_LISTS, PRODUCTS
 from server.context import AppContext
 from server.db import catalog as repo
 from server.db.catalog import Category, Product, ProductFilter
@@ -165,7 +166,7 @@ async def update_category(ctx: AppContext, category_id: int, data: CategoryUpdat
     if "slug" in changes:
         _checked_slug(changes["slug"], derived=False)
     category = await _update_category(ctx.pool, category_id, changes)
-    await products_changed(ctx)  # `category=` filters follow the tree and the slug
+    await lists_changed(ctx)  # `category=` filters follow the tree and the slug
     return category
 
 
@@ -187,7 +188,7 @@ async def _update_category(
 
 async def delete_category(ctx: AppContext, category_id: int) -> None:
     await repo.delete_category(ctx.pool, category_id)
-    await products_changed(ctx)  # its products lost their category
+    await catalog_changed(ctx)  # its products lost their category: many bodies changed
 
 
 # ---- products --------------------------------------------------------------------------------
@@ -237,7 +238,7 @@ async def create_product(ctx: AppContext, data: ProductCreate) -> Product:
     values = msgspec.structs.asdict(data)
     values["currency"] = _store_currency(data.currency, ctx.settings.store_currency)
     product = await repo.insert_product(ctx.pool, values)
-    await products_changed(ctx)
+    await lists_changed(ctx)  # no product page of it can be cached yet (a 404 is not cached)
     return product
 
 
@@ -246,14 +247,14 @@ async def update_product(ctx: AppContext, product_id: int, data: ProductUpdate) 
     if "currency" in changes:
         _store_currency(changes["currency"], ctx.settings.store_currency)
     product = await repo.update_product(ctx.pool, product_id, changes)
-    await products_changed(ctx)
+    await product_changed(ctx, product_id)
     return product
 
 
 async def delete_product(ctx: AppContext, product_id: int) -> None:
     """Soft delete: orders and carts keep referring to it; admins still see it."""
     await repo.update_product(ctx.pool, product_id, {"is_active": False})
-    await products_changed(ctx)
+    await product_changed(ctx, product_id)
 
 
 async def adjust_stock(ctx: AppContext, product_id: int, delta: int) -> Product:
@@ -261,7 +262,7 @@ async def adjust_stock(ctx: AppContext, product_id: int, delta: int) -> Product:
         raise BadRequest("delta is out of range")
     product = await repo.adjust_stock(ctx.pool, product_id, delta)
     if product is not None:
-        await products_changed(ctx)
+        await stock_changed(ctx, [product_id])
         return product
     current = await repo.get_product(ctx.pool, product_id)
     if current is None:
@@ -282,17 +283,44 @@ def record_view(ctx: AppContext, product_id: int) -> None:
 
 # ---- cached public reads ---------------------------------------------------------------------
 # What anonymous callers and customers read (active products only) is served from ctx.cache as
-# ready JSON. Every write that changes a product, its stock or a category calls
-# products_changed() after it commits (checkout and cancellation do too, in the orders service),
-# so the next read in this process is fresh and other processes follow within the cache's
-# version bound (1 s). Admins read PostgreSQL directly: they also see inactive products.
+# ready JSON, in two namespaces with different freshness:
+# - product pages (PRODUCTS, `id:<n>`, long TTL) are exact: every write that changes a product
+#   or its stock retires that product's key after it commits (stock_changed / product_changed;
+#   checkout and cancellation call stock_changed for the products they moved), so the next read
+#   in this process is fresh and other processes follow within the cache's local bound (1 s);
+# - list and search pages (PRODUCT_LISTS, LIST_CACHE_TTL) may show stock up to that long stale:
+#   stock moves do not retire them, or every checkout would flush every page (the product page
+#   and checkout itself are always exact); admin product and category writes do retire them, so
+#   a merchant sees their own change at once.
+# Admins read PostgreSQL directly: they also see inactive products.
 
 PRODUCT_CACHE_TTL = 300.0
-LIST_CACHE_TTL = 60.0
+LIST_CACHE_TTL = 5.0
 
 
-async def products_changed(ctx: AppContext) -> None:
+def product_key(product_id: int) -> str:
+    return f"id:{product_id}"
+
+
+async def stock_changed(ctx: AppContext, product_ids: Iterable[int]) -> None:
+    """Stock of these products moved: their pages retire; lists keep their short bound."""
+    await ctx.cache.invalidate(PRODUCTS, [product_key(i) for i in sorted(set(product_ids))])
+
+
+async def product_changed(ctx: AppContext, product_id: int) -> None:
+    """An admin changed this product: its page and every list retire."""
+    await ctx.cache.invalidate(PRODUCTS, [product_key(product_id)])
+    await ctx.cache.bump(PRODUCT_LISTS)
+
+
+async def lists_changed(ctx: AppContext) -> None:
+    await ctx.cache.bump(PRODUCT_LISTS)
+
+
+async def catalog_changed(ctx: AppContext) -> None:
+    """Many product bodies changed at once (a category delete): retire everything."""
     await ctx.cache.bump(PRODUCTS)
+    await ctx.cache.bump(PRODUCT_LISTS)
 
 
 async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
@@ -302,7 +330,9 @@ async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
         product = await get_product(ctx.pool, product_id, None)
         return etag(product).encode() + b"\n" + msgspec.json.encode(product)
 
-    entry = await ctx.cache.get_or_compute(PRODUCTS, f"id:{product_id}", PRODUCT_CACHE_TTL, load)
+    entry = await ctx.cache.get_or_compute(
+        PRODUCTS, product_key(product_id), PRODUCT_CACHE_TTL, load
+    )
     tag, _, body = entry.partition(b"\n")
     return tag.decode(), body
 
@@ -310,7 +340,9 @@ async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
 def public_product_replay(ctx: AppContext, product_id: int) -> dict[str, Any]:
     """Terms to replay an anonymous product answer without its handler (see
     Cache.replay_terms); every replay is a view too."""
-    return ctx.cache.replay_terms(PRODUCTS, on_replay=lambda: record_view(ctx, product_id))
+    return ctx.cache.replay_terms(
+        PRODUCTS, on_replay=lambda: record_view(ctx, product_id), key=product_key(product_id)
+    )
 
 
 async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:
@@ -321,7 +353,7 @@ async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:
     async def load() -> bytes:
         return msgspec.json.encode(await list_products(ctx.pool, query, None))
 
-    return await ctx.cache.get_or_compute(PRODUCTS, key, LIST_CACHE_TTL, load)
+    return await ctx.cache.get_or_compute(PRODUCT_LISTS, key, LIST_CACHE_TTL, load)
 
 
 # ---- listing ---------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import asyncpg
 import msgspec
 import orjson
 
-from server.cache import PRODUCTS
 from server.config import Settings
 from server.context import AppContext
 from server.db import idempotency as idempotency_db
@@ -42,6 +41,7 @@ from server.db import orders as orders_db
 from server.db import promotions as promotions_db
 from server.db.orders import Mail, OrderItemRecord, OrderRecord, TakenStock
 from server.services.cart import load_cart_lines
+from server.services.catalog import stock_changed
 from server.services.errors import (
     BadRequest,
     Conflict,
@@ -500,7 +500,7 @@ async def _run_checkout(
     if request is None:
         async with pool.acquire() as conn, conn.transaction():
             order = order_view(await place(conn))
-        await _after_checkout(ctx)
+        await _after_checkout(ctx, order)
         return Placement(201, msgspec.json.encode(order), False, order)
 
     held = await idempotency_db.claim(
@@ -530,14 +530,15 @@ async def _run_checkout(
     except BaseException:
         await idempotency_db.release(pool, user_id, request.key)
         raise
-    await _after_checkout(ctx)
+    await _after_checkout(ctx, order)
     return Placement(201, body, False, order)
 
 
-async def _after_checkout(ctx: AppContext) -> None:
-    """After the commit: stock moved (cached product reads retire) and the confirmation and
-    any low-stock alerts wait in the outbox (delivered now; the 15-minute job is the net)."""
-    await ctx.cache.bump(PRODUCTS)
+async def _after_checkout(ctx: AppContext, order: Order) -> None:
+    """After the commit: stock moved (the sold products' cached pages retire, nothing else) and
+    the confirmation and any low-stock alerts wait in the outbox (delivered now; the 15-minute
+    job is the net)."""
+    await stock_changed(ctx, (item.product_id for item in order.items))
     await enqueue_outbox_delivery(ctx)
 
 
@@ -692,8 +693,8 @@ async def change_status(ctx: AppContext, principal: Principal, order_id: int, ta
         if target == "cancelled":
             await _give_back([order], conn)
         changed = order_view(await orders_db.set_status(conn, order, target))
-    if target == "cancelled":
-        await ctx.cache.bump(PRODUCTS)  # restocked: cached product reads retire
+    if target == "cancelled":  # restocked: the products' cached pages retire
+        await stock_changed(ctx, (item.product_id for item in order.items))
     return changed
 
 
@@ -711,8 +712,12 @@ async def _give_back(orders: Sequence[OrderRecord], conn: asyncpg.Connection) ->
     await orders_db.add_units_sold(conn, {p: -q for p, q in quantities.items()})
 
 
-async def cancel_expired_unpaid(conn: asyncpg.Connection, older_than_seconds: float) -> int:
+async def cancel_expired_unpaid(
+    conn: asyncpg.Connection, older_than_seconds: float, restocked: set[int] | None = None
+) -> int:
     """Cancel and restock pending orders older than the payment timeout; the count cancelled.
+    The ids of the products given back are added to `restocked` (for the caller to retire
+    their cached pages once the batches have committed).
 
     Works in batches, each its own transaction. Rows another run holds are skipped (SKIP
     LOCKED), and a cancel racing with a payment waits on the row lock, so two runs at once (or
@@ -726,6 +731,8 @@ async def cancel_expired_unpaid(conn: asyncpg.Connection, older_than_seconds: fl
                 return cancelled
             await _give_back(batch, conn)
             await orders_db.mark_cancelled(conn, [o.id for o in batch])
+        if restocked is not None:
+            restocked.update(item.product_id for order in batch for item in order.items)
         cancelled += len(batch)
         if len(batch) < _EXPIRY_BATCH:
             return cancelled

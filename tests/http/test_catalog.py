@@ -193,10 +193,9 @@ async def test_etag_changes_when_checkout_moves_stock(
 ) -> None:
     product = await create_product(api, admin)
     etag = (await api.get(f"/api/v1/products/{product['id']}")).headers["ETag"]
-    # What checkout does: take stock in SQL (updated_at untouched), then retire cached reads.
+    # What checkout does: take stock in SQL (updated_at untouched), then retire that product.
     await ctx.pool.execute("UPDATE products SET stock = stock - 1 WHERE id = $1", product["id"])
-    await catalog.products_changed(ctx)
-    await ctx.cache.bump("products")  # what every stock writer (checkout, cancel) does after commit
+    await catalog.stock_changed(ctx, [product["id"]])
     after = await api.get(f"/api/v1/products/{product['id']}", headers={"If-None-Match": etag})
     assert after.status == 200 and after.json()["stock"] == product["stock"] - 1
 

@@ -6,6 +6,7 @@ from typing import Any
 
 import pytest
 
+from server import metrics
 from server.context import AppContext
 from tests.conftest import ApiClient
 from tests.orders_support import (
@@ -486,3 +487,30 @@ async def test_status_of_an_unknown_order_is_404(api: ApiClient, accounts: Accou
     _, admin = await accounts.create("admin")
     response = await api.patch(f"{ORDERS}/987654321/status", json={"status": "paid"}, token=admin)
     assert response.status == 404
+
+
+async def test_a_checkout_retires_only_the_products_it_sold(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
+    """Targeted invalidation: the sold product's page shows its new stock at once; another
+    product's page and the list pages stay cached (computed no more)."""
+    user, token = await accounts.create()
+    sold = await create_product(ctx.pool, stock=5)
+    untouched = await create_product(ctx.pool, stock=5)
+    pages = (f"/api/v1/products/{sold}", f"/api/v1/products/{untouched}", "/api/v1/products")
+    for path in pages:
+        assert (await api.get(path)).status == 200
+
+    def misses() -> float:
+        return sum(
+            metrics.sample("cache_lookups_total", {"namespace": ns, "result": "miss"})
+            for ns in ("products", "product-lists")
+        )
+
+    before = misses()
+    assert (await checkout(api, ctx, user.id, token, {sold: 2})).status == 201
+    for path in pages[1:]:
+        assert (await api.get(path)).status == 200
+    assert misses() == before  # nothing else was retired
+    page = await api.get(pages[0])
+    assert page.json()["stock"] == 3 and misses() == before + 1

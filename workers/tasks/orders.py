@@ -2,15 +2,13 @@
 
 The rule lives in the orders service (`cancel_expired_unpaid`: batches, SKIP LOCKED, so two
 runs at once never restock an order twice); this job runs it and, since stock came back,
-retires the cached product reads.
+retires the cached pages of the products it gave stock back to.
 """
 
 from __future__ import annotations
 
 import logging
 from typing import TYPE_CHECKING
-
-from server.cache import PRODUCTS
 
 if TYPE_CHECKING:
     from server.context import AppContext
@@ -21,11 +19,13 @@ log = logging.getLogger(__name__)
 async def cancel_unpaid_orders(ctx: AppContext) -> int:
     """Cancel the expired pending orders; returns how many were cancelled."""
     # Imported here: the orders service enqueues through workers.broker, which imports this.
+    from server.services.catalog import stock_changed
     from server.services.orders import cancel_expired_unpaid
 
+    restocked: set[int] = set()
     async with ctx.pool.acquire() as conn:
-        cancelled = await cancel_expired_unpaid(conn, ctx.settings.order_payment_timeout)
+        cancelled = await cancel_expired_unpaid(conn, ctx.settings.order_payment_timeout, restocked)
     if cancelled:
-        await ctx.cache.bump(PRODUCTS)
+        await stock_changed(ctx, restocked)
         log.info("order processing: cancelled %d unpaid order(s)", cancelled)
     return cancelled
