@@ -91,9 +91,15 @@ _STATUS_TEXT = {
 }
 
 
-class ProblemFieldError(msgspec.Struct):
+class ProblemFieldError(msgspec.Struct, omit_defaults=True):
+    """One failed field. A short stock line of a checkout (409) also carries `product_id`,
+    `requested` and `available` (0 when the product is gone or inactive)."""
+
     field: str
     message: str
+    product_id: int | msgspec.UnsetType = msgspec.UNSET
+    requested: int | msgspec.UnsetType = msgspec.UNSET
+    available: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Problem(msgspec.Struct):
@@ -177,13 +183,33 @@ class Operation:
     content_type: str = "application/json"
 
 
+# C0 controls and DEL. Tornado's get_query_argument silently deletes most of them, which turned
+# `?cursor=%00%01` into "no cursor" (a 200 of page one); a client sending them has a bug to hear of.
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+
 def read_query(handler: tornado.web.RequestHandler, params: Sequence[Param]) -> dict[str, Any]:
-    """The declared query parameters, typed; absent ones are None (or their default)."""
+    """The declared query parameters, typed; absent ones are None (or their default).
+
+    A value that is not UTF-8 or holds a control character is a 400 naming the parameter, never
+    quietly dropped; surrounding spaces are trimmed, and an empty value counts as absent."""
+    arguments = handler.request.query_arguments
     values: dict[str, Any] = {}
     for param in params:
-        raw = handler.get_query_argument(param.name, None)
-        values[param.name] = param.default if raw in (None, "") else param.parse(raw)
+        given = arguments.get(param.name)
+        raw = None if not given else _query_text(param, given[-1])
+        values[param.name] = param.default if not raw else param.parse(raw)
     return values
+
+
+def _query_text(param: Param, value: bytes) -> str:
+    try:
+        text = value.decode("utf-8")
+    except UnicodeDecodeError:
+        raise param._bad("must be UTF-8 text") from None
+    if _CONTROL_CHARS.search(text):
+        raise param._bad("must not contain control characters")
+    return text.strip(" ")
 
 
 # ---- building the document -------------------------------------------------------------------

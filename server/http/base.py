@@ -94,7 +94,7 @@ def problem(
         "detail": detail or title,
     }
     if field_errors:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in field_errors]
+        body["errors"] = [e.as_problem() for e in field_errors]
     return body
 
 

@@ -2,13 +2,28 @@
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
 class FieldError:
     field: str
     message: str
+    # Machine-readable facts about the failure, sent beside `field` and `message` (a short stock
+    # line carries product_id, requested and available), so a client need not parse the message.
+    facts: Mapping[str, int] = dataclasses.field(default_factory=dict)
+
+    def as_problem(self) -> dict[str, Any]:
+        """The entry of a problem document's `errors` list."""
+        return {"field": self.field, "message": self.message, **self.facts}
+
+    @classmethod
+    def from_problem(cls, entry: Mapping[str, Any]) -> FieldError:
+        facts = {k: v for k, v in entry.items() if k not in ("field", "message")}
+        return cls(entry["field"], entry["message"], facts)
 
 
 class DomainError(Exception):

@@ -317,10 +317,11 @@ async def _take_stock(
     for product_id, quantity in short:
         state = available.get(product_id)
         if state is None or not state.is_active:
-            message = "this product is no longer available"
+            message, in_stock = "this product is no longer available", 0
         else:
-            message = f"requested {quantity}, only {state.stock} in stock"
-        field_errors.append(FieldError(f"items.{product_id}", message))
+            message, in_stock = f"requested {quantity}, only {state.stock} in stock", state.stock
+        facts = {"product_id": product_id, "requested": quantity, "available": in_stock}
+        field_errors.append(FieldError(f"items.{product_id}", message, facts))
     raise Conflict("not enough stock for some items", errors=field_errors)
 
 
@@ -459,7 +460,7 @@ def problem_document(status: int, error: DomainError) -> dict[str, Any]:
         "detail": error.detail or title,
     }
     if error.errors:
-        body["errors"] = [{"field": e.field, "message": e.message} for e in error.errors]
+        body["errors"] = [e.as_problem() for e in error.errors]
     return body
 
 
@@ -485,7 +486,7 @@ def _stored_answer(held: idempotency_db.StoredKey, request: IdempotencyKey) -> P
     error_type = _ERROR_OF_STATUS.get(held.response_status, BadRequest)
     error = error_type(
         problem.get("detail", ""),
-        errors=[FieldError(e["field"], e["message"]) for e in problem.get("errors", [])],
+        errors=[FieldError.from_problem(e) for e in problem.get("errors", [])],
     )
     return Placement(held.response_status, body, True, None, error)
 

@@ -367,6 +367,11 @@ async def test_default_sort_is_newest_first(api: ApiClient, shelf: dict[str, Any
         "max_price=x",
         "in_stock=maybe",
         "cursor=not-a-cursor",
+        "cursor=%00%01",
+        "cursor=%FF%FE",
+        "cursor=%E2%82%AC",
+        "q=%00",
+        "category=%00",
         "min_price=99999999999999999999",
     ],
 )
@@ -374,6 +379,8 @@ async def test_malformed_query_is_400(api: ApiClient, query: str) -> None:
     response = await api.get(f"/api/v1/products?{query}")
     assert response.status == 400, response
     assert response.headers["Content-Type"] == "application/problem+json"
+    field = query.split("=")[0]
+    assert field in [e["field"] for e in response.json()["errors"]], response.json()
 
 
 async def test_cursor_of_another_sort_is_400(api: ApiClient, shelf: dict[str, Any]) -> None:

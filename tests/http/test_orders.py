@@ -137,15 +137,38 @@ async def test_short_stock_is_409_naming_the_short_lines_and_takes_nothing(
     scarce = await create_product(ctx.pool, stock=2)
     plenty = await create_product(ctx.pool, stock=50)
 
-    response = await checkout(api, ctx, user.id, token, {scarce: 3, plenty: 1})
+    gone = await create_product(ctx.pool, stock=0)
+    key = {"Idempotency-Key": "short-stock"}
+
+    response = await checkout(api, ctx, user.id, token, {scarce: 3, plenty: 1, gone: 1}, None, key)
 
     assert response.status == 409
     problem = response.json()
-    assert problem["errors"] == [
-        {"field": f"items.{scarce}", "message": "requested 3, only 2 in stock"}
-    ]
+    assert sorted(problem["errors"], key=lambda e: e["product_id"]) == sorted(
+        [
+            {
+                "field": f"items.{scarce}",
+                "message": "requested 3, only 2 in stock",
+                "product_id": scarce,
+                "requested": 3,
+                "available": 2,
+            },
+            {
+                "field": f"items.{gone}",
+                "message": "requested 1, only 0 in stock",
+                "product_id": gone,
+                "requested": 1,
+                "available": 0,
+            },
+        ],
+        key=lambda e: e["product_id"],
+    )
     assert await stock_of(ctx.pool, scarce) == 2 and await stock_of(ctx.pool, plenty) == 50
-    assert await cart_size(ctx.pool, user.id) == 2
+    assert await cart_size(ctx.pool, user.id) == 3
+    # The stored answer of the key replays the same facts.
+    replay = await api.post(ORDERS, json={}, token=token, headers=key)
+    assert replay.status == 409 and replay.headers.get("Idempotent-Replayed") == "true"
+    assert replay.json()["errors"] == problem["errors"]
 
 
 @pytest.mark.parametrize(

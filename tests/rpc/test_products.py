@@ -109,6 +109,9 @@ async def test_list_products_pages_with_the_rest_cursor(
         products_pb2.ListProductsRequest(sort="cheapest"),
         products_pb2.ListProductsRequest(page=common_pb2.PageRequest(limit=101)),
         products_pb2.ListProductsRequest(page=common_pb2.PageRequest(cursor="garbage")),
+        products_pb2.ListProductsRequest(page=common_pb2.PageRequest(cursor="\x00\x01")),
+        products_pb2.ListProductsRequest(q="\x00"),
+        products_pb2.ListProductsRequest(category="\x00"),
     ],
 )
 async def test_bad_list_arguments_are_invalid_argument(
