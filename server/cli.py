@@ -55,7 +55,12 @@ def _parser() -> argparse.ArgumentParser:
 
     seed = sub.add_parser("seed", help="fill a demo catalog")
     seed.add_argument("--products", type=int, required=True)
-    seed.add_argument("--categories", type=int, default=10)
+    seed.add_argument(
+        "--categories",
+        type=int,
+        default=None,
+        help="categories (default: one per 2000 products, between 10 and 500)",
+    )
 
     sub.add_parser("worker", help="taskiq worker (Redis broker)")
     sub.add_parser("scheduler", help="taskiq scheduler (Redis broker)")
@@ -185,7 +190,7 @@ async def _createadmin(settings: Settings, email: str, password: str) -> int:
     return 0
 
 
-async def _seed(settings: Settings, products: int, categories: int) -> int:
+async def _seed(settings: Settings, products: int, categories: int | None) -> int:
     from server.context import build_context
     from server.services.seed import seed_catalog
 

@@ -1,6 +1,7 @@
 """Catalog repository: categories (a tree through parent_id) and products.
 
-Product lists use keyset pagination over the index of each sort order (see 0001_schema.sql):
+Product lists use keyset pagination over the index of each sort order (0001_schema.sql, and
+0002_list_indexes.sql for one category in each order):
 `WHERE (key, id) > ($k, $id) ORDER BY key, id LIMIT n+1` — no OFFSET, no COUNT.
 """
 
@@ -251,14 +252,29 @@ class _Params:
         return f"${len(self.values)}"
 
 
-async def list_products(
-    conn: Executor, filters: ProductFilter, sort: str, after: tuple[object, int] | None, limit: int
-) -> list[Product]:
-    """Up to `limit` products after the keyset position `after` (sort key, id)."""
+def build_list_query(
+    filters: ProductFilter, sort: str, after: tuple[object, int] | None, limit: int
+) -> tuple[str, list[object]]:
+    """The SQL and `$n` arguments of a product list: up to `limit` products after the keyset
+    position `after` (sort key, id). Pure, so tests can EXPLAIN exactly what list_products runs
+    (tests/integration/test_list_plans.py).
+
+    Without a category the list walks the index of its sort order (0001_schema.sql). With one,
+    the category and its descendants are listed each through its own (category_id, key, id)
+    index range (0002_list_indexes.sql), `limit` rows at most per category, and those few rows
+    are merged: the cost follows the page size and the number of categories in the tree, never
+    the category sizes, which PostgreSQL cannot know here (the tree is only found while the
+    statement runs, so a single plan has to suit a category of 100 rows and one of 100 000).
+    A text search within a category is the exception: walking each category in sort order and
+    testing every row for the words costs ~5x more pages than letting the GIN index find the
+    matches and sorting those (measured on the seeded catalog, tests/integration/
+    test_list_plans.py), so that shape keeps a plain `category_id IN (tree)`.
+    """
     order = SORT_ORDERS[sort]
     params = _Params()
     where: list[str] = []
-    prefix = ""
+    tree = ""
+    per_category = not filters.query
     if filters.category_id is not None or filters.category_slug is not None:
         # The category and all its descendants; an unknown category simply matches nothing.
         root = (
@@ -266,11 +282,13 @@ async def list_products(
             if filters.category_id is not None
             else f"slug = {params.add(filters.category_slug)}"
         )
-        prefix = f"""WITH RECURSIVE tree AS (
-                         SELECT id FROM categories WHERE {root}
-                         UNION
-                         SELECT c.id FROM categories c JOIN tree t ON c.parent_id = t.id) """
-        where.append("p.category_id IN (SELECT id FROM tree)")
+        tree = f"""WITH RECURSIVE tree AS (
+                       SELECT id FROM categories WHERE {root}
+                       UNION
+                       SELECT c.id FROM categories c JOIN tree t ON c.parent_id = t.id) """
+        where.append(
+            "p.category_id = tree.id" if per_category else "p.category_id IN (SELECT id FROM tree)"
+        )
     if not filters.include_inactive:
         where.append("p.is_active")
     if filters.query:
@@ -288,11 +306,25 @@ async def list_products(
             f"(p.{order.column}, p.id) {comparison} ({params.add(key)}, {params.add(last_id)})"
         )
     direction = "DESC" if order.descending else "ASC"
-    sql = (
-        f"{prefix}SELECT {', '.join('p.' + c for c in PRODUCT_COLUMNS.split(', '))} "
-        f"FROM products p {'WHERE ' + ' AND '.join(where) if where else ''} "
-        f"ORDER BY p.{order.column} {direction}, p.id {direction} "
-        f"LIMIT {params.add(limit)}"
-    )
-    rows = await conn.fetch(sql, *params.values)
+    order_by = f"ORDER BY p.{order.column} {direction}, p.id {direction}"
+    page = params.add(limit)
+    columns = ", ".join("p." + c for c in PRODUCT_COLUMNS.split(", "))
+    condition = f"WHERE {' AND '.join(where)}" if where else ""
+    query = f"SELECT {columns} FROM products p {condition} {order_by} LIMIT {page}"
+    if tree and not per_category:
+        query = tree + query
+    elif tree:
+        query = (
+            f"{tree}SELECT {columns} FROM tree CROSS JOIN LATERAL ({query}) p "
+            f"{order_by} LIMIT {page}"
+        )
+    return query, params.values
+
+
+async def list_products(
+    conn: Executor, filters: ProductFilter, sort: str, after: tuple[object, int] | None, limit: int
+) -> list[Product]:
+    """Up to `limit` products after the keyset position `after` (sort key, id)."""
+    query, args = build_list_query(filters, sort, after, limit)
+    rows = await conn.fetch(query, *args)
     return [product_from_row(r) for r in rows]
