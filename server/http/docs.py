@@ -14,7 +14,7 @@ from typing_extensions import override
 
 from server import openapi
 from server.context import AppContext
-from server.http.base import ApiHandler
+from server.http.base import ApiHandler, request_id_for
 from server.openapi import Operation
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -97,9 +97,11 @@ class RedocHandler(_DocsPage):
 
 
 class DocsStaticHandler(tornado.web.StaticFileHandler):
-    """The UIs' assets, with the same security headers as every other response."""
+    """The UIs' assets, with the same security headers and X-Request-ID as every other response
+    (their 304s and 404s included); the access log line carries the id too."""
 
     access: ClassVar[dict[str, str]] = {"GET": "anyone"}
+    request_id: str
 
     @override
     def initialize(self, ctx: AppContext) -> None:  # type: ignore[override]
@@ -108,8 +110,12 @@ class DocsStaticHandler(tornado.web.StaticFileHandler):
 
     @override
     def set_default_headers(self) -> None:
+        # Runs again when an error replaces the response: the first id stays.
+        if not hasattr(self, "request_id"):
+            self.request_id = request_id_for(self.request.headers.get("X-Request-ID"))
         for name, value in self.application.settings["security_headers"]:
             self.set_header(name, value)
+        self.set_header("X-Request-ID", self.request_id)
 
 
 routes: list[tuple[str, type[tornado.web.RequestHandler]]] = [

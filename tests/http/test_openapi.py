@@ -179,6 +179,30 @@ async def test_docs_pages_are_served_locally_with_a_csp(
     assert (await api.get("/api/docs/static/swagger-init.js")).body.count(b"/api/schema") == 1
 
 
+@pytest.mark.parametrize(
+    "asset",
+    [
+        "/api/docs/static/swagger-ui/swagger-ui-bundle.js",
+        "/api/docs/static/swagger-ui/swagger-ui.css",
+        "/api/docs/static/redoc.standalone.js",
+        "/api/docs/static/no-such-file.js",
+    ],
+)
+async def test_docs_assets_carry_the_request_id_and_security_headers(
+    api: ApiClient, asset: str
+) -> None:
+    """Every response is traceable, the UIs' files and their 404s and 304s included."""
+    fresh = await api.get(asset)
+    assert fresh.status in (200, 404)
+    assert len(fresh.headers["X-Request-ID"]) >= 16
+    assert fresh.headers["X-Content-Type-Options"] == "nosniff"
+    echoed = await api.get(asset, headers={"X-Request-ID": "trace-docs-asset-1"})
+    assert echoed.headers["X-Request-ID"] == "trace-docs-asset-1"
+    if fresh.status == 200:
+        again = await api.get(asset, headers={"If-None-Match": fresh.headers["Etag"]})
+        assert again.status == 304 and len(again.headers["X-Request-ID"]) >= 16
+
+
 def fuzz(document: dict[str, Any], base_url: str, token: str) -> list[str]:
     """Schemathesis over our operations, positive and negative data; returns the failures."""
     schema = schemathesis.openapi.from_dict(document).include(path_regex=FUZZED_PATHS)
