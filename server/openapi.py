@@ -56,6 +56,16 @@ _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _GROUP_RE = re.compile(r"\((?:\?P<(?P<name>\w+)>)?(?P<body>(?:[^()\\?]|\\.)(?:[^()\\]|\\.)*)\)")
 _INT_GROUP_RE = re.compile(r"(?:\[0-9\]|\\d)(?:\+|\{\d*,?\d*\})")
 
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+# Constraints every handler enforces, stated on every string the document describes (so the
+# schema is never looser than the validation): no string of a body holds NUL (`parse_body`:
+# PostgreSQL text cannot), no query value holds a control character (`read_query`).
+NO_NUL_PATTERN = "^[^\\u0000]*$"
+NO_CONTROL_PATTERN = "^[^\\u0000-\\u001f\\u007f]*$"
+# `msgspec.Meta(extra_json_schema={STORE_CURRENCY: True})` marks a currency field; the document
+# of a running gateway lists its configured store currency there (`enum`).
+STORE_CURRENCY = "x-store-currency"
+
 DESCRIPTION = """\
 Storefront REST API (v1). Base path `/api/v1`; a trailing slash is accepted on every route.
 
@@ -129,14 +139,15 @@ class Param:
         schema: dict[str, Any] = {
             "type": {str: "string", int: "integer", bool: "boolean"}[self.kind]
         }
-        if self.minimum is not None:
-            schema["minimum"] = self.minimum
-        if self.maximum is not None:
-            schema["maximum"] = self.maximum
+        if self.kind is int:  # read_query holds every integer to 64 bits
+            schema["minimum"] = _INT64_MIN if self.minimum is None else self.minimum
+            schema["maximum"] = _INT64_MAX if self.maximum is None else self.maximum
         if self.enum is not None:
             schema["enum"] = list(self.enum)
         if self.max_length is not None:
             schema["maxLength"] = self.max_length
+        if self.kind is str and self.enum is None:
+            schema["pattern"] = NO_CONTROL_PATTERN
         if self.default is not None:
             schema["default"] = self.default
         return schema
@@ -152,10 +163,10 @@ class Param:
             if not re.fullmatch(r"-?[0-9]{1,19}", text):
                 raise self._bad("must be an integer")
             value = int(text)
-            if (self.minimum is not None and value < self.minimum) or (
-                self.maximum is not None and value > self.maximum
-            ):
-                raise self._bad(f"must be between {self.minimum} and {self.maximum}")
+            low = _INT64_MIN if self.minimum is None else self.minimum
+            high = _INT64_MAX if self.maximum is None else self.maximum
+            if not low <= value <= high:
+                raise self._bad(f"must be between {low} and {high}")
             return value
         if self.enum is not None and raw not in self.enum:
             raise self._bad("one of " + ", ".join(self.enum))
@@ -362,7 +373,32 @@ def _resolve(node: Any, schemas: list[dict[str, Any]]) -> Any:
     return node
 
 
-def build_document(routes: Iterable[tuple[str, type[Any]]]) -> dict[str, Any]:
+def _state_string_rules(node: Any, store_currency: str) -> None:
+    """Add the gateway-wide string rules (NUL, store currency) to every schema in `node`."""
+    if isinstance(node, dict):
+        if node.pop(STORE_CURRENCY, False):
+            node["enum"] = [store_currency]
+        if node.get("type") == "string" and not node.keys() & {"pattern", "enum", "format"}:
+            node["pattern"] = NO_NUL_PATTERN
+        for value in node.values():
+            _state_string_rules(value, store_currency)
+    elif isinstance(node, list):
+        for value in node:
+            _state_string_rules(value, store_currency)
+
+
+def _add_struct_rules(types: Iterable[Any], components: dict[str, Any]) -> None:
+    """Cross-field rules a Struct declares in `json_schema_rules` (JSON Schema keywords such as
+    `anyOf`), which msgspec cannot derive from the field annotations."""
+    for type_ in types:
+        rules = getattr(type_, "json_schema_rules", None)
+        if isinstance(type_, type) and rules:
+            components[type_.__name__].update(rules)
+
+
+def build_document(
+    routes: Iterable[tuple[str, type[Any]]], store_currency: str = "USD"
+) -> dict[str, Any]:
     builder = _Builder()
     paths: dict[str, dict[str, Any]] = {}
     for pattern, handler in routes:
@@ -376,12 +412,16 @@ def build_document(routes: Iterable[tuple[str, type[Any]]]) -> dict[str, Any]:
     schemas, components = msgspec.json.schema_components(
         builder.types, ref_template="#/components/schemas/{name}"
     )
+    _add_struct_rules(builder.types, components)
+    _state_string_rules(components, store_currency)
+    paths = _resolve(paths, list(schemas))
+    _state_string_rules(paths, store_currency)
     problem_schema = schemas[0]
     return {
         "openapi": OPENAPI_VERSION,
         "info": {"title": API_TITLE, "version": API_VERSION, "description": DESCRIPTION},
         "servers": [{"url": "/"}],
-        "paths": _resolve(paths, list(schemas)),
+        "paths": paths,
         "components": {
             "schemas": components,
             "responses": {
@@ -411,9 +451,9 @@ def _application_routes() -> list[tuple[str, type[Any]]]:
 
 
 @functools.cache
-def document_json() -> bytes:
+def document_json(store_currency: str = "USD") -> bytes:
     """The published document, built once per process (routes and specs are static)."""
-    return orjson.dumps(build_document(_application_routes()))
+    return orjson.dumps(build_document(_application_routes(), store_currency))
 
 
 def undocumented_operations() -> list[str]:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import re
@@ -81,6 +82,17 @@ class ApiError(tornado.web.HTTPError):
         self.detail = detail
         self.field_errors = errors_ or []
         self.extra_headers = headers or {}
+
+
+def _integral_floats(value: Any) -> Any:
+    """`value` with every float that is a whole number (`2.0`, `1e3`) made an int."""
+    if isinstance(value, float):
+        return int(value) if value.is_integer() else value
+    if isinstance(value, dict):
+        return {k: _integral_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_integral_floats(v) for v in value]
+    return value
 
 
 def problem(
@@ -315,11 +327,19 @@ class ApiHandler(tornado.web.RequestHandler):
         try:
             return msgspec.json.decode(body, type=struct_type, strict=True)
         except msgspec.ValidationError as exc:
-            raise errors.ValidationFailed(
-                "the request body is invalid", errors=validation_errors(exc)
-            ) from None
+            failure = exc
         except msgspec.DecodeError:
             raise errors.BadRequest("the request body is not valid JSON") from None
+        if "got `float`" in str(failure):
+            # JSON Schema, and so the published document, counts `3.0` as an integer: accept
+            # what it allows (only on this error path; fractions still fail).
+            try:
+                return msgspec.convert(_integral_floats(json.loads(body)), struct_type, strict=True)
+            except msgspec.ValidationError as exc:
+                failure = exc
+        raise errors.ValidationFailed(
+            "the request body is invalid", errors=validation_errors(failure)
+        ) from None
 
     def offer_replay(
         self,

@@ -39,9 +39,13 @@ MIN_PASSWORD_LENGTH = 10
 MAX_PASSWORD_LENGTH = 1024
 MAX_EMAIL_LENGTH = 254
 # Deliberately loose: one @, no spaces, a dot in the domain. Deliverability is the mailer's job.
-_EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s.]+$")
-# The same on the wire, where surrounding whitespace is tolerated (and stripped).
-EMAIL_PATTERN = r"^\s*[^@\s]+@[^@\s]+\.[^@\s.]+\s*$"
+# Spaces and controls are spelled out rather than `\s`, which differs between Python's re (it
+# checks bodies) and the ECMAScript regexes of JSON Schema tools (\x1c-\x1f, \x85, \ufeff).
+_NOT_IN_ADDRESS = r"@\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+_ADDRESS = rf"[^{_NOT_IN_ADDRESS}]+@[^{_NOT_IN_ADDRESS}]+\.[^{_NOT_IN_ADDRESS}.]+"
+_EMAIL_RE = re.compile(rf"^{_ADDRESS}$")
+# The same on the wire, where surrounding spaces, tabs and line breaks are tolerated (stripped).
+EMAIL_PATTERN = rf"^[ \t\r\n]*{_ADDRESS}[ \t\r\n]*$"
 
 BAD_CREDENTIALS = "the e-mail or password is incorrect"
 

@@ -17,7 +17,7 @@ import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 import asyncpg
 import msgspec
@@ -52,6 +52,7 @@ Slug = Annotated[
         pattern=SLUG_PATTERN,
         description="lowercase ASCII letters and digits, hyphens "
         "between words; at least one letter",
+        extra_json_schema={"allOf": [{"pattern": "[a-z]"}]},
     ),
 ]
 Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
@@ -59,7 +60,13 @@ ProductName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=
 Description = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
 Price = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="minor units")]
 Currency = Annotated[
-    str, msgspec.Meta(pattern="^[A-Z]{3}$", description="ISO 4217; must be the store currency")
+    str,
+    msgspec.Meta(
+        pattern="^[A-Z]{3}$",
+        description="ISO 4217; must be the store currency",
+        # server/openapi.py (STORE_CURRENCY) writes the configured store currency here.
+        extra_json_schema={"x-store-currency": True},
+    ),
 ]
 Stock = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
 
@@ -68,6 +75,14 @@ class CategoryCreate(msgspec.Struct, forbid_unknown_fields=True):
     name: CategoryName
     slug: Slug | None = None
     parent_id: Id | None = None
+
+    # Without a slug, one is derived from the name, and it needs a letter (digits alone are ids).
+    json_schema_rules: ClassVar[dict[str, Any]] = {
+        "anyOf": [
+            {"required": ["slug"], "properties": {"slug": {"type": "string"}}},
+            {"properties": {"name": {"pattern": "[A-Za-z]"}}},
+        ]
+    }
 
 
 class CategoryUpdate(msgspec.Struct, forbid_unknown_fields=True):

@@ -619,7 +619,10 @@ def _decode_cursor(cursor: str) -> int:
         raw = b""
     digits = raw.removeprefix(_CURSOR_PREFIX)
     if not raw.startswith(_CURSOR_PREFIX) or not digits.isdigit() or len(digits) > 18:
-        raise BadRequest("the cursor is invalid; pass back a next_cursor unchanged")
+        raise BadRequest(
+            "the cursor is invalid; pass back a next_cursor unchanged",
+            errors=[FieldError("cursor", "not a cursor of this list")],
+        )
     return int(digits)
 
 

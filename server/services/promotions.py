@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import asyncpg
 import msgspec
@@ -48,7 +48,31 @@ Ids = Annotated[
     list[Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]], msgspec.Meta(max_length=1000)
 ]
 Instant = Annotated[datetime, msgspec.Meta(tz=True, description="RFC 3339 with offset")]
+EndInstant = Annotated[
+    datetime, msgspec.Meta(tz=True, description="RFC 3339 with offset; after starts_at")
+]
 UsageLimit = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
+
+
+def _per_kind_rules(*, creating: bool) -> list[dict[str, Any]]:
+    """JSON Schema of `_validated`'s rules per kind (an `anyOf` list, one branch per kind)."""
+    no_units = {"buy_quantity": {"type": "null"}, "get_quantity": {"type": "null"}}
+    units = {"buy_quantity": {"type": "integer"}, "get_quantity": {"type": "integer"}}
+    branches = [
+        (["value"], {"kind": {"const": "percent"}, "value": {"minimum": 1, "maximum": 100}}),
+        (["value"], {"kind": {"const": "fixed"}, "value": {"minimum": 1}}),
+        (
+            ["buy_quantity", "get_quantity"],
+            {"kind": {"const": "buy_x_get_y"}, "value": {"const": 0}},
+        ),
+    ]
+    return [
+        {
+            "required": ["kind", *required] if creating else ["kind"],
+            "properties": {**properties, **(units if "buy_quantity" in required else no_units)},
+        }
+        for required, properties in branches
+    ]
 
 
 class PromotionCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -61,8 +85,12 @@ class PromotionCreate(msgspec.Struct, forbid_unknown_fields=True):
     product_ids: Ids | None = None
     category_ids: Ids | None = None
     starts_at: Instant | None = None
-    ends_at: Instant | None = None
+    ends_at: EndInstant | None = None
     usage_limit: UsageLimit | None = None
+
+    # `_validated`'s per-kind rules, for the document. `ends_at` after `starts_at` cannot be
+    # said in JSON Schema; it is in the field's description.
+    json_schema_rules: ClassVar[dict[str, Any]] = {"anyOf": _per_kind_rules(creating=True)}
 
 
 class PromotionUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -77,8 +105,14 @@ class PromotionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     product_ids: Ids | msgspec.UnsetType | None = msgspec.UNSET
     category_ids: Ids | msgspec.UnsetType | None = msgspec.UNSET
     starts_at: Instant | msgspec.UnsetType | None = msgspec.UNSET
-    ends_at: Instant | msgspec.UnsetType | None = msgspec.UNSET
+    ends_at: EndInstant | msgspec.UnsetType | None = msgspec.UNSET
     usage_limit: UsageLimit | msgspec.UnsetType | None = msgspec.UNSET
+
+    # The per-kind rules, for the fields the body carries; the merged result is checked again
+    # against the stored promotion (a 422 the schema cannot foresee).
+    json_schema_rules: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"not": {"required": ["kind"]}}, *_per_kind_rules(creating=False)]
+    }
 
 
 class PromotionPage(msgspec.Struct):

@@ -133,6 +133,8 @@ async def test_unknown_or_inactive_product_is_404(api: ApiClient, admin: str, sh
         {"quantity": 0},
         {"quantity": 1000},
         {"quantity": "2"},
+        {"quantity": 2.5},
+        {"quantity": 1e300},
         {"price": 1, "quantity": 1},
         {"quantity": 1, "product_id": 0},
     ],
@@ -145,6 +147,20 @@ async def test_invalid_cart_item_bodies_are_422(
         "/api/v1/cart/items", json={"product_id": item["id"], **body}, token=shopper
     )
     assert response.status == 422, response
+
+
+async def test_a_whole_number_written_as_a_float_is_an_integer(
+    api: ApiClient, admin: str, shopper: str
+) -> None:
+    """JSON Schema (the published document) counts 2.0 as an integer; so does the gateway."""
+    item = await product(api, admin, stock=10)
+    response = await api.post(
+        "/api/v1/cart/items", json={"product_id": float(item["id"]), "quantity": 2.0}, token=shopper
+    )
+    assert response.status == 200, response
+    assert [(line["product_id"], line["quantity"]) for line in response.json()["items"]] == [
+        (item["id"], 2)
+    ]
 
 
 async def test_summing_beyond_999_is_422(api: ApiClient, admin: str, shopper: str) -> None:
