@@ -7,7 +7,7 @@ PYTHON := $(BIN)/python
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install build run migrate test test-py test-rust test-cov lint format proto bench-native bench loadtest worker scheduler docker-up docker-down check-delivery
+.PHONY: help install build run migrate test test-py test-rust test-cov fuzz lint format proto bench-native bench loadtest worker scheduler docker-up docker-down check-delivery
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -39,6 +39,10 @@ test: test-rust test-py ## the whole suite: Rust unit tests and Python tests (st
 
 test-rust: ## cargo tests of the native crate
 	cargo test --workspace --quiet
+
+FUZZ_CASES ?= 50000
+fuzz: ## proptest fuzzing of the native JWT and pricing entry points at volume (FUZZ_CASES per property, release)
+	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --quiet -p storefront-native --test fuzz_jwt --test fuzz_pricing
 
 test-py: ## Python tests against real PostgreSQL and Redis
 	$(PYTHON) -m pytest -q
