@@ -7,7 +7,7 @@ PYTHON := $(BIN)/python
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .DEFAULT_GOAL := help
-.PHONY: help install build run migrate test test-py test-rust test-cov fuzz lint format proto bench-native bench loadtest worker scheduler docker-up docker-down check-delivery
+.PHONY: help install build run migrate test test-py test-rust test-cov fuzz chaos lint format proto bench-native bench loadtest worker scheduler docker-up docker-down check-delivery
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-14s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test-rust: ## cargo tests of the native crate
 FUZZ_CASES ?= 50000
 fuzz: ## proptest fuzzing of the native JWT and pricing entry points at volume (FUZZ_CASES per property, release)
 	PROPTEST_CASES=$(FUZZ_CASES) cargo test --release --quiet -p storefront-native --test fuzz_jwt --test fuzz_pricing
+
+chaos: ## fault tests: Redis and PostgreSQL killed under load, SIGTERM mid-checkout, 10k idle sockets and slowloris
+	$(PYTHON) -m pytest -q -m chaos tests/integration
 
 test-py: ## Python tests against real PostgreSQL and Redis
 	$(PYTHON) -m pytest -q

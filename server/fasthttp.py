@@ -49,7 +49,8 @@ Every refusal is answered with ``application/problem+json`` and
 Connections are closed without an answer when the headers take longer than
 ``header_timeout``, the body longer than ``body_timeout``, a keep-alive
 connection stays idle for ``idle_connection_timeout``, or a client stops
-reading a response for ``idle_connection_timeout``. Deadlines are checked by
+reading a response for ``idle_connection_timeout``; a new connection that
+has not begun a request is held to ``header_timeout``. Deadlines are checked by
 one periodic sweep per server (every ``min(timeouts) / 4``, at most 1 s), so
 no timer is armed or cancelled per request; a timeout fires up to one sweep
 interval late.
@@ -335,6 +336,9 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
         self._draining = False
         self._phase = _P_NONE
         self._deadline = 0.0
+        # No request has begun yet: a connection that says nothing gets the header deadline,
+        # not the keep-alive idle one (10 000 silent sockets must not be held for a minute).
+        self._fresh = True
 
     # ------------------------------------------------------------------
     # asyncio.Protocol
@@ -482,6 +486,7 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
 
     def on_message_begin(self) -> None:
         self._in_headers = True
+        self._fresh = False
         self._began_now = True
         self._hsize = 0
         self._raw_hdr = 0
@@ -940,7 +945,7 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
         elif self._parsing is not None:
             phase = _P_BODY
         elif self._active is None and not self._queue:
-            phase = _P_IDLE
+            phase = _P_HEADER if self._fresh else _P_IDLE
         else:
             phase = _P_NONE
         if phase == self._phase:

@@ -161,6 +161,13 @@ class RedisServer:
             self.process.wait(5)
             self.process = None
 
+    def kill(self) -> None:
+        """SIGKILL: no goodbye to the clients (the crash the fault tests simulate)."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None
+
 
 @pytest.fixture(scope="session")
 def redis_server() -> Iterator[RedisServer]:

@@ -43,6 +43,26 @@ async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 20) -> asy
     return pool
 
 
+# The server is gone, restarting or refusing connections: the request may succeed if retried in
+# a moment (503 + Retry-After), unlike a bad query (a bug: 500). SQLSTATE class 08 (connection
+# exception), 57P01-57P03 (admin/crash shutdown, cannot connect now), a dropped connection.
+_UNAVAILABLE = (
+    ConnectionError,  # refused, reset (TCP)
+    FileNotFoundError,  # no socket file (a Unix-socket server that is down)
+    asyncpg.PostgresConnectionError,
+    asyncpg.ConnectionDoesNotExistError,
+    asyncpg.AdminShutdownError,
+    asyncpg.CrashShutdownError,
+    asyncpg.CannotConnectNowError,
+    asyncpg.InterfaceError,  # "connection is closed" and the like
+)
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` means PostgreSQL cannot be reached right now."""
+    return isinstance(exc, _UNAVAILABLE)
+
+
 async def connect(dsn: str, **kwargs: Any) -> asyncpg.Connection:
     conn: asyncpg.Connection = await asyncpg.connect(dsn, **kwargs)
     await _init_connection(conn)

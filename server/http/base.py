@@ -24,6 +24,7 @@ from tornado import httputil
 from typing_extensions import override
 
 from server.context import AppContext
+from server.db.pool import database_unavailable
 from server.http.headers import canonical_name, headers_from, replayable
 from server.services import errors
 from server.services.principal import Principal
@@ -396,6 +397,12 @@ class ApiHandler(tornado.web.RequestHandler):
         # Domain errors are answers, not failures: map them here so both edges stay thin.
         if isinstance(e, errors.DomainError):
             self._send_domain_error(e)
+            return
+        if database_unavailable(e):
+            log.warning(
+                "%s %s: PostgreSQL unavailable (%r)", self.request.method, self.request.path, e
+            )
+            self._send_domain_error(errors.DATABASE_UNAVAILABLE)
             return
         super()._handle_request_exception(e)
 

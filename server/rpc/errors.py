@@ -1,19 +1,24 @@
 """Domain errors → gRPC status codes, in one place (the gRPC twin of http/base.status_of).
 
 Servicer methods are wrapped with `@translate_errors`: a `DomainError` raised by a service
-aborts the call with the mapped code and the error's detail; anything else propagates (grpc.aio
-answers UNKNOWN and logs it, which is what an unexpected failure should look like).
+aborts the call with the mapped code and the error's detail; PostgreSQL being unreachable is
+UNAVAILABLE (with retry-after); anything else propagates (grpc.aio answers UNKNOWN and logs it,
+which is what an unexpected failure should look like).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import grpc
 
+from server.db.pool import database_unavailable
 from server.services import errors
+
+log = logging.getLogger(__name__)
 
 Request = TypeVar("Request")
 Response = TypeVar("Response")
@@ -67,5 +72,11 @@ def translate_errors(method: Handler[Request, Response]) -> Handler[Request, Res
         except errors.DomainError as error:
             await abort_with(context, error)
             raise AssertionError("context.abort returned") from error  # abort always raises
+        except Exception as error:
+            if not database_unavailable(error):
+                raise
+            log.warning("%s: PostgreSQL unavailable (%r)", method.__name__, error)
+            await abort_with(context, errors.DATABASE_UNAVAILABLE)
+            raise AssertionError("context.abort returned") from error
 
     return wrapper

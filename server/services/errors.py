@@ -79,3 +79,10 @@ class Unavailable(DomainError):
     def __init__(self, detail: str = "", *, retry_after: int = 5) -> None:
         super().__init__(detail)
         self.retry_after = retry_after
+
+
+# What either edge answers when PostgreSQL cannot be reached (server.db.pool.database_unavailable).
+DATABASE_UNAVAILABLE = Unavailable(
+    "the database is briefly unavailable; retry shortly (a checkout with the same Idempotency-Key)",
+    retry_after=2,
+)
