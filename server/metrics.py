@@ -205,6 +205,28 @@ OUTBOX_DELIVERIES = Counter(
     ("outcome",),
     registry=REGISTRY,
 )
+PASSWORD_HASH_PENDING = Gauge(
+    "password_hash_pending",
+    "Argon2 hashes and verifications running or waiting for the hashing pool.",
+    registry=REGISTRY,
+)
+PASSWORD_HASH_WAIT = Histogram(
+    "password_hash_wait_seconds",
+    "Time an Argon2 job waited for a hashing thread.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+PASSWORD_HASH_DURATION = Histogram(
+    "password_hash_duration_seconds",
+    "Time one Argon2 hash or verification took on its thread.",
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+PASSWORD_HASH_REJECTED = Counter(
+    "password_hash_rejected_total",
+    "Sign-ins and registrations refused with 503 because the hashing queue was full.",
+    registry=REGISTRY,
+)
 VIEWS_FLUSHED = Counter(
     "product_views_flushed_total", "Product views written to product_stats.", registry=REGISTRY
 )

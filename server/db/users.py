@@ -70,6 +70,20 @@ async def get_by_id(conn: asyncpg.Connection | asyncpg.Pool, user_id: int) -> Us
     return _record(row)
 
 
+async def set_password_hash(
+    conn: asyncpg.Connection | asyncpg.Pool, user_id: int, old_hash: str, new_hash: str
+) -> bool:
+    """Replace the hash only if it is still `old_hash` (a password change in between wins)."""
+    status = await conn.execute(
+        "UPDATE users SET password_hash = $3, updated_at = now()"
+        " WHERE id = $1 AND password_hash = $2",
+        user_id,
+        old_hash,
+        new_hash,
+    )
+    return status.endswith(" 1")
+
+
 async def upsert_admin(
     conn: asyncpg.Connection | asyncpg.Pool, email: str, password_hash: str
 ) -> tuple[UserRecord, bool]:

@@ -29,7 +29,7 @@ from server.services.errors import (
     Unauthenticated,
     ValidationFailed,
 )
-from server.services.passwords import hash_password, verify_password
+from server.services.passwords import hash_password, needs_rehash, verify_password
 from server.services.principal import Principal
 
 if TYPE_CHECKING:
@@ -94,6 +94,10 @@ async def login(ctx: AppContext, email: str, password: str) -> TokenPair:
     matches = await verify_password(user.password_hash if user else None, password)
     if user is None or not matches:
         raise Unauthenticated(BAD_CREDENTIALS)
+    if needs_rehash(user.password_hash):  # an account from before today's Argon2 parameters
+        await users.set_password_hash(
+            ctx.pool, user.id, user.password_hash, await hash_password(password)
+        )
     async with ctx.pool.acquire() as conn:
         return await _start_family(ctx, conn, user)
 
