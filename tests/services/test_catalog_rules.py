@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from server.cache import PRODUCT_LISTS
 from server.context import AppContext
 from server.db.catalog import Product
 from server.services import catalog
@@ -97,3 +98,26 @@ async def test_adjust_stock_bounds(ctx: AppContext) -> None:
     with pytest.raises(BadRequest):
         await catalog.adjust_stock(ctx, item.id, 2**31 - 1)
         await catalog.adjust_stock(ctx, item.id, 2**31 - 1)
+
+
+async def test_admin_product_writes_retire_the_page_not_the_lists(ctx: AppContext) -> None:
+    """Lists are a view bounded by LIST_CACHE_TTL; a product page is exact at once."""
+    product = await catalog.create_product(
+        ctx,
+        catalog.ProductCreate(sku=f"RET-{uuid.uuid4().hex[:8]}", name="Kettle", price=100, stock=3),
+    )
+    await catalog.public_product(ctx, product.id)  # cached
+    lists_before = await ctx.cache._version(PRODUCT_LISTS)
+    page_fills = ctx.cache._sequence
+
+    await catalog.update_product(ctx, product.id, catalog.ProductUpdate(price=250))
+
+    assert await ctx.cache._version(PRODUCT_LISTS) == lists_before
+    assert ctx.cache._sequence > page_fills  # the page's key was retired
+    _, body = await catalog.public_product(ctx, product.id)
+    assert b'"price":250' in body
+    category = await catalog.create_category(
+        ctx.pool, catalog.CategoryCreate(name=f"Cat {uuid.uuid4().hex[:6]}")
+    )
+    await catalog.update_category(ctx, category.id, catalog.CategoryUpdate(name="Renamed"))
+    assert await ctx.cache._version(PRODUCT_LISTS) > lists_before  # a category write does
