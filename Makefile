@@ -72,8 +72,9 @@ proto: ## regenerate server/rpc/pb from protos/ (imports rewritten to the packag
 bench-native: ## Rust vs Python figures for JWT, pricing and the limiter
 	$(PYTHON) scripts/bench_native.py
 
-bench: ## wrk on pinned cores: gateway vs FastAPI reference and vs Tornado's connection (ARGS=--profile)
+bench: ## wrk: gateway vs FastAPI reference and vs Tornado's connection (pinned; ARGS=--profile), then --workers 2 vs 1
 	$(PYTHON) loadtests/bench.py $(ARGS)
+	$(PYTHON) loadtests/bench_workers.py
 
 loadtest: ## Locust suites vs a seeded gateway + Redis; budgets in loadtests/targets.toml (LOADTEST_DURATION=60)
 	$(PYTHON) loadtests/run_loadtest.py

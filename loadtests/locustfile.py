@@ -42,6 +42,7 @@ from locust.exception import StopUser
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the generated stubs live in server/
 
+from loadtests.harness import CATALOG_SAMPLE
 from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
 
 # grpc's sync calls must yield to Locust's other greenlets; before any channel exists.
@@ -66,8 +67,8 @@ class Catalog:
     def load(cls, host: str) -> None:
         ids: list[int] = []
         cursor: str | None = None
-        while True:
-            query = "limit=100&sort=created" + (f"&cursor={cursor}" if cursor else "")
+        while len(ids) < CATALOG_SAMPLE:
+            query = "limit=100&sort=-created" + (f"&cursor={cursor}" if cursor else "")
             page = _get_json(f"{host}{API}/products?{query}")
             ids += [item["id"] for item in page["items"] if item.get("stock", 0) > 0]
             cursor = page.get("next_cursor")

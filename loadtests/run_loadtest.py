@@ -43,7 +43,7 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from loadtests import harness
-from loadtests.harness import API, Cores, Service
+from loadtests.harness import API, CATALOG_SAMPLE, Cores, Service
 from loadtests.scrape import Histogram, Scrape
 
 JWT_SECRET = "loadtest-secret-0123456789-0123456789-abcdef"
@@ -211,12 +211,13 @@ def _create_promotion(gateway: Service) -> None:
 
 def _warm_product_pages(gateway: Service) -> int:
     """Reads every active product once, as steady traffic would have: a 60-second run cannot
-    otherwise tell a cold cache's first reads of the catalog's long tail from misses."""
+    otherwise tell a cold cache's first reads of the catalog's long tail from misses. On a big
+    catalog, the products the shoppers pick from (the newest CATALOG_SAMPLE, see locustfile)."""
     ids: list[int] = []
     cursor = ""
-    while True:
+    while len(ids) < CATALOG_SAMPLE:
         page = harness.request(
-            "GET", f"{gateway.base_url}{API}/products?limit=100&sort=created{cursor}"
+            "GET", f"{gateway.base_url}{API}/products?limit=100&sort=-created{cursor}"
         ).json()
         ids += [item["id"] for item in page["items"]]
         if not page.get("next_cursor"):
