@@ -9,8 +9,12 @@ that drift on a shared machine hits every target alike:
   the same JSON from memory and checking the same HS256 token with PyJWT;
 - gateway, stock Tornado connection (`--http-impl tornado`), configured like the first.
 
-Endpoints: cached `GET /api/v1/products/{id}` and authenticated `GET /api/v1/auth/me`.
-Targets: gateway >= 1.5x FastAPI on both, fast connection >= 2x stock connection.
+Endpoints: cached `GET /api/v1/products/{id}`, authenticated `GET /api/v1/auth/me`, and the
+database cell `list-db`: `GET /api/v1/products?category=category-1&sort=price` with a random
+`min_price` on every request (loadtests/wrk/uncached.lua), so each one runs the list query in
+PostgreSQL; the reference runs the gateway's own query and encoding through asyncpg.
+Targets: gateway >= 1.5x FastAPI on each, fast connection >= 2x stock connection (the stock
+target is judged on the cached reads only: on the database cell both wait on the same SQL).
 
 `--profile` afterwards runs the fast gateway under pyinstrument (cProfile when pyinstrument is
 missing) while wrk drives each endpoint, and prints where the server's time goes.
@@ -42,7 +46,9 @@ from loadtests.harness import API, Cores, Service, WrkResult
 JWT_SECRET = "bench-secret-0123456789-0123456789-abcdefgh"
 FAST, REFERENCE, STOCK = "gateway-fast", "fastapi", "gateway-tornado"
 BARE = "gateway-fast-bare"
-PRODUCT, ME = "product", "me"
+PRODUCT, ME, LIST = "product", "me", "list-db"
+# Endpoints whose every request must reach PostgreSQL (wrk/uncached.lua varies the query).
+UNCACHED = frozenset((LIST,))
 TARGET_VS_REFERENCE = 1.5
 TARGET_VS_STOCK = 2.0
 
@@ -56,7 +62,9 @@ WHAT_EACH_SIDE_DOES = {
     STOCK: "gateway, Tornado HTTP1Connection: everything the fast gateway does (replays too)",
     REFERENCE: "FastAPI 1 uvicorn worker (uvloop, httptools), no access log, no metrics, no rate "
     "limiting, no request id: product body pre-encoded in memory (+ETag, "
-    "Cache-Control), /auth/me: PyJWT HS256 verify via a Depends() + user from memory",
+    "Cache-Control), /auth/me: PyJWT HS256 verify via a Depends() + user from memory; "
+    "list-db: the gateway's list query and encoding (server.services.catalog.list_products) "
+    "on an asyncpg pool of 10, as the gateway's own pool",
     BARE: "only with --bare: the fast gateway with LOG_LEVEL=WARNING (no access log line) and "
     "RATE_LIMIT_ENABLED=0; not a deployable configuration, it prices those two features",
 }
@@ -152,8 +160,16 @@ def _bench(
         product_id = harness.first_product_id(fast.base_url)
         fixtures = workdir / "fixtures.json"
         harness.capture_fixtures(fast.base_url, token, product_id, JWT_SECRET, fixtures)
-        paths = {PRODUCT: f"{API}/products/{product_id}", ME: f"{API}/auth/me"}
-        headers = {PRODUCT: {}, ME: {"Authorization": f"Bearer {token}"}}
+        paths = {
+            PRODUCT: f"{API}/products/{product_id}",
+            ME: f"{API}/auth/me",
+            LIST: f"{API}/products?category=category-1&sort=price&limit=20",
+        }
+        headers: dict[str, dict[str, str]] = {
+            PRODUCT: {},
+            ME: {"Authorization": f"Bearer {token}"},
+            LIST: {},
+        }
         if args.profile_only:
             started.remove(fast)
             fast.stop()
@@ -165,6 +181,7 @@ def _bench(
             cpu=cores.server,
             log_path=workdir / "reference.log",
             access_log=args.reference_access_log,
+            database_url=env["DATABASE_URL"],
         )
         started.append(targets[REFERENCE])
         targets[STOCK] = harness.start_gateway(
@@ -231,24 +248,27 @@ def _measure(
     headers: dict[str, dict[str, str]],
     postgres: harness.Postgres,
 ) -> dict[tuple[str, str], Cell]:
-    def cpu(name: str) -> float:
-        # A gateway's cost includes the PostgreSQL work it causes (the reference has none).
+    def cpu(name: str, endpoint: str) -> float:
+        # A server's cost includes the PostgreSQL work it causes (the reference causes some on
+        # the database cell only).
         own = harness.cpu_seconds(targets[name].process.pid)
-        return own + (postgres.cpu_seconds() if name != REFERENCE else 0.0)
+        database = name != REFERENCE or endpoint in UNCACHED
+        return own + (postgres.cpu_seconds() if database else 0.0)
 
     def run(name: str, endpoint: str, seconds: float) -> WrkResult:
         service = targets[name]
         if not service.alive():
             raise RuntimeError(f"{name} has exited:\n{service.log_tail()}")
-        cpu_before = cpu(name)
+        cpu_before = cpu(name, endpoint)
         result = harness.run_wrk(
             service.base_url + paths[endpoint],
             seconds=seconds,
             connections=args.connections,
             headers=headers[endpoint],
             cpu=cores.load,
+            uncached=endpoint in UNCACHED,
         )
-        return dataclasses.replace(result, server_cpu_s=cpu(name) - cpu_before)
+        return dataclasses.replace(result, server_cpu_s=cpu(name, endpoint) - cpu_before)
 
     order = list(targets)
     for name in order:
@@ -319,8 +339,11 @@ def _report(
         " the gateways, PostgreSQL (robust to other load on the machine)"
     )
     ratios: list[dict[str, object]] = []
-    for endpoint in (PRODUCT, ME):
-        for other, target in ((REFERENCE, TARGET_VS_REFERENCE), (STOCK, TARGET_VS_STOCK)):
+    for endpoint in (PRODUCT, ME, LIST):
+        comparisons = [(REFERENCE, TARGET_VS_REFERENCE), (STOCK, TARGET_VS_STOCK)]
+        if endpoint in UNCACHED:  # both connections wait on the same SQL: information only
+            comparisons = comparisons[:1]
+        for other, target in comparisons:
             value = _ratio(cells, FAST, other, endpoint, _rps)
             per_cpu = _ratio(cells, FAST, other, endpoint, _per_cpu)
             met = value >= target

@@ -338,9 +338,15 @@ def start_gateway(
 
 
 def start_reference(
-    fixtures: Path, *, log_path: Path | None, cpu: int | None = None, access_log: bool = False
+    fixtures: Path,
+    *,
+    log_path: Path | None,
+    cpu: int | None = None,
+    access_log: bool = False,
+    database_url: str | None = None,
 ) -> Service:
-    """The FastAPI reference: one uvicorn worker, uvloop, httptools."""
+    """The FastAPI reference: one uvicorn worker, uvloop, httptools (and PostgreSQL, given
+    `database_url`, for its list route)."""
     port = free_port()
     argv = [
         PYTHON,
@@ -363,6 +369,8 @@ def start_reference(
     ]
     argv.append("--access-log" if access_log else "--no-access-log")
     env = {**os.environ, "REFERENCE_FIXTURES": str(fixtures), "PYTHONPATH": str(REPO)}
+    if database_url:
+        env["DATABASE_URL"] = database_url
     service = spawn("fastapi-reference", argv, env, port, log_path=log_path, cpu=cpu)
     wait_healthy(service)
     return service
@@ -532,8 +540,11 @@ def run_wrk(
     headers: Mapping[str, str] | None = None,
     cpu: int | None = None,
     mix: Path | None = None,
+    uncached: bool = False,
 ) -> WrkResult:
-    """wrk on `url`; with `mix`, on the request lines of that file (loadtests/wrk/mix.lua)."""
+    """wrk on `url`; with `mix`, on the request lines of that file (loadtests/wrk/mix.lua); with
+    `uncached`, `url` plus a random `min_price` per request (loadtests/wrk/uncached.lua)."""
+    script = "mix.lua" if mix else "uncached.lua" if uncached else "report.lua"
     binary = shutil.which("wrk")
     if binary is None:
         raise RuntimeError("wrk is not installed (apt-get install wrk)")
@@ -549,7 +560,7 @@ def run_wrk(
         "--timeout",
         "5s",
         "-s",
-        str(LOADTESTS / "wrk" / ("mix.lua" if mix else "report.lua")),
+        str(LOADTESTS / "wrk" / script),
     ]
     env = {**os.environ, "WRK_REPORT": str(LOADTESTS / "wrk" / "report.lua")}
     if mix is not None:

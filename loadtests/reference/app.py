@@ -11,18 +11,31 @@ What it does NOT do, unlike the gateway: rate limiting, Prometheus metrics, requ
 headers, a database read for /auth/me. The comparison is therefore the strict one: any of those
 costs counts against the gateway.
 
+With `DATABASE_URL` set it also serves `GET /api/v1/products` (category, sort, min_price, limit)
+from PostgreSQL through an asyncpg pool, with the gateway's own list query and encoding
+(server.services.catalog.list_products): the database cell of `make bench` compares the two
+frameworks on an uncached read where both wait on the same SQL.
+
 Run: `REFERENCE_FIXTURES=fixtures.json uvicorn --factory loadtests.reference.app:create_app_from_env
 --loop uvloop --http httptools --no-access-log`.
 """
 
+import contextlib
 import hashlib
 import os
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Annotated, Any, Self
 
+import asyncpg
 import jwt
+import msgspec
 import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
+
+from server.db.pool import create_pool
+from server.services import catalog
+from server.services.errors import BadRequest
 
 FIXTURES_ENV = "REFERENCE_FIXTURES"
 JSON = "application/json"
@@ -47,8 +60,19 @@ class Fixtures:
         return cls(orjson.loads(path.read_bytes()))
 
 
-def create_app(fixtures: Fixtures) -> FastAPI:
-    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None)
+def create_app(fixtures: Fixtures, database_url: str | None = None) -> FastAPI:
+    pool: asyncpg.Pool | None = None
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        nonlocal pool
+        if database_url:
+            pool = await create_pool(database_url, min_size=2, max_size=10)
+        yield
+        if pool is not None:
+            await pool.close()
+
+    app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     unauthorized = {"WWW-Authenticate": "Bearer"}
 
     async def current_user(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
@@ -89,6 +113,22 @@ def create_app(fixtures: Fixtures) -> FastAPI:
             return Response(status_code=304, headers=headers)
         return Response(body, media_type=JSON, headers=headers)
 
+    @app.get("/api/v1/products")
+    async def list_products(
+        category: str | None = None,
+        sort: str | None = None,
+        min_price: int | None = None,
+        limit: int | None = None,
+    ) -> Response:
+        if pool is None:
+            raise HTTPException(404, "no database configured")
+        query = catalog.ProductQuery(category=category, sort=sort, min_price=min_price, limit=limit)
+        try:
+            page = await catalog.list_products(pool, query, None)
+        except BadRequest as exc:
+            raise HTTPException(400, exc.detail) from None
+        return Response(msgspec.json.encode(page), media_type=JSON)
+
     @app.get("/api/v1/auth/me")
     async def me(user: Annotated[dict[str, Any], Depends(current_user)]) -> Response:
         return Response(orjson.dumps(user), media_type=JSON)
@@ -98,4 +138,4 @@ def create_app(fixtures: Fixtures) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """uvicorn `--factory` entry point: fixtures from the file named by $REFERENCE_FIXTURES."""
-    return create_app(Fixtures.load(Path(os.environ[FIXTURES_ENV])))
+    return create_app(Fixtures.load(Path(os.environ[FIXTURES_ENV])), os.environ.get("DATABASE_URL"))
