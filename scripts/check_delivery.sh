@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Static checks of the delivery files: docker-compose.yml, nginx/, .github/workflows/,
-# docker/Dockerfile. Nothing is built or started; no Docker engine is needed.
+# docker/Dockerfile, k8s/. Nothing is built or started; no Docker engine or cluster is needed.
 #
 #   scripts/check_delivery.sh            a missing tool is reported and skipped
 #   CHECK_DELIVERY_STRICT=1 scripts/...  a missing tool is a failure
@@ -154,6 +154,114 @@ if [[ -n "$hadolint_bin" ]]; then
     run "hadolint" "$hadolint_bin" --no-color docker/Dockerfile
 else
     echo "note  hadolint not installed; Dockerfile lint skipped"
+fi
+
+# ---- Kubernetes manifests (k8s/) ------------------------------------------------------------------
+# Render every kustomization with kubectl's built-in kustomize (any warning, e.g. a deprecated
+# field, fails too); validate the renderings and the two files applied by hand against the
+# Kubernetes OpenAPI schemas, strict (an unknown field is an error), for the oldest Kubernetes
+# the manifests support and the newest kubernetes-validate knows; it only warns about an
+# unknown kind or apiVersion, so any output at all fails. Then scripts/check_k8s.py asserts
+# what schemas cannot: probes, drain vs terminationGracePeriodSeconds, requests, one image...
+K8S_MIN_VERSION=1.29
+k8s_dirs=(k8s/base k8s/base/migrate k8s/overlays/production k8s/overlays/production/migrate)
+k8s_files=(k8s/base/secret.example.yaml k8s/overlays/production/namespace.yaml)
+
+# k8s_rendering DIR: where the rendering of DIR goes.
+k8s_rendering() { echo "$tmp/${1//\//-}.yaml"; }
+
+kubectl_minor() {
+    "$1" version --client -o json 2>/dev/null | sed -n 's/.*"minor": *"\([0-9]*\).*/\1/p' | head -n1
+}
+
+k8s_render() {
+    local dir="$1" out
+    out="$(k8s_rendering "$dir")"
+    "$kubectl_bin" kustomize "$dir" >"$out" 2>"$tmp/kustomize.err" || {
+        cat "$tmp/kustomize.err"
+        return 1
+    }
+    if [[ -s "$tmp/kustomize.err" ]]; then
+        cat "$tmp/kustomize.err"
+        return 1
+    fi
+}
+
+# k8s_validate FILE...: silent and 0 when every document is valid for both versions.
+k8s_validate() {
+    local out status=0
+    out="$("$kvalidate_bin" --strict --quiet -k "$K8S_MIN_VERSION" "$@" 2>&1)" || status=1
+    [[ -z "$out" ]] || { echo "$out"; status=1; }
+    out="$("$kvalidate_bin" --strict --quiet "$@" 2>&1)" || status=1
+    [[ -z "$out" ]] || { echo "$out"; status=1; }
+    return "$status"
+}
+
+kubectl_bin="$(find_tool kubectl)"
+kvalidate_bin="$(find_tool kubernetes-validate)"
+k8s_python=""
+for candidate in "$root/.venv/bin/python" python3; do
+    if command -v "$candidate" >/dev/null 2>&1 && "$candidate" -c 'import yaml' 2>/dev/null; then
+        k8s_python="$candidate"
+        break
+    fi
+done
+k8s_minor=""
+if [[ -n "$kubectl_bin" ]]; then
+    k8s_minor="$(kubectl_minor "$kubectl_bin" || true)"
+fi
+
+# Without a usable kustomize the base's own resource files (complete objects, unlike the
+# overlay's patches) are still validated against the schemas, one by one.
+k8s_validate_base_files() {
+    local files=()
+    while IFS= read -r file; do
+        files+=("$file")
+    done < <(find k8s/base -name '*.yaml' ! -name kustomization.yaml | sort)
+    if [[ -n "$kvalidate_bin" ]]; then
+        run "kubernetes-validate --strict k8s/base/*.yaml (not rendered)" k8s_validate "${files[@]}"
+    else
+        skip "kubernetes-validate" "not installed (pip install kubernetes-validate)"
+    fi
+}
+
+if [[ -z "$kubectl_bin" ]]; then
+    skip "kubectl kustomize" "kubectl is not installed (need kubectl 1.21+ for kustomize v4+)"
+    k8s_validate_base_files
+elif ((${k8s_minor:-0} < 21)); then
+    # kubectl 1.20 (Debian bookworm's kubernetes-client) embeds kustomize v2.0.3, which has
+    # neither `patches:` nor `replicas:`.
+    skip "kubectl kustomize" "kubectl 1.${k8s_minor:-?} is too old (its kustomize predates v4; need kubectl 1.21+)"
+    k8s_validate_base_files
+else
+    k8s_failed_before=$failed
+    for dir in "${k8s_dirs[@]}"; do
+        run "kubectl kustomize $dir" k8s_render "$dir"
+    done
+    if ((failed > k8s_failed_before)); then
+        echo "note  k8s: a kustomization did not render; schema and manifest checks not run"
+    else
+        k8s_renderings=()
+        for dir in "${k8s_dirs[@]}"; do
+            k8s_renderings+=("$(k8s_rendering "$dir")")
+        done
+        if [[ -n "$kvalidate_bin" ]]; then
+            k8s_latest="$("$kvalidate_bin" --help | sed -n 's/.*Defaults to \([0-9.]*\).*/\1/p' || true)"
+            run "kubernetes-validate --strict (Kubernetes $K8S_MIN_VERSION and ${k8s_latest:-latest})" \
+                k8s_validate "${k8s_renderings[@]}" "${k8s_files[@]}"
+        else
+            skip "kubernetes-validate" "not installed (pip install kubernetes-validate)"
+        fi
+        if [[ -n "$k8s_python" ]]; then
+            run "scripts/check_k8s.py (probes, drain grace, resources, images, labels)" \
+                "$k8s_python" scripts/check_k8s.py \
+                --pair "${k8s_renderings[0]}" "${k8s_renderings[1]}" \
+                --pair "${k8s_renderings[2]}" "${k8s_renderings[3]}" \
+                --secret k8s/base/secret.example.yaml
+        else
+            skip "scripts/check_k8s.py" "no Python with PyYAML (make install)"
+        fi
+    fi
 fi
 
 # ---- shell scripts -----------------------------------------------------------------------------------
