@@ -338,6 +338,8 @@ class ApiHandler(tornado.web.RequestHandler):
                 return msgspec.convert(_integral_floats(json.loads(body)), struct_type, strict=True)
             except msgspec.ValidationError as exc:
                 failure = exc
+            except (ValueError, RecursionError):
+                pass  # too deep for the stdlib parser: the first refusal stands
         raise errors.ValidationFailed(
             "the request body is invalid", errors=validation_errors(failure)
         ) from None
