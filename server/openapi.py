@@ -31,7 +31,7 @@ its `access` table:
   `{order_id}`). Digit groups (`[0-9]+`, `\\d{1,18}`...) are integers, others strings.
 
 Static-file routes are left out. Routes without a spec still appear, with a generic operation
-(`x-undocumented: true`); `undocumented_operations()` lists them.
+(`x-undocumented: true`), listed in the document's `x-undocumented-operations`.
 """
 
 from __future__ import annotations
@@ -454,8 +454,3 @@ def _application_routes() -> list[tuple[str, type[Any]]]:
 def document_json(store_currency: str = "USD") -> bytes:
     """The published document, built once per process (routes and specs are static)."""
     return orjson.dumps(build_document(_application_routes(), store_currency))
-
-
-def undocumented_operations() -> list[str]:
-    operations: list[str] = orjson.loads(document_json())["x-undocumented-operations"]
-    return operations

@@ -52,12 +52,3 @@ async def revoke_family(conn: Executor, family_id: uuid.UUID) -> int:
         family_id,
     )
     return int(status.rsplit(" ", 1)[1])
-
-
-async def delete_expired(conn: Executor, *, grace_seconds: int = 0) -> int:
-    """Drop tokens past their expiry (plus `grace_seconds`); returns how many were deleted."""
-    status = await conn.execute(
-        "DELETE FROM refresh_tokens WHERE expires_at < now() - make_interval(secs => $1)",
-        float(grace_seconds),
-    )
-    return int(status.rsplit(" ", 1)[1])

@@ -28,11 +28,6 @@ from server.services.tokens import TokenService
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)
 
 
-def principal() -> Principal | None:
-    """The caller of the gRPC call being served (None when anonymous)."""
-    return current_principal.get()
-
-
 async def require_principal(context: grpc.aio.ServicerContext) -> Principal:
     """The caller, or the call ends with UNAUTHENTICATED."""
     try:

@@ -288,12 +288,9 @@ async def adjust_stock(ctx: AppContext, product_id: int, delta: int) -> Product:
 
 
 def record_view(ctx: AppContext, product_id: int) -> None:
-    """Count one product view for GET /stats/products. Cheap and synchronous on purpose: the
-    analytics side (ops) provides `ctx.record_product_view` — an in-memory counter flushed
-    to product_stats periodically. Until it exists this is a no-op."""
-    hook = getattr(ctx, "record_product_view", None)
-    if hook is not None:
-        hook(product_id)
+    """Count one product view for GET /stats/products: an in-memory counter (cheap and
+    synchronous on purpose) that the gateway flushes to product_stats periodically."""
+    ctx.record_product_view(product_id)
 
 
 # ---- cached public reads ---------------------------------------------------------------------
