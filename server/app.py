@@ -74,5 +74,6 @@ def make_app(
         replayer=replayer,
         serve_traceback=ctx.settings.debug,
         inflight=inflight,
+        openapi_routes=tuple(routes),  # what /api/schema describes (server/http/docs.py)
         **settings,
     )

@@ -444,13 +444,8 @@ def build_document(
     }
 
 
-def _application_routes() -> list[tuple[str, type[Any]]]:
-    from server.app import feature_routes  # the app imports this module's users
-
-    return list(feature_routes())
-
-
 @functools.cache
-def document_json(store_currency: str = "USD") -> bytes:
-    """The published document, built once per process (routes and specs are static)."""
-    return orjson.dumps(build_document(_application_routes(), store_currency))
+def document_json(routes: tuple[tuple[str, type[Any]], ...], store_currency: str = "USD") -> bytes:
+    """The published document of `routes` (the application hands over its own), built once per
+    process and currency: routes and specs are static."""
+    return orjson.dumps(build_document(routes, store_currency))

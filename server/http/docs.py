@@ -64,7 +64,8 @@ class SchemaHandler(ApiHandler):
 
     async def get(self) -> None:
         self.set_header("Cache-Control", "public, max-age=300")
-        self.send_json(openapi.document_json(self.ctx.settings.store_currency))
+        routes = self.application.settings["openapi_routes"]
+        self.send_json(openapi.document_json(routes, self.ctx.settings.store_currency))
 
 
 class _DocsPage(ApiHandler):
