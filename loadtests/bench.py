@@ -440,6 +440,7 @@ def _profile(
                 connections=args.connections,
                 headers=headers[endpoint],
                 cpu=cores.load,
+                uncached=endpoint in UNCACHED,
             )
             profiler.start(service.process)
             result = harness.run_wrk(
@@ -448,6 +449,7 @@ def _profile(
                 connections=args.connections,
                 headers=headers[endpoint],
                 cpu=cores.load,
+                uncached=endpoint in UNCACHED,
             )
             profiler.stop(service.process)
         finally:
