@@ -192,7 +192,7 @@ async def _createadmin(settings: Settings, email: str, password: str) -> int:
 
 async def _seed(settings: Settings, products: int, categories: int | None) -> int:
     from server.context import build_context
-    from server.services.seed import seed_catalog
+    from server.db.seed import seed_catalog
 
     ctx = await build_context(settings)
     try:

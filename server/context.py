@@ -16,7 +16,7 @@ from server.db.embedded import EmbeddedPostgres
 from server.db.pool import create_pool
 from server.ratelimit import RequestLimiter
 from server.services.tokens import TokenService
-from workers.tasks.analytics import ViewCounter
+from server.views import ViewCounter
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker

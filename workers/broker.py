@@ -25,9 +25,9 @@ from taskiq.schedule_sources import LabelScheduleSource
 from taskiq.scheduler.scheduler import TaskiqScheduler
 
 from server.config import Settings
+from server.db.maintenance import purge_expired
 from workers.middleware import TaskObservability
 from workers.tasks.analytics import refresh_product_analytics
-from workers.tasks.cleanup import purge_expired
 from workers.tasks.orders import cancel_unpaid_orders
 from workers.tasks.outbox import DeliveryReport, deliver_due, mailer_for
 

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 
 from taskiq.api import run_scheduler_task
 
+from server.views import VIEW_FLUSH_INTERVAL, flush_views
 from workers.broker import build_scheduler, drain, is_in_memory
-from workers.tasks.analytics import VIEW_FLUSH_INTERVAL, flush_views
 
 if TYPE_CHECKING:
     from taskiq import AsyncBroker

@@ -1,10 +1,14 @@
-"""Read-only aggregates for the admin statistics."""
+"""Product statistics: the admin aggregates, and the writes behind them (bulk views, the
+units_sold reconciliation)."""
 
 from __future__ import annotations
 
+import logging
 from typing import TypeAlias
 
 import asyncpg
+
+log = logging.getLogger(__name__)
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
@@ -41,3 +45,58 @@ async def top_products(conn: Executor, by: str, limit: int) -> list[asyncpg.Reco
              LIMIT $1""",
         limit,
     )
+
+
+async def add_views(pool: asyncpg.Pool, ids: list[int], views: list[int]) -> None:
+    """Add views to product_stats, in ascending product id (one row order for every writer:
+    concurrent flushes cannot deadlock); views of ids without a product are dropped."""
+    await pool.execute(
+        """INSERT INTO product_stats (product_id, views)
+           SELECT t.product_id, t.views
+             FROM unnest($1::bigint[], $2::bigint[]) AS t(product_id, views)
+             JOIN products p ON p.id = t.product_id
+            ORDER BY t.product_id
+           ON CONFLICT (product_id) DO UPDATE
+              SET views = product_stats.views + EXCLUDED.views, updated_at = now()""",
+        ids,
+        views,
+    )
+
+
+async def reconcile_units_sold(pool: asyncpg.Pool, *, attempts: int = 3) -> int:
+    """Set units_sold to the units of every order not cancelled; returns rows corrected.
+
+    Runs at REPEATABLE READ: if a checkout changes a row after our snapshot, the update fails
+    with a serialization error instead of overwriting the newer figure, and is retried.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read"):
+                corrected = await conn.fetchval(_RECONCILE_SQL)
+                return int(corrected or 0)
+        except asyncpg.SerializationError:
+            if attempt == attempts:
+                raise
+            log.info("units_sold reconciliation raced a checkout; retrying")
+    return 0
+
+
+_RECONCILE_SQL = """
+WITH sold AS (
+    SELECT oi.product_id, sum(oi.quantity)::bigint AS units
+      FROM order_items oi JOIN orders o ON o.id = oi.order_id
+     WHERE o.status <> 'cancelled'
+     GROUP BY oi.product_id
+), target AS (
+    SELECT coalesce(s.product_id, ps.product_id) AS product_id, coalesce(s.units, 0) AS units
+      FROM sold s FULL JOIN product_stats ps ON ps.product_id = s.product_id
+), changed AS (
+    INSERT INTO product_stats AS ps (product_id, units_sold)
+    SELECT t.product_id, t.units FROM target t ORDER BY t.product_id
+    ON CONFLICT (product_id) DO UPDATE
+       SET units_sold = EXCLUDED.units_sold, updated_at = now()
+     WHERE ps.units_sold IS DISTINCT FROM EXCLUDED.units_sold
+    RETURNING 1
+)
+SELECT count(*) FROM changed
+"""

@@ -1,6 +1,6 @@
 """Every product list shape stays cheap on a big, skewed catalog (0002_list_indexes.sql).
 
-The catalog is the real seed (server/services/seed.py) at 200 000 products in 100 categories:
+The catalog is the real seed (server/db/seed.py) at 200 000 products in 100 categories:
 big enough that a sequential scan or a sort of a whole category costs thousands of pages, small
 enough to build in seconds. The cost is measured in buffers touched (EXPLAIN ANALYZE BUFFERS), a
 count that does not drift with the machine's speed, and the plans are read for what must not be
@@ -18,7 +18,7 @@ import pytest
 import pytest_asyncio
 
 from server.db.catalog import ProductFilter, build_list_query
-from server.services.seed import seed_catalog
+from server.db.seed import seed_catalog
 
 PRODUCTS = 200_000
 PAGE = 21  # the default page size and the one row that tells whether there is a next page

@@ -26,8 +26,8 @@ from loadtests import harness
 from loadtests.harness import Reply, Service
 from loadtests.scrape import Scrape
 from server.context import AppContext
+from server.db.seed import seed_catalog
 from server.runtime import Addresses
-from server.services.seed import seed_catalog
 from tests.conftest import ApiClient
 
 API = "/api/v1"

@@ -9,15 +9,12 @@ import orjson
 import pytest
 
 from server.context import AppContext
+from server.db.stats import reconcile_units_sold
 from server.services import orders, stats
 from server.services.principal import Principal
+from server.views import ViewCounter, flush_views
 from tests.orders_support import Accounts, create_product, units_sold
-from workers.tasks.analytics import (
-    ViewCounter,
-    flush_views,
-    reconcile_units_sold,
-    refresh_product_analytics,
-)
+from workers.tasks.analytics import refresh_product_analytics
 
 
 def order_input(items: dict[int, int]) -> orders.OrderInput:

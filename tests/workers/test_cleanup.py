@@ -6,8 +6,8 @@ import asyncio
 import uuid
 
 from server.context import AppContext
+from server.db.maintenance import purge_expired
 from tests.orders_support import Accounts
-from workers.tasks.cleanup import purge_expired
 
 
 async def add_refresh_token(

@@ -28,6 +28,8 @@ import asyncpg
 
 from server import metrics
 from server.config import ConfigError, Settings
+from server.db import outbox as outbox_db
+from server.db.outbox import OutboxMail
 
 log = logging.getLogger(__name__)
 mail_log = logging.getLogger("storefront.mail")
@@ -42,16 +44,6 @@ class RetryPolicy:
 
     def delay(self, attempts: int) -> float:
         return min(self.max_delay, self.base_delay * 2 ** max(0, attempts - 1))
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxMail:
-    id: int
-    kind: str
-    recipient: str
-    subject: str
-    body: str
-    attempts: int  # including the one being made
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,43 +180,6 @@ def mailer_for(settings: Settings) -> Mailer:
 
 # ---- the outbox ---------------------------------------------------------------------------------
 
-_CLAIM_SQL = """
-WITH due AS (
-    SELECT id FROM outbox
-     WHERE status IN ('pending', 'sending') AND next_attempt_at <= now()
-     ORDER BY next_attempt_at, id
-     LIMIT $1
-     FOR UPDATE SKIP LOCKED
-)
-UPDATE outbox o
-   SET status = 'sending', attempts = o.attempts + 1,
-       next_attempt_at = now() + make_interval(secs => $2)
-  FROM due
- WHERE o.id = due.id
-RETURNING o.id, o.kind, o.recipient, o.subject, o.body, o.attempts
-"""
-
-_SETTLE_SQL = """
-UPDATE outbox o
-   SET status = t.status,
-       sent_at = CASE WHEN t.status = 'sent' THEN now() ELSE o.sent_at END,
-       next_attempt_at = CASE WHEN t.status = 'pending'
-                              THEN now() + make_interval(secs => t.delay)
-                              ELSE o.next_attempt_at END,
-       last_error = t.error
-  FROM unnest($1::bigint[], $2::text[], $3::float8[], $4::text[]) AS t(id, status, delay, error)
- WHERE o.id = t.id AND o.status = 'sending'
-"""
-
-
-async def claim_due(pool: asyncpg.Pool, limit: int, lease: float) -> list[OutboxMail]:
-    """Take up to `limit` due rows (pending, or sending with an expired lease) for sending."""
-    rows = await pool.fetch(_CLAIM_SQL, limit, float(lease))
-    return [
-        OutboxMail(r["id"], r["kind"], r["recipient"], r["subject"], r["body"], r["attempts"])
-        for r in sorted(rows, key=lambda r: r["id"])
-    ]
-
 
 def is_permanent(error: Exception) -> bool:
     """An SMTP 5xx answer will not change by retrying (unknown mailbox, message refused)."""
@@ -247,7 +202,7 @@ async def deliver_due(
     policy = policy or RetryPolicy()
     sent = retrying = dead = 0
     for _ in range(max_batches):
-        mails = await claim_due(pool, batch, policy.lease)
+        mails = await outbox_db.claim_due(pool, batch, policy.lease)
         if not mails:
             break
         results = await mailer.send(mails)
@@ -286,7 +241,7 @@ async def deliver_due(
                     policy.delay(mail.attempts),
                     error,
                 )
-        await pool.execute(_SETTLE_SQL, ids, statuses, delays, errors)
+        await outbox_db.settle(pool, ids, statuses, delays, errors)
         if len(mails) < batch:
             break
     for outcome, count in (("sent", sent), ("retry", retrying), ("dead", dead)):

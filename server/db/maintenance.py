@@ -1,4 +1,4 @@
-"""The daily cleanup: rows that can no longer matter.
+"""Maintenance SQL: the daily cleanup of rows that can no longer matter (workers/broker.py runs it).
 
 - refresh tokens past their expiry (used, revoked or not: an expired token is refused anyway,
   and reuse detection only needs tokens that could still be presented);
