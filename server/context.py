@@ -14,6 +14,7 @@ from server.config import Settings
 from server.db import migrations
 from server.db.embedded import EmbeddedPostgres
 from server.db.pool import create_pool
+from server.jobs import JobQueue
 from server.ratelimit import RequestLimiter
 from server.services.tokens import TokenService
 from server.views import ViewCounter
@@ -36,6 +37,8 @@ class AppContext:
     views: ViewCounter = field(init=False)
     # The taskiq broker (see workers.broker), set by build_context.
     broker: AsyncBroker | None = field(default=None, init=False)
+    # How services start a job now (server/jobs.py); set by build_context with the broker.
+    jobs: JobQueue | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.tokens = TokenService(self.settings)
@@ -83,7 +86,9 @@ async def build_context(settings: Settings, *, apply_migrations: bool | None = N
 
         redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
     context = AppContext(settings=settings, pool=pool, redis=redis, embedded=embedded)
-    from workers.broker import build_broker  # imports the tasks, which import this module
+    # The composition root of the process: the one place server/ reaches up into workers/.
+    from workers.broker import BrokerJobs, build_broker  # the tasks import this module
 
     context.broker = build_broker(settings, context)
+    context.jobs = BrokerJobs(context)
     return context

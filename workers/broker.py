@@ -184,3 +184,13 @@ async def enqueue_outbox_delivery(ctx: AppContext) -> bool:
     """Deliver the outbox now: call after the transaction that wrote outbox rows commits
     (order confirmations, low-stock alerts)."""
     return await enqueue(ctx, DELIVER_OUTBOX)
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerJobs:
+    """server/jobs.py's JobQueue over this process's taskiq broker (`ctx.jobs`)."""
+
+    ctx: AppContext
+
+    async def deliver_outbox(self) -> bool:
+        return await enqueue_outbox_delivery(self.ctx)

@@ -53,7 +53,6 @@ from server.services.errors import (
 )
 from server.services.pricing import CartLine, price_lines
 from server.services.principal import Principal
-from workers.broker import enqueue_outbox_delivery
 
 OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled"]
 ORDER_STATUSES: tuple[OrderStatus, ...] = ("pending", "paid", "shipped", "delivered", "cancelled")
@@ -540,7 +539,8 @@ async def _after_checkout(ctx: AppContext, order: Order) -> None:
     the confirmation and any low-stock alerts wait in the outbox (delivered now; the 15-minute
     job is the net)."""
     await stock_changed(ctx, (item.product_id for item in order.items))
-    await enqueue_outbox_delivery(ctx)
+    if ctx.jobs is not None:
+        await ctx.jobs.deliver_outbox()
 
 
 async def checkout_cart(

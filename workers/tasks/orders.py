@@ -10,6 +10,9 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from server.services.catalog import stock_changed
+from server.services.orders import cancel_expired_unpaid
+
 if TYPE_CHECKING:
     from server.context import AppContext
 
@@ -18,10 +21,6 @@ log = logging.getLogger(__name__)
 
 async def cancel_unpaid_orders(ctx: AppContext) -> int:
     """Cancel the expired pending orders; returns how many were cancelled."""
-    # Imported here: the orders service enqueues through workers.broker, which imports this.
-    from server.services.catalog import stock_changed
-    from server.services.orders import cancel_expired_unpaid
-
     restocked: set[int] = set()
     async with ctx.pool.acquire() as conn:
         cancelled = await cancel_expired_unpaid(conn, ctx.settings.order_payment_timeout, restocked)
