@@ -53,10 +53,11 @@ test-py: ## Python tests against real PostgreSQL and Redis
 test-cov: test-rust ## Python tests with coverage (floor 85% of server/ and workers/)
 	$(PYTHON) -m pytest -q --cov --cov-report=term-missing:skip-covered --cov-fail-under=85
 
-lint: ## ruff, mypy, stubtest, cargo fmt --check, clippy -D warnings
+lint: ## ruff, mypy, import layers (lint-imports), stubtest, cargo fmt --check, clippy -D warnings
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(PYTHON) -m mypy.stubtest server._native
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
