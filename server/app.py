@@ -8,6 +8,7 @@ from typing import Any
 import tornado.web
 
 from server.context import AppContext
+from server.domain.principal import Principal
 from server.http import auth, base, cart, catalog, docs, edge, health, orders, promotions, stats
 from server.http import metrics as metrics_http
 from server.http.application import GatewayApplication
@@ -15,7 +16,6 @@ from server.http.headers import canonical_name
 from server.http.replay import Replayer
 from server.observability import RequestLogger, bind_request_context
 from server.openapi import openapi_path
-from server.services.principal import Principal
 
 Authenticator = Callable[[str], Principal]
 BeforeRequest = Callable[[base.ApiHandler], Awaitable[None]]

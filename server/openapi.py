@@ -46,7 +46,7 @@ import msgspec
 import orjson
 import tornado.web
 
-from server.services.errors import BadRequest, FieldError
+from server.domain.errors import BadRequest, FieldError
 
 OPENAPI_VERSION = "3.1.0"
 API_TITLE = "Storefront Gateway"

@@ -26,9 +26,9 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from server.config import Rate, Settings
+from server.domain.errors import Unavailable
 from server.metrics import RATELIMIT_DECISIONS
 from server.native import RateLimiter
-from server.services.errors import Unavailable
 
 log = logging.getLogger(__name__)
 

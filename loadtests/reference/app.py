@@ -34,8 +34,8 @@ import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 
 from server.db.pool import create_pool
+from server.domain.errors import BadRequest
 from server.services import catalog
-from server.services.errors import BadRequest
 
 FIXTURES_ENV = "REFERENCE_FIXTURES"
 JSON = "application/json"

@@ -8,7 +8,7 @@ from typing import TypeAlias
 
 import asyncpg
 
-from server.services.pricing import CartLine
+from server.domain.lines import CartLine
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

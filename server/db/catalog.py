@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 
 from server.db import sql
-from server.services.errors import AlreadyExists, FieldError, NotFound, ValidationFailed
+from server.domain.errors import AlreadyExists, FieldError, NotFound, ValidationFailed
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

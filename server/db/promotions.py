@@ -9,7 +9,7 @@ import asyncpg
 import msgspec
 
 from server.db import sql
-from server.services.errors import AlreadyExists, NotFound, ValidationFailed
+from server.domain.errors import AlreadyExists, NotFound, ValidationFailed
 
 PoolOrConnection: TypeAlias = asyncpg.Connection | asyncpg.Pool
 

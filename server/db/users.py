@@ -8,7 +8,7 @@ from typing import Any
 import asyncpg
 import msgspec
 
-from server.services.errors import AlreadyExists, NotFound
+from server.domain.errors import AlreadyExists, NotFound
 
 
 class UserRecord(msgspec.Struct, frozen=True):

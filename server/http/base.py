@@ -25,9 +25,9 @@ from typing_extensions import override
 
 from server.context import AppContext
 from server.db.pool import database_unavailable
+from server.domain import errors
+from server.domain.principal import Principal
 from server.http.headers import canonical_name, headers_from, replayable
-from server.services import errors
-from server.services.principal import Principal
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,7 @@ from typing import ClassVar
 import msgspec
 
 from server.db.catalog import Category, Product
+from server.domain.errors import NotFound
 from server.http.base import ApiHandler
 from server.openapi import Operation, Param, read_query
 from server.services import catalog
@@ -19,7 +20,6 @@ from server.services.catalog import (
     ProductQuery,
     ProductUpdate,
 )
-from server.services.errors import NotFound
 
 PRODUCT_CACHE_CONTROL = "public, max-age=60"
 # Only admins can see an inactive product: no shared cache may keep it.

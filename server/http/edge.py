@@ -13,11 +13,11 @@ from collections.abc import Awaitable, Callable, Sequence
 import tornado.httputil
 
 from server.context import AppContext
+from server.domain.errors import RateLimited, Unauthenticated
 from server.http.base import ApiHandler
 from server.http.cors import CorsPolicy
 from server.http.headers import canonical_name
 from server.ratelimit import Decision, Network, RequestLimiter, Scope, client_address
-from server.services.errors import RateLimited, Unauthenticated
 
 BeforeRequest = Callable[[ApiHandler], Awaitable[None]]
 

@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING
 from tornado import httputil
 from tornado.log import app_log
 
+from server.domain.errors import Unauthenticated
+from server.domain.principal import Principal
 from server.http.base import InFlight, http_date, request_id_for
 from server.http.edge import LIMITED_PREFIX, request_budget
 from server.http.headers import canonical_name, headers_from, replayable
 from server.observability import RequestLogger
 from server.ratelimit import Decision, Network, RequestLimiter, Scope
-from server.services.errors import Unauthenticated
-from server.services.principal import Principal
 
 if TYPE_CHECKING:
     from collections.abc import Sequence

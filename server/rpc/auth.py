@@ -18,11 +18,11 @@ from contextvars import ContextVar
 import grpc
 from typing_extensions import override
 
+from server.domain.errors import DomainError, Unauthenticated
+from server.domain.principal import Principal
 from server.rpc.errors import abort_with
 from server.rpc.interception import guard_handler, is_unguarded, metadata_value
 from server.services import permissions
-from server.services.errors import DomainError, Unauthenticated
-from server.services.principal import Principal
 from server.services.tokens import TokenService
 
 current_principal: ContextVar[Principal | None] = ContextVar("current_principal", default=None)

@@ -14,9 +14,9 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.context import AppContext
+from server.domain.errors import PermissionDenied, Unauthenticated
+from server.domain.principal import Principal
 from server.rpc.auth import current_principal
-from server.services.errors import PermissionDenied, Unauthenticated
-from server.services.principal import Principal
 
 
 def caller(ctx: AppContext, context: grpc.aio.ServicerContext) -> Principal | None:

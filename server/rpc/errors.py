@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import grpc
 
 from server.db.pool import database_unavailable
-from server.services import errors
+from server.domain import errors
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,16 @@ import asyncpg
 
 from server.db import refresh_tokens, users
 from server.db.users import UserRecord
-from server.services import revocations
-from server.services.errors import (
+from server.domain.errors import (
     FieldError,
     NotFound,
     PermissionDenied,
     Unauthenticated,
     ValidationFailed,
 )
+from server.domain.principal import Principal
+from server.services import revocations
 from server.services.passwords import hash_password, needs_rehash, verify_password
-from server.services.principal import Principal
 
 if TYPE_CHECKING:
     from server.context import AppContext

@@ -25,9 +25,10 @@ from server.context import AppContext
 from server.db import carts as repo
 from server.db import promotions as promotions_repo
 from server.db.promotions import Promotion
+from server.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from server.domain.lines import CartLine
 from server.services.catalog import INT64_MAX, NO_NUL
-from server.services.errors import Conflict, FieldError, NotFound, ValidationFailed
-from server.services.pricing import CartLine, PricedCart, price_lines
+from server.services.pricing import PricedCart, price_lines
 
 MAX_QUANTITY = 999
 

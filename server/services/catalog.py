@@ -26,8 +26,8 @@ from server.cache import PRODUCT_LISTS, PRODUCTS
 from server.context import AppContext
 from server.db import catalog as repo
 from server.db.catalog import Category, Product, ProductFilter
-from server.services.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed
-from server.services.principal import Principal
+from server.domain.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed
+from server.domain.principal import Principal
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1

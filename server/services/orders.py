@@ -40,9 +40,7 @@ from server.db import idempotency as idempotency_db
 from server.db import orders as orders_db
 from server.db import promotions as promotions_db
 from server.db.orders import Mail, OrderItemRecord, OrderRecord, TakenStock
-from server.services.cart import load_cart_lines
-from server.services.catalog import stock_changed
-from server.services.errors import (
+from server.domain.errors import (
     BadRequest,
     Conflict,
     DomainError,
@@ -51,8 +49,11 @@ from server.services.errors import (
     PermissionDenied,
     ValidationFailed,
 )
-from server.services.pricing import CartLine, price_lines
-from server.services.principal import Principal
+from server.domain.lines import CartLine
+from server.domain.principal import Principal
+from server.services.cart import load_cart_lines
+from server.services.catalog import stock_changed
+from server.services.pricing import price_lines
 
 OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled"]
 ORDER_STATUSES: tuple[OrderStatus, ...] = ("pending", "paid", "shipped", "delivered", "cancelled")

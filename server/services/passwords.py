@@ -26,7 +26,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 
 from server import metrics
-from server.services.errors import Unavailable
+from server.domain.errors import Unavailable
 
 T = TypeVar("T")
 

@@ -7,8 +7,8 @@ maps once (401 / 403, UNAUTHENTICATED / PERMISSION_DENIED).
 
 from __future__ import annotations
 
-from server.services.errors import PermissionDenied, Unauthenticated
-from server.services.principal import Principal
+from server.domain.errors import PermissionDenied, Unauthenticated
+from server.domain.principal import Principal
 
 
 def require_authenticated(principal: Principal | None) -> Principal:

@@ -8,19 +8,9 @@ from dataclasses import dataclass
 import msgspec
 
 from server.db.promotions import Promotion
+from server.domain.errors import ValidationFailed
+from server.domain.lines import CartLine
 from server.native import PricingError, price_cart_rows
-from server.services.errors import ValidationFailed
-
-
-# The per-line values are msgspec Structs: built once per cart line on every cart read, where a
-# frozen dataclass's __init__ costs ten times as much.
-class CartLine(msgspec.Struct, frozen=True):
-    product_id: int
-    sku: str
-    name: str
-    category_id: int | None
-    unit_price: int
-    quantity: int
 
 
 class PricedLine(msgspec.Struct, frozen=True):

@@ -18,8 +18,8 @@ import msgspec
 
 from server.db import promotions as repo
 from server.db.promotions import Promotion
+from server.domain.errors import BadRequest, FieldError, NotFound, ValidationFailed
 from server.services.catalog import INT32_MAX, INT64_MAX, MAX_PRICE, changed_fields
-from server.services.errors import BadRequest, FieldError, NotFound, ValidationFailed
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100

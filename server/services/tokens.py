@@ -12,9 +12,9 @@ import uuid
 from dataclasses import dataclass
 
 from server.config import Settings
+from server.domain.errors import Unauthenticated
+from server.domain.principal import ROLES, Principal
 from server.native import JwtError, JwtVerifier, jwt_encode
-from server.services.errors import Unauthenticated
-from server.services.principal import ROLES, Principal
 
 ACCESS = "access"
 REFRESH = "refresh"

@@ -9,9 +9,9 @@ from collections import Counter
 import pytest
 
 from server.context import AppContext
+from server.domain.errors import Conflict, ValidationFailed
+from server.domain.principal import Principal
 from server.services import orders
-from server.services.errors import Conflict, ValidationFailed
-from server.services.principal import Principal
 from tests.conftest import ApiClient, Response
 from tests.orders_support import (
     Accounts,

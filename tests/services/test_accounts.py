@@ -10,15 +10,15 @@ import pytest
 import pytest_asyncio
 
 from server.context import AppContext, build_context
-from server.services import accounts
-from server.services.accounts import TokenPair
-from server.services.errors import (
+from server.domain.errors import (
     AlreadyExists,
     PermissionDenied,
     Unauthenticated,
     ValidationFailed,
 )
-from server.services.principal import Principal
+from server.domain.principal import Principal
+from server.services import accounts
+from server.services.accounts import TokenPair
 from server.services.revocations import family_key, is_known_revoked
 from tests.conftest import make_settings
 

@@ -8,9 +8,9 @@ import uuid
 import pytest
 
 from server.context import AppContext
+from server.domain.errors import NotFound, ValidationFailed
+from server.domain.lines import CartLine
 from server.services import cart
-from server.services.errors import NotFound, ValidationFailed
-from server.services.pricing import CartLine
 from tests.conftest import UserFactory
 
 

@@ -10,9 +10,9 @@ import pytest
 from server.cache import PRODUCT_LISTS
 from server.context import AppContext
 from server.db.catalog import Product
+from server.domain.errors import BadRequest, Conflict, NotFound
+from server.domain.principal import Principal
 from server.services import catalog
-from server.services.errors import BadRequest, Conflict, NotFound
-from server.services.principal import Principal
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import pytest
 from server.context import AppContext
 from server.db.orders import OrderRecord
 from server.db.users import UserRecord
+from server.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from server.domain.principal import Principal
 from server.services import orders
-from server.services.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from server.services.principal import Principal
 from tests.orders_support import (
     ADDRESS,
     Accounts,

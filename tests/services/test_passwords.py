@@ -13,8 +13,8 @@ from argon2.low_level import Type
 from server import metrics
 from server.context import AppContext
 from server.db import users
+from server.domain.errors import Unavailable
 from server.services import accounts, passwords
-from server.services.errors import Unavailable
 
 PASSWORD = "correct horse battery"
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from server.domain.errors import PermissionDenied, Unauthenticated
+from server.domain.principal import Principal
 from server.services import permissions
-from server.services.errors import PermissionDenied, Unauthenticated
-from server.services.principal import Principal
 
 CUSTOMER = Principal(1, "customer")
 ADMIN = Principal(3, "admin")

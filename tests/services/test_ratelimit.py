@@ -13,8 +13,8 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from server.config import Settings, load_settings
+from server.domain.errors import Unavailable
 from server.ratelimit import Decision, RequestLimiter, Scope, client_address
-from server.services.errors import Unavailable
 from tests.conftest import BASE_ENV, free_port
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("::1/128"))

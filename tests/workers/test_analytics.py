@@ -10,8 +10,8 @@ import pytest
 
 from server.context import AppContext
 from server.db.stats import reconcile_units_sold
+from server.domain.principal import Principal
 from server.services import orders, stats
-from server.services.principal import Principal
 from server.views import ViewCounter, flush_views
 from tests.orders_support import Accounts, create_product, units_sold
 from workers.tasks.analytics import refresh_product_analytics

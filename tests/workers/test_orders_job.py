@@ -7,8 +7,8 @@ import asyncio
 import orjson
 
 from server.context import AppContext
+from server.domain.principal import Principal
 from server.services import catalog, orders
-from server.services.principal import Principal
 from tests.orders_support import Accounts, create_product, stock_of
 from workers.tasks.orders import cancel_unpaid_orders
 
