@@ -1,4 +1,5 @@
-"""Domain errors raised by services; each edge (HTTP, gRPC) translates them once."""
+"""Domain errors, raised by services and repositories; each edge (HTTP, gRPC) translates them
+once."""
 
 from __future__ import annotations
 

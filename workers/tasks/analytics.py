@@ -10,6 +10,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from server.db.stats import reconcile_units_sold
+from server.services.stats import CACHE_NAMESPACE as STATS_NAMESPACE
 from server.views import flush_views
 
 if TYPE_CHECKING:
@@ -20,9 +21,6 @@ log = logging.getLogger(__name__)
 
 async def refresh_product_analytics(ctx: AppContext) -> dict[str, int]:
     """The 6-hourly job: flush this process's views, reconcile units sold, refresh the stats."""
-    # Imported here: the stats service imports the context, which imports this module.
-    from server.services.stats import CACHE_NAMESPACE as STATS_NAMESPACE
-
     flushed = await flush_views(ctx.pool, ctx.views)
     corrected = await reconcile_units_sold(ctx.pool)
     await ctx.cache.bump(STATS_NAMESPACE)
