@@ -13,6 +13,7 @@ from server.db.users import UserRecord
 from server.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from server.domain.principal import Principal
 from server.services import orders
+from server.services.orders import checkout
 from tests.orders_support import (
     ADDRESS,
     Accounts,
@@ -364,7 +365,7 @@ async def test_an_unexpected_failure_releases_the_key(ctx: AppContext, accounts:
         raise OSError("connection lost")
 
     with pytest.raises(OSError):
-        await orders._run_checkout(ctx, user.id, key, explode)
+        await checkout._run_checkout(ctx, user.id, key, explode)
     assert (
         await ctx.pool.fetchval("SELECT count(*) FROM idempotency_keys WHERE user_id = $1", user.id)
         == 0

@@ -1,0 +1,153 @@
+"""The order as the contract shows it, and the inputs both edges validate alike."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from server.db.orders import OrderRecord
+from server.domain.errors import (
+    FieldError,
+    ValidationFailed,
+)
+
+OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled"]
+ORDER_STATUSES: tuple[OrderStatus, ...] = ("pending", "paid", "shipped", "delivered", "cancelled")
+
+MAX_NOTE = 500
+MAX_LINES = 100
+MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_TTL = 24 * 3600
+# An in-flight claim older than this belongs to a request that died without releasing it.
+IDEMPOTENCY_LEASE = 300
+DEFAULT_PAGE = 20
+MAX_PAGE = 100
+
+
+# ---- inputs (also the REST body schemas, so both edges validate alike) ------------------------
+
+
+class ShippingAddress(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    name: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    line1: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    city: Annotated[str, msgspec.Meta(min_length=1, max_length=100)]
+    postal_code: Annotated[str, msgspec.Meta(min_length=1, max_length=20)]
+    country: Annotated[str, msgspec.Meta(min_length=2, max_length=100)]
+    line2: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+
+
+Note = Annotated[str, msgspec.Meta(max_length=MAX_NOTE)]
+
+
+class OrderDetails(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What a checkout adds to the goods: where to ship, and a note for the shop."""
+
+    shipping_address: ShippingAddress | None = None
+    note: Note | None = None
+
+
+class OrderLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    product_id: Annotated[int, msgspec.Meta(ge=1)]
+    quantity: Annotated[int, msgspec.Meta(ge=1, le=999)]
+
+
+class OrderInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An order of explicit items (gRPC CreateOrder)."""
+
+    items: Annotated[list[OrderLine], msgspec.Meta(min_length=1, max_length=MAX_LINES)]
+    promotion_code: Annotated[str, msgspec.Meta(min_length=1, max_length=64)] | None = None
+    shipping_address: ShippingAddress | None = None
+    note: Note | None = None
+
+
+def parse_order_input(data: dict[str, Any]) -> OrderInput:
+    """Validate a decoded request against `OrderInput` (422 with the failing field)."""
+    try:
+        order_input = msgspec.convert(data, OrderInput)
+    except msgspec.ValidationError as exc:
+        message, _, where = str(exc).partition(" - at `$")
+        field = where.rstrip("`").lstrip(".") or "body"
+        raise ValidationFailed(
+            "the order is invalid", errors=[FieldError(field, message)]
+        ) from None
+    seen: set[int] = set()
+    for index, line in enumerate(order_input.items):
+        if line.product_id in seen:
+            raise ValidationFailed(
+                "the order is invalid",
+                errors=[
+                    FieldError(f"items[{index}].product_id", "each product may appear only once")
+                ],
+            )
+        seen.add(line.product_id)
+    return order_input
+
+
+# ---- the order as the contract shows it (REST body, gRPC source, stored idempotent answer) ----
+
+
+class OrderItem(msgspec.Struct, frozen=True):
+    product_id: int
+    sku: str
+    name: str
+    quantity: int
+    unit_price: int  # snapshot of the product's price when the order was placed
+    line_total: int  # after the line's share of the discount, before tax
+
+
+class Order(msgspec.Struct, frozen=True):
+    id: int
+    user_id: int
+    status: OrderStatus
+    items: list[OrderItem]
+    subtotal: int
+    discount: int
+    tax: int
+    total: int
+    currency: str
+    promotion_code: str | None
+    shipping_address: ShippingAddress | None
+    note: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class OrderPage(msgspec.Struct, frozen=True):
+    items: list[Order]
+    next_cursor: str | None
+
+
+def order_view(order: OrderRecord) -> Order:
+    return Order(
+        id=order.id,
+        user_id=order.user_id,
+        status=check_status(order.status),
+        items=[
+            OrderItem(i.product_id, i.sku, i.name, i.quantity, i.unit_price, i.line_total)
+            for i in order.items
+        ],
+        subtotal=order.subtotal,
+        discount=order.discount,
+        tax=order.tax,
+        total=order.total,
+        currency=order.currency,
+        promotion_code=order.promotion_code,
+        shipping_address=msgspec.convert(order.shipping_address, ShippingAddress)
+        if order.shipping_address is not None
+        else None,
+        note=order.note,
+        created_at=order.created_at,
+        updated_at=order.updated_at,
+    )
+
+
+def check_status(value: str, field: str = "status") -> OrderStatus:
+    for status in ORDER_STATUSES:
+        if value == status:
+            return status
+    raise ValidationFailed(
+        f"unknown order status {value!r}",
+        errors=[FieldError(field, "one of " + ", ".join(ORDER_STATUSES))],
+    )
