@@ -15,7 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import msgspec
 import orjson
@@ -28,6 +28,7 @@ from server.db.pool import database_unavailable
 from server.domain import errors
 from server.domain.principal import Principal
 from server.http.headers import canonical_name, headers_from, replayable
+from server.services import permissions
 
 log = logging.getLogger(__name__)
 
@@ -187,6 +188,8 @@ class ApiHandler(tornado.web.RequestHandler):
 
     ctx: AppContext
     request_id: str
+    # Who may call each method (services/permissions.py levels); every feature handler declares it.
+    access: ClassVar[dict[str, str]] = {}
     _principal: Principal | None
     _principal_resolved: bool
     _counted: bool = False
@@ -268,6 +271,11 @@ class ApiHandler(tornado.web.RequestHandler):
             media = content_type.split(";", 1)[0].strip().lower()
             if media not in _JSON_TYPES and not media.endswith("+json"):
                 raise ApiError(415, "request bodies must be application/json")
+        # The route's declared access level, checked here for every handler (services/permissions);
+        # a method a handler does not implement is Tornado's 405, whoever asks.
+        level = self.access.get(self.request.method or "", "anyone")
+        if level != "anyone" and not self._finished:
+            permissions.check_access(level, self.principal)
 
     @override
     def on_finish(self) -> None:

@@ -56,6 +56,11 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         return priced_cart_message(view)
 
 
+SERVICE = cart_pb2.DESCRIPTOR.services_by_name["CartService"].full_name
+# Who may call each method (services/permissions.py), checked by the AuthInterceptor.
+ACCESS = {f"/{SERVICE}/PriceCart": "anyone"}
+
+
 def register(server: grpc.aio.Server, ctx: AppContext) -> Sequence[str]:
     cart_pb2_grpc.add_CartServiceServicer_to_server(CartServicer(ctx), server)
-    return [cart_pb2.DESCRIPTOR.services_by_name["CartService"].full_name]
+    return [SERVICE]

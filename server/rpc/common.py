@@ -14,7 +14,6 @@ import grpc
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from server.context import AppContext
-from server.domain.errors import PermissionDenied, Unauthenticated
 from server.domain.principal import Principal
 from server.rpc.auth import current_principal
 
@@ -29,20 +28,6 @@ def caller(ctx: AppContext, context: grpc.aio.ServicerContext) -> Principal | No
             header = value.decode() if isinstance(value, bytes) else value
             return ctx.tokens.authenticate_header(header)
     return None
-
-
-def require_caller(ctx: AppContext, context: grpc.aio.ServicerContext) -> Principal:
-    principal = caller(ctx, context)
-    if principal is None:
-        raise Unauthenticated("authentication required: send 'authorization: Bearer <token>'")
-    return principal
-
-
-def require_role(ctx: AppContext, context: grpc.aio.ServicerContext, *roles: str) -> Principal:
-    principal = require_caller(ctx, context)
-    if principal.role not in roles:
-        raise PermissionDenied("this call needs the role " + " or ".join(roles))
-    return principal
 
 
 def timestamp(value: datetime) -> Timestamp:

@@ -36,11 +36,19 @@ def registrars() -> list[ServiceRegistrar]:
     return [orders.register, products.register, cart.register]
 
 
+def access_table() -> dict[str, str]:
+    """Full method name → access level, from each feature's `ACCESS` (services/permissions)."""
+    return {**orders.ACCESS, **products.ACCESS, **cart.ACCESS}
+
+
 @dataclass
 class GrpcServer:
     server: grpc.aio.Server
     health: health.aio.HealthServicer
     service_names: list[str]
+    # Full method name → access level, as the AuthInterceptor checks it: a service added to
+    # `server` later declares its methods here too.
+    access: dict[str, str]
 
     async def start(self, host: str, port: int) -> int:
         """Bind and start; returns the bound port (useful with port 0)."""
@@ -58,19 +66,22 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-def default_interceptors(ctx: AppContext) -> list[grpc.aio.ServerInterceptor]:
-    """Metrics outermost (they count what the others refuse), authentication (it names the
-    caller), then the caller's rate budget."""
+def default_interceptors(
+    ctx: AppContext, access: dict[str, str]
+) -> list[grpc.aio.ServerInterceptor]:
+    """Metrics outermost (they count what the others refuse), authentication and access (it
+    names the caller), then the caller's rate budget."""
     return [
         MetricsInterceptor(),
-        AuthInterceptor(ctx.tokens),
+        AuthInterceptor(ctx.tokens, access),
         RateLimitInterceptor(ctx.limiter, ctx.settings),
     ]
 
 
 def build_grpc_server(ctx: AppContext, *, interceptors: Sequence[Any] | None = None) -> GrpcServer:
+    access = access_table()
     if interceptors is None:
-        interceptors = default_interceptors(ctx)
+        interceptors = default_interceptors(ctx, access)
     server = grpc.aio.server(interceptors=list(interceptors), options=SERVER_OPTIONS)
     names: list[str] = []
     for register in registrars():
@@ -80,4 +91,4 @@ def build_grpc_server(ctx: AppContext, *, interceptors: Sequence[Any] | None = N
     if ctx.settings.grpc_reflection:
         health_name = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
         reflection.enable_server_reflection([*names, health_name, reflection.SERVICE_NAME], server)
-    return GrpcServer(server, health_servicer, names)
+    return GrpcServer(server, health_servicer, names, access)

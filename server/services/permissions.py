@@ -1,8 +1,15 @@
-"""Authorisation rules over a `Principal`, used by the gRPC servicers (server/rpc/auth.py); REST
-handlers declare `access` per route and check through ApiHandler.require_role.
+"""The one authorisation policy of both edges: who may call an operation, by access level.
 
-Each rule is a plain function that returns normally or raises a domain error, which each edge
-maps once (401 / 403, UNAUTHENTICATED / PERMISSION_DENIED).
+Every REST handler method and every gRPC method declares its level once (`access` tables beside
+the handlers; `ACCESS` in each server/rpc module), and the edge checks it with `check_access`
+before the operation runs (ApiHandler.prepare, the gRPC AuthInterceptor). Levels:
+
+- `anyone`: no identity needed (a valid token still names the caller);
+- `user`: any signed-in caller; `owner`: the same, and the service then shows or changes only
+  what belongs to the caller (someone else's order is "not found", so ids leak nothing);
+- `staff`: admins and service accounts; `admin`: admins only.
+
+A refusal is a domain error each edge maps once (401 / 403, UNAUTHENTICATED / PERMISSION_DENIED).
 """
 
 from __future__ import annotations
@@ -26,3 +33,19 @@ def require_role(principal: Principal | None, *roles: str) -> Principal:
 
 def require_admin(principal: Principal | None) -> Principal:
     return require_role(principal, "admin")
+
+
+ACCESS_LEVELS = frozenset({"anyone", "user", "owner", "staff", "admin"})
+
+
+def check_access(level: str, principal: Principal | None) -> Principal | None:
+    """The caller when `level` admits it; Unauthenticated / PermissionDenied otherwise."""
+    if level == "anyone":
+        return principal
+    if level in ("user", "owner"):
+        return require_authenticated(principal)
+    if level == "staff":
+        return require_role(principal, "admin", "service")
+    if level == "admin":
+        return require_admin(principal)
+    raise PermissionDenied(f"no access level {level!r} is declared for this operation")

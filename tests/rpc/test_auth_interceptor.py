@@ -17,9 +17,10 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.context import AppContext, build_context
 from server.rpc import auth
-from server.rpc.pb.storefront.v1 import orders_pb2, orders_pb2_grpc
-from server.rpc.server import MAX_MESSAGE_BYTES
+from server.rpc.pb.storefront.v1 import cart_pb2, orders_pb2, orders_pb2_grpc, products_pb2
+from server.rpc.server import MAX_MESSAGE_BYTES, access_table
 from server.runtime import build_gateway
+from server.services import permissions
 from tests.conftest import UserFactory, make_settings
 from tests.forged_tokens import forged_authorizations
 
@@ -32,7 +33,7 @@ async def who_am_i(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
 
 
 async def admin_only(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
-    caller = await auth.require_role(context, "admin")
+    caller = await auth.require_principal(context)  # declared "admin" in PROBE_ACCESS
     return str(caller.user_id).encode()
 
 
@@ -65,8 +66,23 @@ PROBE = grpc.method_handlers_generic_handler(
         "Slow": grpc.unary_unary_rpc_method_handler(slow),
         "Echo": grpc.unary_unary_rpc_method_handler(echo),
         "Count": grpc.unary_stream_rpc_method_handler(count),
+        "Undeclared": grpc.unary_unary_rpc_method_handler(echo),  # no PROBE_ACCESS entry
     },
 )
+
+
+# The probe's methods declare their access like every feature's (services/permissions.py).
+PROBE_ACCESS = {
+    f"/{SERVICE}/{method}": level
+    for method, level in {
+        "WhoAmI": "anyone",
+        "AdminOnly": "admin",
+        "SignedInOnly": "user",
+        "Slow": "anyone",
+        "Echo": "anyone",
+        "Count": "anyone",
+    }.items()
+}
 
 
 @dataclass
@@ -100,6 +116,7 @@ async def running_probe(database_url: str, **env: str) -> AsyncIterator[Probe]:
     ctx = await build_context(make_settings(database_url, **env))
     gateway = build_gateway(ctx, http_impl="tornado")
     gateway.grpc.server.add_generic_rpc_handlers((PROBE,))
+    gateway.grpc.access.update(PROBE_ACCESS)
     addresses = await gateway.start("127.0.0.1", 0, 0)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{addresses.grpc_port}")
     try:
@@ -277,3 +294,22 @@ async def test_health_is_not_budgeted(limited: Probe) -> None:
     for _ in range(10):
         answer = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert answer.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_a_method_that_declares_no_access_is_refused(probe: Probe) -> None:
+    assert await probe.code_of("Undeclared") == grpc.StatusCode.PERMISSION_DENIED
+    _, admin = await probe.users.create("admin")
+    assert (
+        await probe.code_of("Undeclared", authorization=f"Bearer {admin}")
+        == grpc.StatusCode.PERMISSION_DENIED
+    )
+
+
+def test_every_storefront_method_declares_its_access() -> None:
+    """The gRPC twin of tests/http/test_route_access.py: one table, every method in it."""
+    table = access_table()
+    for module in (orders_pb2, products_pb2, cart_pb2):
+        for service in module.DESCRIPTOR.services_by_name.values():
+            for method in service.methods:
+                level = table.get(f"/{service.full_name}/{method.name}")
+                assert level in permissions.ACCESS_LEVELS, (service.full_name, method.name)
