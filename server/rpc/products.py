@@ -8,7 +8,8 @@ import grpc
 
 from server.context import AppContext
 from server.db.catalog import Product
-from server.rpc.common import caller, timestamp
+from server.rpc.auth import current_principal
+from server.rpc.common import timestamp
 from server.rpc.errors import translate_errors
 from server.rpc.pb.storefront.v1 import common_pb2, products_pb2, products_pb2_grpc
 from server.services import catalog
@@ -55,7 +56,7 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
     async def GetProduct(
         self, request: products_pb2.GetProductRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Product:
-        product = await catalog.get_product(self.ctx.pool, request.id, caller(self.ctx, context))
+        product = await catalog.get_product(self.ctx.pool, request.id, current_principal.get())
         return product_message(product)
 
     @translate_errors
@@ -63,7 +64,7 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
         self, request: products_pb2.ListProductsRequest, context: grpc.aio.ServicerContext
     ) -> products_pb2.ListProductsResponse:
         page = await catalog.list_products(
-            self.ctx.pool, product_query(request), caller(self.ctx, context)
+            self.ctx.pool, product_query(request), current_principal.get()
         )
         return products_pb2.ListProductsResponse(
             items=[product_message(p) for p in page.items], next_cursor=page.next_cursor or ""
@@ -74,7 +75,7 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
         self, request: products_pb2.BatchGetProductsRequest, context: grpc.aio.ServicerContext
     ) -> products_pb2.BatchGetProductsResponse:
         found, missing = await catalog.batch_get_products(
-            self.ctx.pool, list(request.ids), caller(self.ctx, context)
+            self.ctx.pool, list(request.ids), current_principal.get()
         )
         return products_pb2.BatchGetProductsResponse(
             products=[product_message(p) for p in found], missing_ids=missing

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import uuid
+from typing import Any
 
 import pytest
 from argon2 import PasswordHasher
@@ -17,6 +18,10 @@ from server.domain.errors import Unavailable
 from server.services import accounts, passwords
 
 PASSWORD = "correct horse battery"
+
+
+def _count(histogram: Any) -> float:
+    return sum(bucket.get() for bucket in histogram._buckets)
 
 
 async def test_hashes_meet_owasp_argon2id_minimums() -> None:
@@ -34,6 +39,12 @@ async def test_hashes_meet_owasp_argon2id_minimums() -> None:
 
 
 async def test_hashing_runs_on_its_own_threads_not_the_loop() -> None:
+    hashed_before = metrics.PASSWORD_HASH_DURATION._sum.get(), _count(metrics.PASSWORD_HASH_WAIT)
+    await passwords.hash_password(PASSWORD)
+    await passwords.verify_password(None, PASSWORD)
+    # Both went through the pool: each was timed on a pool thread after its wait.
+    assert _count(metrics.PASSWORD_HASH_WAIT) == hashed_before[1] + 2
+    assert metrics.PASSWORD_HASH_DURATION._sum.get() > hashed_before[0]
     names = await asyncio.gather(
         *(passwords._run(lambda: threading.current_thread().name) for _ in range(4))
     )
