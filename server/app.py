@@ -9,7 +9,19 @@ import tornado.web
 
 from server.context import AppContext
 from server.domain.principal import Principal
-from server.http import auth, base, cart, catalog, docs, edge, health, orders, promotions, stats
+from server.http import (
+    auth,
+    base,
+    cart,
+    catalog,
+    docs,
+    edge,
+    health,
+    orders,
+    payments,
+    promotions,
+    stats,
+)
 from server.http import metrics as metrics_http
 from server.http.application import GatewayApplication
 from server.http.headers import canonical_name
@@ -36,7 +48,18 @@ def security_headers(ctx: AppContext) -> tuple[tuple[str, str], ...]:
 def feature_routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """Every feature module ends with its `routes`; the order here is only for readability."""
     routes: list[tuple[str, type[tornado.web.RequestHandler]]] = []
-    for module in (health, auth, orders, catalog, cart, promotions, stats, docs, metrics_http):
+    for module in (
+        health,
+        auth,
+        orders,
+        payments,
+        catalog,
+        cart,
+        promotions,
+        stats,
+        docs,
+        metrics_http,
+    ):
         routes.extend(module.routes)
     return routes
 

@@ -16,6 +16,7 @@ from pathlib import Path
 DEFAULT_JWT_SECRET = "dev-insecure-secret-change-me-please-0123456789"
 PROFILES = ("development", "production", "testing")
 JWT_ALGORITHMS = ("HS256", "RS256", "EdDSA")
+PAYMENT_PROVIDERS = ("test", "stripe", "none")
 _RATE_RE = re.compile(r"^\s*(\d+)\s*/\s*(second|minute|hour|day)\s*$")
 _PERIODS = {"second": 1.0, "minute": 60.0, "hour": 3600.0, "day": 86400.0}
 
@@ -84,6 +85,15 @@ class Settings:
     worker_metrics_port: int | None = None
     db_pool_min: int = 2
     db_pool_max: int = 20
+    # "test": the built-in provider with deterministic outcomes by card token (the default
+    # outside production); "stripe": Stripe's API and signed webhooks; "none": no payments
+    # through the gateway (orders are marked paid by an admin or a service).
+    payment_provider: str = "test"
+    stripe_api_key: str | None = None
+    stripe_webhook_secret: str | None = None
+    stripe_api_base: str = "https://api.stripe.com"
+    # Seconds a webhook's signature timestamp may be off (Stripe's own default).
+    stripe_webhook_tolerance: int = 300
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -234,6 +244,18 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         values["worker_metrics_port"] = _int("WORKER_METRICS_PORT", v, minimum=1, maximum=65535)
     if (v := get("DB_POOL_MAX")) is not None:
         values["db_pool_max"] = _int("DB_POOL_MAX", v, minimum=1)
+    provider = get("PAYMENT_PROVIDER") or ("none" if env == "production" else "test")
+    if provider not in PAYMENT_PROVIDERS:
+        raise ConfigError(f"PAYMENT_PROVIDER must be one of {', '.join(PAYMENT_PROVIDERS)}")
+    values["payment_provider"] = provider
+    values["stripe_api_key"] = get("STRIPE_API_KEY")
+    values["stripe_webhook_secret"] = get("STRIPE_WEBHOOK_SECRET")
+    if (v := get("STRIPE_API_BASE")) is not None:
+        values["stripe_api_base"] = v.rstrip("/")
+    if (v := get("STRIPE_WEBHOOK_TOLERANCE")) is not None:
+        values["stripe_webhook_tolerance"] = _int("STRIPE_WEBHOOK_TOLERANCE", v, minimum=1)
+    if provider == "stripe" and not (values["stripe_api_key"] and values["stripe_webhook_secret"]):
+        raise ConfigError("PAYMENT_PROVIDER=stripe needs STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
     settings = Settings(**values)  # type: ignore[arg-type]
     _refuse_unsafe(settings)
     return settings
@@ -251,5 +273,7 @@ def _refuse_unsafe(settings: Settings) -> None:
         problems.append("DEBUG must be off")
     if not settings.database_url:
         problems.append("DATABASE_URL must be set (no embedded database in production)")
+    if settings.payment_provider == "test":
+        problems.append("PAYMENT_PROVIDER=test approves any test card; use stripe or none")
     if problems:
         raise ConfigError("refusing to start in production: " + "; ".join(problems))

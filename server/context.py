@@ -16,6 +16,8 @@ from server.db.embedded import EmbeddedPostgres
 from server.db.pool import create_pool
 from server.jobs import JobQueue
 from server.ratelimit import RequestLimiter
+from server.services.payments.provider import PaymentProvider
+from server.services.payments.providers import build_provider
 from server.services.tokens import TokenService
 from server.views import ViewCounter
 
@@ -39,8 +41,11 @@ class AppContext:
     broker: AsyncBroker | None = field(default=None, init=False)
     # How services start a job now (server/jobs.py); set by build_context with the broker.
     jobs: JobQueue | None = field(default=None, init=False)
+    # PAYMENT_PROVIDER's provider; None when the store takes no payments through the gateway.
+    payments: PaymentProvider | None = field(init=False)
 
     def __post_init__(self) -> None:
+        self.payments = build_provider(self.settings)
         self.tokens = TokenService(self.settings)
         self.limiter = RequestLimiter(self.settings, self.redis)
         self.cache = Cache(self.redis)

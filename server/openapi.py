@@ -90,6 +90,7 @@ PROBLEM_TYPE = "application/problem+json"
 _STATUS_TEXT = {
     400: "Malformed request: JSON body, query parameter or HTTP framing",
     401: "Missing or invalid access token (`WWW-Authenticate: Bearer`)",
+    402: "The card was declined; `errors[0].payment_id` is the failed attempt",
     403: "Authenticated, but not allowed",
     404: "Unknown, or not visible to the caller",
     409: "Conflict with the current state (stock, state, duplicates)",
@@ -103,13 +104,17 @@ _STATUS_TEXT = {
 
 class ProblemFieldError(msgspec.Struct, omit_defaults=True):
     """One failed field. A short stock line of a checkout (409) also carries `product_id`,
-    `requested` and `available` (0 when the product is gone or inactive)."""
+    `variant_id`, `requested` and `available` (0 when the product is gone or inactive); a
+    refund over what is left `refundable`; a declined payment (402) its `payment_id`."""
 
     field: str
     message: str
     product_id: int | msgspec.UnsetType = msgspec.UNSET
+    variant_id: int | msgspec.UnsetType = msgspec.UNSET
     requested: int | msgspec.UnsetType = msgspec.UNSET
     available: int | msgspec.UnsetType = msgspec.UNSET
+    refundable: int | msgspec.UnsetType = msgspec.UNSET
+    payment_id: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Problem(msgspec.Struct):
@@ -134,8 +139,27 @@ class Param:
     enum: tuple[str, ...] | None = None
     max_length: int | None = None
     default: Any = None
+    # Given any number of times (`?option=a&option=b`); parsed to a tuple, empty when absent.
+    repeated: bool = False
+    max_items: int | None = None
+    # A stricter pattern than "no control characters" (it must exclude them too).
+    pattern: str | None = None
 
     def schema(self) -> dict[str, Any]:
+        if self.repeated:
+            items = Param(
+                self.name,
+                self.kind,
+                minimum=self.minimum,
+                maximum=self.maximum,
+                enum=self.enum,
+                max_length=self.max_length,
+                pattern=self.pattern,
+            ).schema()
+            array: dict[str, Any] = {"type": "array", "items": items}
+            if self.max_items is not None:
+                array["maxItems"] = self.max_items
+            return array
         schema: dict[str, Any] = {
             "type": {str: "string", int: "integer", bool: "boolean"}[self.kind]
         }
@@ -147,7 +171,7 @@ class Param:
         if self.max_length is not None:
             schema["maxLength"] = self.max_length
         if self.kind is str and self.enum is None:
-            schema["pattern"] = NO_CONTROL_PATTERN
+            schema["pattern"] = self.pattern or NO_CONTROL_PATTERN
         if self.default is not None:
             schema["default"] = self.default
         return schema
@@ -172,6 +196,8 @@ class Param:
             raise self._bad("one of " + ", ".join(self.enum))
         if self.max_length is not None and len(raw) > self.max_length:
             raise self._bad(f"at most {self.max_length} characters")
+        if self.pattern is not None and not re.search(self.pattern, raw):
+            raise self._bad(self.description or "does not have the expected form")
         return raw
 
     def _bad(self, message: str) -> BadRequest:
@@ -208,6 +234,12 @@ def read_query(handler: tornado.web.RequestHandler, params: Sequence[Param]) -> 
     values: dict[str, Any] = {}
     for param in params:
         given = arguments.get(param.name)
+        if param.repeated:
+            texts = [_query_text(param, value) for value in given or ()]
+            if param.max_items is not None and len(texts) > param.max_items:
+                raise param._bad(f"given at most {param.max_items} times")
+            values[param.name] = tuple(param.parse(text) for text in texts if text)
+            continue
         raw = None if not given else _query_text(param, given[-1])
         values[param.name] = param.default if not raw else param.parse(raw)
     return values

@@ -23,6 +23,7 @@ from server.db import catalog as repo
 from server.observability import RequestLogger, configure_sentry, request_id_var, scrub_event
 from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
 from tests.conftest import ApiClient, UserFactory
+from tests.orders_support import insert_sellable
 from tests.workers.logs import json_lines
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -44,7 +45,7 @@ def value(samples: Samples, name: str, **labels: str) -> float:
 
 
 async def make_product(ctx: AppContext) -> repo.Product:
-    return await repo.insert_product(
+    return await insert_sellable(
         ctx.pool,
         {
             "sku": f"MET-{uuid.uuid4().hex[:10]}",

@@ -7,7 +7,8 @@ Product lists use keyset pagination over the index of each sort order (0001_sche
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeAlias
@@ -16,6 +17,7 @@ import asyncpg
 import msgspec
 
 from server.db import sql
+from server.db.variants import Variant, variants_of
 from server.domain.errors import AlreadyExists, FieldError, NotFound, ValidationFailed
 
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
@@ -28,7 +30,15 @@ class Category(msgspec.Struct, frozen=True):
     parent_id: int | None
 
 
+class ProductOption(msgspec.Struct, frozen=True):
+    name: str
+    values: list[str]
+
+
 class Product(msgspec.Struct, frozen=True):
+    """A product with its variants. `stock` is the sum over its active variants; `variants`
+    lists the active ones (an admin's read lists every one)."""
+
     id: int
     sku: str
     name: str
@@ -40,12 +50,14 @@ class Product(msgspec.Struct, frozen=True):
     is_active: bool
     created_at: datetime
     updated_at: datetime
+    options: list[ProductOption] = []
+    variants: list[Variant] = []
 
 
 _CATEGORY_COLUMNS = "id, name, slug, parent_id"
 PRODUCT_COLUMNS = (
-    "id, sku, name, description, category_id, price, currency, stock, is_active, created_at, "
-    "updated_at"
+    "id, sku, name, description, category_id, price, currency, is_active, created_at, "
+    "updated_at, options"
 )
 
 
@@ -53,8 +65,31 @@ def _category(row: asyncpg.Record) -> Category:
     return Category(**dict(row))
 
 
-def product_from_row(row: asyncpg.Record) -> Product:
-    return Product(**dict(row))
+def _product(row: asyncpg.Record, variants: list[Variant]) -> Product:
+    values = dict(row)
+    options = [ProductOption(o["name"], o["values"]) for o in values.pop("options")]
+    stock = sum(v.stock for v in variants if v.is_active)
+    return Product(**values, stock=stock, options=options, variants=variants)
+
+
+@asynccontextmanager
+async def _one_connection(conn: Executor) -> AsyncIterator[asyncpg.Connection]:
+    """Run a read of several statements on one connection (one pool checkout)."""
+    if isinstance(conn, asyncpg.Pool):
+        async with conn.acquire() as acquired:
+            yield acquired
+    else:
+        yield conn
+
+
+async def with_variants(
+    conn: Executor, rows: Sequence[asyncpg.Record], *, include_inactive: bool
+) -> list[Product]:
+    """Products of `rows` with their variants, fetched in one query for all of them."""
+    if not rows:
+        return []
+    found = await variants_of(conn, [r["id"] for r in rows], include_inactive=include_inactive)
+    return [_product(r, found.get(r["id"], [])) for r in rows]
 
 
 # ---- categories ------------------------------------------------------------------------------
@@ -148,16 +183,33 @@ async def delete_category(conn: Executor, category_id: int) -> None:
 # ---- products --------------------------------------------------------------------------------
 
 
-async def get_product(conn: Executor, product_id: int) -> Product | None:
-    row = await conn.fetchrow(f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1", product_id)
-    return product_from_row(row) if row else None
+async def get_product(
+    conn: Executor, product_id: int, *, include_inactive: bool = False
+) -> Product | None:
+    """The product (active or not) with its variants (inactive ones with `include_inactive`)."""
+    async with _one_connection(conn) as one:
+        row = await one.fetchrow(
+            f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1", product_id
+        )
+        if row is None:
+            return None
+        return (await with_variants(one, [row], include_inactive=include_inactive))[0]
 
 
-async def get_products(conn: Executor, product_ids: Sequence[int]) -> list[Product]:
-    rows = await conn.fetch(
-        f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1::bigint[])", list(product_ids)
-    )
-    return [product_from_row(r) for r in rows]
+async def get_products(
+    conn: Executor, product_ids: Sequence[int], *, include_inactive: bool = False
+) -> list[Product]:
+    async with _one_connection(conn) as one:
+        rows = await one.fetch(
+            f"SELECT {PRODUCT_COLUMNS} FROM products WHERE id = ANY($1::bigint[])",
+            list(product_ids),
+        )
+        return await with_variants(one, rows, include_inactive=include_inactive)
+
+
+async def touch_product(conn: Executor, product_id: int) -> None:
+    """A variant changed: the product's updated_at moves with it (its body shows variants)."""
+    await conn.execute("UPDATE products SET updated_at = now() WHERE id = $1", product_id)
 
 
 def _product_write_error(exc: asyncpg.PostgresError) -> Exception:
@@ -170,47 +222,30 @@ def _product_write_error(exc: asyncpg.PostgresError) -> Exception:
     return exc
 
 
-async def insert_product(conn: Executor, values: dict[str, Any]) -> Product:
+async def insert_product(conn: Executor, values: dict[str, Any]) -> int:
+    """Insert the product row (its variants are the caller's next step); returns its id."""
     names = list(values)
     try:
-        row = await conn.fetchrow(
-            f"INSERT INTO products {sql.insert_columns(names)} RETURNING {PRODUCT_COLUMNS}",
-            *values.values(),
+        product_id: int = await conn.fetchval(
+            f"INSERT INTO products {sql.insert_columns(names)} RETURNING id", *values.values()
         )
     except (asyncpg.UniqueViolationError, asyncpg.ForeignKeyViolationError) as exc:
         raise _product_write_error(exc) from None
-    assert row is not None
-    return product_from_row(row)
+    return product_id
 
 
-async def update_product(conn: Executor, product_id: int, changes: dict[str, Any]) -> Product:
+async def update_product(conn: Executor, product_id: int, changes: dict[str, Any]) -> None:
     names = list(changes)
-    # updated_at moves with every change: it is what the ETag is made of.
+    # updated_at moves with every change (the product's cached page is keyed on it).
     assignments = sql.assignments(names, extra=["updated_at = now()"])
     try:
-        row = await conn.fetchrow(
-            f"UPDATE products SET {assignments} WHERE id = $1 RETURNING {PRODUCT_COLUMNS}",
-            product_id,
-            *changes.values(),
+        status = await conn.execute(
+            f"UPDATE products SET {assignments} WHERE id = $1", product_id, *changes.values()
         )
     except (asyncpg.UniqueViolationError, asyncpg.ForeignKeyViolationError) as exc:
         raise _product_write_error(exc) from None
-    if row is None:
+    if status.endswith(" 0"):
         raise NotFound("no such product")
-    return product_from_row(row)
-
-
-async def adjust_stock(conn: Executor, product_id: int, delta: int) -> Product | None:
-    """Add `delta` to the stock; None when the product is unknown or the stock would leave
-    0..2^31-1 (the check runs in bigint, so it cannot overflow itself)."""
-    row = await conn.fetchrow(
-        f"""UPDATE products SET stock = stock + $2::integer, updated_at = now()
-             WHERE id = $1 AND stock::bigint + $2::bigint BETWEEN 0 AND 2147483647
-         RETURNING {PRODUCT_COLUMNS}""",
-        product_id,
-        delta,
-    )
-    return product_from_row(row) if row else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,6 +273,8 @@ class ProductFilter:
     min_price: int | None = None
     max_price: int | None = None
     in_stock: bool = False
+    # {"size": "M"}: some active variant has these option values (and stock, with in_stock).
+    options: dict[str, str] | None = None
     include_inactive: bool = False
 
 
@@ -297,8 +334,13 @@ def build_list_query(
         where.append(f"p.price >= {params.add(filters.min_price)}")
     if filters.max_price is not None:
         where.append(f"p.price <= {params.add(filters.max_price)}")
-    if filters.in_stock:
-        where.append("p.stock > 0")
+    if filters.in_stock or filters.options:
+        variant = ["v.product_id = p.id", "v.is_active"]
+        if filters.in_stock:
+            variant.append("v.stock > 0")
+        if filters.options:
+            variant.append(f"v.options @> {params.add(filters.options)}::jsonb")
+        where.append(f"EXISTS (SELECT 1 FROM product_variants v WHERE {' AND '.join(variant)})")
     if after is not None:
         comparison = "<" if order.descending else ">"
         key, last_id = after
@@ -326,5 +368,6 @@ async def list_products(
 ) -> list[Product]:
     """Up to `limit` products after the keyset position `after` (sort key, id)."""
     query, args = build_list_query(filters, sort, after, limit)
-    rows = await conn.fetch(query, *args)
-    return [product_from_row(r) for r in rows]
+    async with _one_connection(conn) as one:
+        rows = await one.fetch(query, *args)
+        return await with_variants(one, rows, include_inactive=filters.include_inactive)

@@ -1,10 +1,6 @@
-"""Orders repository: orders and their items, the stock they take and give back, and what a
+"""Orders repository: orders and their items, the stock reservations they hold, and what a
 checkout touches inside its own transaction (the cart's lock and emptying, the e-mail
-addresses to notify, the outbox rows).
-
-Every function that locks product rows does it one product at a time in ascending id order.
-All writers (checkout, cancel, expiry) follow that one order, so they can wait on each other
-but never deadlock.
+addresses to notify, the outbox rows). Taking and giving back units is db/variants.py's.
 """
 
 from __future__ import annotations
@@ -22,11 +18,15 @@ Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 class OrderItemRecord(msgspec.Struct, frozen=True):
     product_id: int
+    variant_id: int
     sku: str
     name: str
+    options: dict[str, str]
     quantity: int
     unit_price: int
     line_total: int
+    # Units a refund put back on sale (never more than `quantity`).
+    restocked: int = 0
 
 
 class OrderRecord(msgspec.Struct, frozen=True):
@@ -43,26 +43,9 @@ class OrderRecord(msgspec.Struct, frozen=True):
     note: str | None
     created_at: datetime
     updated_at: datetime
+    # When the held stock is released unless paid; None once paid, cancelled, or released.
+    reserved_until: datetime | None = None
     items: list[OrderItemRecord] = []
-
-
-@dataclass(frozen=True, slots=True)
-class TakenStock:
-    """A product row after its stock was taken: the figures the order snapshots."""
-
-    product_id: int
-    sku: str
-    name: str
-    category_id: int | None
-    price: int
-    stock_after: int
-
-
-@dataclass(frozen=True, slots=True)
-class Availability:
-    product_id: int
-    stock: int
-    is_active: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +64,14 @@ class NewOrder:
 
 _ORDER_COLUMNS = (
     "id, user_id, status, subtotal, discount, tax, total, currency, promotion_code, "
-    "shipping_address, note, created_at, updated_at"
+    "shipping_address, note, created_at, updated_at, "
+    "(SELECT min(r.expires_at) FROM stock_reservations r "
+    "WHERE r.order_id = orders.id AND r.state = 'held') AS reserved_until"
 )
-_ITEM_COLUMNS = "order_id, product_id, sku, name, quantity, unit_price, line_total"
+_ITEM_COLUMNS = (
+    "order_id, product_id, variant_id, sku, name, options, quantity, unit_price, line_total, "
+    "restocked"
+)
 
 
 def _order(row: asyncpg.Record, items: list[OrderItemRecord]) -> OrderRecord:
@@ -99,42 +87,63 @@ def _item(row: asyncpg.Record) -> OrderItemRecord:
 # ---- stock ----------------------------------------------------------------------------------
 
 
-async def take_stock(conn: asyncpg.Connection, product_id: int, quantity: int) -> TakenStock | None:
-    """Take `quantity` units of an active product; None (nothing taken) when short or inactive.
-
-    The condition is re-checked on the latest row version after any lock wait, so two
-    checkouts racing for the last unit cannot both succeed.
-    """
-    row = await conn.fetchrow(
-        """UPDATE products SET stock = stock - $2, updated_at = now()
-            WHERE id = $1 AND is_active AND stock >= $2
-        RETURNING id, sku, name, category_id, price, stock""",
-        product_id,
-        quantity,
+async def hold_stock(
+    conn: asyncpg.Connection, order_id: int, quantities: dict[int, int], seconds: float
+) -> datetime:
+    """Record the units (by variant) the order holds until paid, for `seconds`; returns when
+    the hold expires."""
+    variant_ids = sorted(quantities)
+    expires_at: datetime = await conn.fetchval(
+        """INSERT INTO stock_reservations (order_id, variant_id, quantity, expires_at)
+           SELECT $1, v, q, now() + make_interval(secs => $4)
+             FROM unnest($2::bigint[], $3::int[]) AS t(v, q)
+        RETURNING expires_at""",
+        order_id,
+        variant_ids,
+        [quantities[v] for v in variant_ids],
+        float(seconds),
     )
-    if row is None:
-        return None
-    return TakenStock(
-        row["id"], row["sku"], row["name"], row["category_id"], row["price"], row["stock"]
+    return expires_at
+
+
+async def commit_reservations(conn: asyncpg.Connection, order_id: int) -> None:
+    """The order is paid: its held units are sold for good."""
+    await conn.execute(
+        """UPDATE stock_reservations SET state = 'committed', settled_at = now()
+            WHERE order_id = $1 AND state = 'held'""",
+        order_id,
     )
 
 
-async def availability(conn: Executor, product_ids: Sequence[int]) -> dict[int, Availability]:
-    """Current stock of products (unknown ids are absent); reads only, takes no lock."""
+async def release_reservations(conn: asyncpg.Connection, order_id: int) -> dict[int, int]:
+    """The order is cancelled: its held or sold units are released; returns them by variant
+    (what goes back on sale), less what refunds already restocked."""
     rows = await conn.fetch(
-        "SELECT id, stock, is_active FROM products WHERE id = ANY($1::bigint[])", list(product_ids)
+        """UPDATE stock_reservations r SET state = 'released', settled_at = now()
+             FROM order_items oi
+            WHERE r.order_id = $1 AND r.state <> 'released'
+              AND oi.order_id = r.order_id AND oi.variant_id = r.variant_id
+        RETURNING r.variant_id, r.quantity - oi.restocked AS units""",
+        order_id,
     )
-    return {r["id"]: Availability(r["id"], r["stock"], r["is_active"]) for r in rows}
+    return {r["variant_id"]: r["units"] for r in rows if r["units"] > 0}
 
 
-async def restock(conn: asyncpg.Connection, quantities: dict[int, int]) -> None:
-    """Give units back (ascending product id, like every other stock writer)."""
-    for product_id in sorted(quantities):
-        await conn.execute(
-            "UPDATE products SET stock = stock + $2, updated_at = now() WHERE id = $1",
-            product_id,
-            quantities[product_id],
+async def mark_restocked(conn: asyncpg.Connection, order_id: int, units: dict[int, int]) -> bool:
+    """Count units a refund puts back on sale; False (nothing counted) when some line would
+    get back more than it sold."""
+    for variant_id in sorted(units):
+        done = await conn.fetchval(
+            """UPDATE order_items SET restocked = restocked + $3
+                WHERE order_id = $1 AND variant_id = $2 AND restocked + $3 <= quantity
+            RETURNING 1""",
+            order_id,
+            variant_id,
+            units[variant_id],
         )
+        if done is None:
+            return False
+    return True
 
 
 async def add_units_sold(conn: asyncpg.Connection, quantities: dict[int, int]) -> None:
@@ -184,15 +193,17 @@ async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> OrderRecord
         order.note,
     )
     assert row is not None
-    items = sorted(order.items, key=lambda i: i.product_id)
+    items = sorted(order.items, key=lambda i: i.variant_id)
     await conn.execute(
         f"""INSERT INTO order_items ({_ITEM_COLUMNS})
-            SELECT $1, * FROM unnest($2::bigint[], $3::text[], $4::text[], $5::int[],
-                                     $6::bigint[], $7::bigint[])""",
+            SELECT $1, *, 0 FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[],
+                                        $6::jsonb[], $7::int[], $8::bigint[], $9::bigint[])""",
         row["id"],
         [i.product_id for i in items],
+        [i.variant_id for i in items],
         [i.sku for i in items],
         [i.name for i in items],
+        [i.options for i in items],
         [i.quantity for i in items],
         [i.unit_price for i in items],
         [i.line_total for i in items],
@@ -203,7 +214,7 @@ async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> OrderRecord
 async def _items_of(conn: Executor, order_ids: Sequence[int]) -> dict[int, list[OrderItemRecord]]:
     rows = await conn.fetch(
         f"""SELECT {_ITEM_COLUMNS} FROM order_items WHERE order_id = ANY($1::bigint[])
-             ORDER BY order_id, product_id""",
+             ORDER BY order_id, variant_id""",
         list(order_ids),
     )
     items: dict[int, list[OrderItemRecord]] = {order_id: [] for order_id in order_ids}
@@ -257,16 +268,18 @@ async def set_status(conn: asyncpg.Connection, order: OrderRecord, status: str) 
     return _order(row, order.items)
 
 
-async def lock_expired_pending(
-    conn: asyncpg.Connection, older_than_seconds: float, limit: int
-) -> list[OrderRecord]:
-    """Pending orders created before the cut-off, locked; rows another worker holds are skipped."""
+async def lock_expired_pending(conn: asyncpg.Connection, limit: int) -> list[OrderRecord]:
+    """Pending orders whose reservation expired, locked; rows another worker holds are skipped.
+    An order with an authorised payment is left alone: capturing or voiding it settles it."""
     rows = await conn.fetch(
         f"""SELECT {_ORDER_COLUMNS} FROM orders
-             WHERE status = 'pending' AND created_at < now() - make_interval(secs => $1)
-             ORDER BY id LIMIT $2
+             WHERE status = 'pending'
+               AND id IN (SELECT order_id FROM stock_reservations
+                           WHERE state = 'held' AND expires_at < now())
+               AND NOT EXISTS (SELECT 1 FROM payments p WHERE p.order_id = orders.id
+                                  AND p.status = 'authorized')
+             ORDER BY id LIMIT $1
              FOR UPDATE SKIP LOCKED""",
-        float(older_than_seconds),
         limit,
     )
     items = await _items_of(conn, [r["id"] for r in rows])

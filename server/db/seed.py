@@ -15,7 +15,8 @@ The catalog looks like a shop's:
 - category sizes are skewed (a continuous Zipf, s = 1: category-1 gets ~10 % of a 500-category
   catalog, the last ones a few hundred of a million), nouns are skewed the same way;
 - prices are log-uniform between 1.99 and about 2 500 (always ending in 99 minor units);
-- 8 % of the products are out of stock, 3 % are inactive;
+- 8 % of the products are out of stock, 3 % are inactive; a tenth come in sizes S/M/L
+  (three variants sharing the stock), the rest as one variant;
 - names and descriptions are built from small vocabularies (adjective, colour, noun, material,
   use), a long tail of 2 000 made-up brands and the model number, so full-text search finds
   common words, rare ones and single products;
@@ -188,12 +189,10 @@ def _pick(array: str, length: str, salt: int, *, skewed: bool = False) -> str:
 
 
 _PRODUCTS_SQL = f"""
-INSERT INTO products
-    (sku, name, description, category_id, price, currency, stock, is_active, created_at,
-     updated_at)
-SELECT sku, name, description, category_id, price, $8, stock, is_active, created_at, created_at
-  FROM (
-    SELECT 'SEED-' || lpad(n::text, greatest(6, length(n::text)), '0') AS sku,
+WITH candidate AS (
+  SELECT * FROM (
+    SELECT n % 10 = 0 AS sized,
+           'SEED-' || lpad(n::text, greatest(6, length(n::text)), '0') AS sku,
            initcap(adjective) || ' ' || colour || ' ' || noun || ' ' || n AS name,
            'A ' || adjective || ' ' || noun || ' in ' || material || ' by ' || brand
                || ', made for ' || purpose || '. Model ' || n || ', ' || finish || ' finish.'
@@ -223,9 +222,36 @@ SELECT sku, name, description, category_id, price, $8, stock, is_active, created
               FROM generate_series($1::bigint, $2::bigint) AS n
           ) AS numbers
       ) AS words
-  ) AS candidate
- WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.sku = candidate.sku)
-ON CONFLICT (sku) DO NOTHING
+  ) AS fresh
+  WHERE NOT EXISTS (SELECT 1 FROM products p WHERE p.sku = fresh.sku)
+), made AS (
+  INSERT INTO products
+      (sku, name, description, category_id, price, currency, options, is_active, created_at,
+       updated_at)
+  SELECT sku, name, description, category_id, price, $8,
+         CASE WHEN sized THEN '[{{"name": "size", "values": ["S", "M", "L"]}}]'::jsonb
+              ELSE '[]'::jsonb END,
+         is_active, created_at, created_at
+    FROM candidate
+  ON CONFLICT (sku) DO NOTHING
+  RETURNING id, sku, created_at
+), variants AS (
+  -- One variant per product, or S/M/L for the sized tenth (the stock split between them).
+  INSERT INTO product_variants (product_id, sku, options, stock, created_at, updated_at)
+  SELECT made.id,
+         CASE WHEN c.sized THEN made.sku || '-' || size.value ELSE made.sku END,
+         CASE WHEN c.sized THEN jsonb_build_object('size', size.value) ELSE '{{}}'::jsonb END,
+         CASE WHEN NOT c.sized THEN c.stock
+              WHEN size.position = 1 THEN c.stock / 3 + c.stock % 3
+              ELSE c.stock / 3 END,
+         made.created_at, made.created_at
+    FROM made
+    JOIN candidate c ON c.sku = made.sku
+   CROSS JOIN LATERAL unnest(CASE WHEN c.sized THEN ARRAY['S', 'M', 'L'] ELSE ARRAY[''] END)
+         WITH ORDINALITY AS size(value, position)
+  RETURNING 1
+)
+SELECT count(*) FROM made
 """
 
 
@@ -251,7 +277,7 @@ async def seed_catalog(
             async with conn.transaction():
                 # Losing the last batch on a crash is harmless: a re-run tops it up again.
                 await conn.execute("SET LOCAL synchronous_commit = off")
-                status = await conn.execute(
+                added = await conn.fetchval(
                     _PRODUCTS_SQL,
                     start,
                     min(products, start + _BATCH - 1),
@@ -264,10 +290,11 @@ async def seed_catalog(
                     list(_USES),
                     list(_SYLLABLES),
                 )
-            added_products += int(status.rsplit(" ", 1)[-1])
+            added_products += int(added)
         if added_categories or added_products:
             await conn.execute("ANALYZE categories")
             await conn.execute("ANALYZE products")
+            await conn.execute("ANALYZE product_variants")
     return added_categories, added_products
 
 

@@ -190,6 +190,8 @@ class ApiHandler(tornado.web.RequestHandler):
     request_id: str
     # Who may call each method (services/permissions.py levels); every feature handler declares it.
     access: ClassVar[dict[str, str]] = {}
+    # False for endpoints authenticated otherwise (signed webhooks): no per-IP/user budget.
+    rate_limited: ClassVar[bool] = True
     _principal: Principal | None
     _principal_resolved: bool
     _counted: bool = False

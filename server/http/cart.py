@@ -8,7 +8,7 @@ import msgspec
 
 from server.http.base import ApiHandler
 from server.http.catalog import resource_id
-from server.openapi import Operation
+from server.openapi import Operation, Param, read_query
 from server.services import cart
 from server.services.cart import CartItemAdd, CartItemUpdate, CartPromotionApply, CartView
 
@@ -17,6 +17,16 @@ _PRICING = (
     "half-even once on the discounted subtotal. Lines of products that became inactive are left "
     "out. An attached promotion that is no longer usable (expired, used up, below its minimum) "
     "stays attached but is not applied (`promotion_code` null) until it is usable again."
+)
+
+
+LINE_PARAMS = (
+    Param(
+        "variant_id",
+        int,
+        "The line's variant; needed only when the cart holds several variants of the product.",
+        minimum=1,
+    ),
 )
 
 
@@ -40,12 +50,15 @@ class CartItemsHandler(ApiHandler):
     access: ClassVar[dict[str, str]] = {"POST": "user"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
-            "Add a product to my cart",
+            "Add a product variant to my cart",
             request=CartItemAdd,
             response=CartView,
             errors=(404, 409),
-            description="Quantities add up. 404 unknown or inactive product; 409 when the line "
-            "would hold more than the stock; 422 beyond 999 units.",
+            description="The variant is `variant_id`, else the product's variant with these "
+            "`options`, else the product's only variant. Quantities add up. 404 unknown or "
+            "inactive product or variant; 409 when the line would hold more than the variant's "
+            "stock; 422 beyond 999 units, options that are not the product's, a variant of "
+            "another product, or a product with several variants named without one.",
         ),
     }
 
@@ -62,29 +75,35 @@ class CartItemHandler(ApiHandler):
             "Set a line's quantity",
             request=CartItemUpdate,
             response=CartView,
+            query=LINE_PARAMS,
             errors=(409,),
-            description="0 removes the line. 404 when the product is not in the cart; 409 more "
-            "than the stock.",
+            description="0 removes the line. 404 when the product (or the variant) is not in "
+            "the cart; 409 more than the stock; 422 when the cart holds several variants of "
+            "the product and `variant_id` is absent.",
         ),
         "DELETE": Operation(
             "Remove a line",
             response=CartView,
-            description="404 when the product is not in the cart.",
+            query=LINE_PARAMS,
+            description="404 when the product (or the variant) is not in the cart; 422 when the "
+            "cart holds several variants of the product and `variant_id` is absent.",
         ),
     }
 
     async def patch(self, product_id: str) -> None:
         principal = self.require_user()
         data = self.parse_body(CartItemUpdate)
+        variant_id = read_query(self, LINE_PARAMS)["variant_id"]
         view = await cart.set_item_quantity(
-            self.ctx, principal.user_id, resource_id(product_id, "product"), data
+            self.ctx, principal.user_id, resource_id(product_id, "product"), data, variant_id
         )
         _send_cart(self, view)
 
     async def delete(self, product_id: str) -> None:
         principal = self.require_user()
+        variant_id = read_query(self, LINE_PARAMS)["variant_id"]
         view = await cart.remove_item(
-            self.ctx, principal.user_id, resource_id(product_id, "product")
+            self.ctx, principal.user_id, resource_id(product_id, "product"), variant_id
         )
         _send_cart(self, view)
 

@@ -10,7 +10,7 @@ from server.db.catalog import Category, Product
 from server.domain.errors import NotFound
 from server.http.base import ApiHandler
 from server.openapi import Operation, Param, read_query
-from server.services import catalog
+from server.services import catalog, variants
 from server.services.catalog import (
     CategoryCreate,
     CategoryList,
@@ -20,6 +20,7 @@ from server.services.catalog import (
     ProductQuery,
     ProductUpdate,
 )
+from server.services.variants import VariantCreate, VariantUpdate, VariantView
 
 PRODUCT_CACHE_CONTROL = "public, max-age=60"
 # Only admins can see an inactive product: no shared cache may keep it.
@@ -42,6 +43,12 @@ def if_none_match(header: str | None, etag: str) -> bool:
     candidates = (tag.strip().removeprefix("W/") for tag in header.split(","))
     return etag in candidates
 
+
+_NOT_CONTROL = "\\u0000-\\u001f\\u007f"
+OPTION_PATTERN = (
+    f"^[^:{_NOT_CONTROL}]*[^: {_NOT_CONTROL}][^:{_NOT_CONTROL}]*"
+    f":[^{_NOT_CONTROL}]*[^ {_NOT_CONTROL}][^{_NOT_CONTROL}]*$"
+)
 
 LIST_PARAMS = (
     Param(
@@ -70,7 +77,18 @@ LIST_PARAMS = (
         minimum=0,
         maximum=catalog.INT64_MAX,
     ),
-    Param("in_stock", bool, "Only products with stock > 0."),
+    Param("in_stock", bool, "Only products with an active variant in stock."),
+    Param(
+        "option",
+        description="`name:value`, e.g. `size:M`; repeat for more options. Matches products "
+        "with an active variant having all these values (and stock, with `in_stock`).",
+        max_length=200,
+        repeated=True,
+        max_items=3,
+        # A name and a value, each with a character that is not a space (nor, in the name, a
+        # colon); no control characters.
+        pattern=OPTION_PATTERN,
+    ),
     Param(
         "sort",
         description="Sort order; `-` is descending. Ties break on id.",
@@ -244,9 +262,67 @@ class ProductHandler(ApiHandler):
         self.send_empty(204)
 
 
+class ProductVariantsHandler(ApiHandler):
+    access: ClassVar[dict[str, str]] = {"POST": "admin"}
+    api: ClassVar[dict[str, Operation]] = {
+        "POST": Operation(
+            "Add a variant to a product",
+            request=VariantCreate,
+            response=VariantView,
+            status=201,
+            errors=(409,),
+            description="`options` gives one value of each of the product's options (422 "
+            "otherwise). `price` overrides the product's price (null: follow it). 409 for a "
+            "duplicate sku or a combination the product already has; 422 beyond 100 variants.",
+        ),
+    }
+
+    async def post(self, product_id: str) -> None:
+        data = self.parse_body(VariantCreate)
+        created = await variants.create_variant(self.ctx, resource_id(product_id, "product"), data)
+        self.send_json(msgspec.json.encode(created), 201)
+
+
+class ProductVariantHandler(ApiHandler):
+    access: ClassVar[dict[str, str]] = {"PATCH": "admin", "DELETE": "admin"}
+    api: ClassVar[dict[str, Operation]] = {
+        "PATCH": Operation(
+            "Update a variant",
+            request=VariantUpdate,
+            response=VariantView,
+            errors=(409,),
+            description="Only the fields present change; `price: null` follows the product's "
+            "price again. 404 unless the variant is one of this product's.",
+        ),
+        "DELETE": Operation(
+            "Deactivate a variant (soft delete: is_active=false)",
+            status=204,
+            description="It stops selling; orders and carts keep referring to it.",
+        ),
+    }
+
+    async def patch(self, product_id: str, variant_id: str) -> None:
+        data = self.parse_body(VariantUpdate)
+        updated = await variants.update_variant(
+            self.ctx, resource_id(product_id, "product"), resource_id(variant_id, "variant"), data
+        )
+        self.send_json(msgspec.json.encode(updated))
+
+    async def delete(self, product_id: str, variant_id: str) -> None:
+        await variants.deactivate_variant(
+            self.ctx, resource_id(product_id, "product"), resource_id(variant_id, "variant")
+        )
+        self.send_empty(204)
+
+
 routes = [
     (r"/api/v1/categories/?", CategoriesHandler),
     (r"/api/v1/categories/(?P<category_id>[0-9]+)/?", CategoryHandler),
     (r"/api/v1/products/?", ProductsHandler),
     (r"/api/v1/products/(?P<product_id>[0-9]+)/?", ProductHandler),
+    (r"/api/v1/products/(?P<product_id>[0-9]+)/variants/?", ProductVariantsHandler),
+    (
+        r"/api/v1/products/(?P<product_id>[0-9]+)/variants/(?P<variant_id>[0-9]+)/?",
+        ProductVariantHandler,
+    ),
 ]

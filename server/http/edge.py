@@ -85,6 +85,8 @@ def build_before_request(ctx: AppContext) -> BeforeRequest:
             return  # a preflight, answered
         if not limiter.enabled or not handler.request.path.startswith(LIMITED_PREFIX):
             return
+        if not handler.rate_limited:
+            return
         refused: Unauthenticated | None = None
         try:
             principal = handler.principal

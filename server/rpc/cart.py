@@ -8,9 +8,10 @@ import grpc
 
 from server.context import AppContext
 from server.rpc.errors import translate_errors
-from server.rpc.pb.storefront.v1 import cart_pb2, cart_pb2_grpc
+from server.rpc.pb.storefront.v1 import cart_pb2, cart_pb2_grpc, common_pb2
 from server.services import cart
 from server.services.cart import CartView
+from server.services.variants import Choice
 
 
 def priced_cart_message(view: CartView) -> cart_pb2.PricedCart:
@@ -18,6 +19,8 @@ def priced_cart_message(view: CartView) -> cart_pb2.PricedCart:
         items=[
             cart_pb2.PricedLine(
                 product_id=line.product_id,
+                variant_id=line.variant_id,
+                options=line.options,
                 sku=line.sku,
                 name=line.name,
                 quantity=line.quantity,
@@ -39,6 +42,15 @@ def priced_cart_message(view: CartView) -> cart_pb2.PricedCart:
     return message
 
 
+def choice(item: common_pb2.CartItem) -> Choice:
+    """Proto3 defaults (0, empty map) mean "not given"."""
+    return Choice(
+        product_id=item.product_id or None,
+        variant_id=item.variant_id if item.HasField("variant_id") else None,
+        options=dict(item.options) or None,
+    )
+
+
 class CartServicer(cart_pb2_grpc.CartServiceServicer):
     """Prices are public, so any caller may ask for a quote; nothing is stored."""
 
@@ -50,9 +62,8 @@ class CartServicer(cart_pb2_grpc.CartServiceServicer):
         self, request: cart_pb2.PriceCartRequest, context: grpc.aio.ServicerContext
     ) -> cart_pb2.PricedCart:
         code = request.promotion_code if request.HasField("promotion_code") else None
-        view = await cart.price_items(
-            self.ctx, [(item.product_id, item.quantity) for item in request.items], code or None
-        )
+        items = [cart.QuoteItem(choice(item), item.quantity) for item in request.items]
+        view = await cart.price_items(self.ctx, items, code or None)
         return priced_cart_message(view)
 
 

@@ -15,7 +15,7 @@ from server.context import AppContext
 from server.rpc import auth
 from server.rpc.common import timestamp
 from server.rpc.errors import translate_errors
-from server.rpc.pb.storefront.v1 import orders_pb2, orders_pb2_grpc
+from server.rpc.pb.storefront.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from server.services import orders
 from server.services.orders import Order
 
@@ -27,6 +27,7 @@ _STATUS_TO_PB: dict[str, orders_pb2.OrderStatus] = {
     "shipped": orders_pb2.ORDER_STATUS_SHIPPED,
     "delivered": orders_pb2.ORDER_STATUS_DELIVERED,
     "cancelled": orders_pb2.ORDER_STATUS_CANCELLED,
+    "refunded": orders_pb2.ORDER_STATUS_REFUNDED,
 }
 _STATUS_FROM_PB: dict[int, str] = {int(v): k for k, v in _STATUS_TO_PB.items()}
 
@@ -44,6 +45,8 @@ def order_message(order: Order) -> orders_pb2.Order:
         items=[
             orders_pb2.OrderItem(
                 product_id=i.product_id,
+                variant_id=i.variant_id,
+                options=i.options,
                 sku=i.sku,
                 name=i.name,
                 quantity=i.quantity,
@@ -62,6 +65,8 @@ def order_message(order: Order) -> orders_pb2.Order:
     )
     if order.promotion_code is not None:
         message.promotion_code = order.promotion_code
+    if order.reserved_until is not None:
+        message.reserved_until.CopyFrom(timestamp(order.reserved_until))
     if order.note is not None:
         message.note = order.note
     address = order.shipping_address
@@ -79,10 +84,22 @@ def order_message(order: Order) -> orders_pb2.Order:
     return message
 
 
+def _item_input(item: common_pb2.CartItem) -> dict[str, Any]:
+    """Proto3 defaults (0, empty map) mean "not given"."""
+    data: dict[str, Any] = {"quantity": item.quantity}
+    if item.product_id:
+        data["product_id"] = item.product_id
+    if item.HasField("variant_id"):
+        data["variant_id"] = item.variant_id
+    if item.options:
+        data["options"] = dict(item.options)
+    return data
+
+
 def _create_input(request: orders_pb2.CreateOrderRequest) -> dict[str, Any]:
     """The request as the plain data `orders.parse_order_input` validates."""
     data: dict[str, Any] = {
-        "items": [{"product_id": i.product_id, "quantity": i.quantity} for i in request.items],
+        "items": [_item_input(i) for i in request.items],
     }
     if request.HasField("promotion_code"):
         data["promotion_code"] = request.promotion_code

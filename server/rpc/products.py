@@ -28,6 +28,18 @@ def product_message(product: Product) -> common_pb2.Product:
         is_active=product.is_active,
         created_at=timestamp(product.created_at),
         updated_at=timestamp(product.updated_at),
+        options=[common_pb2.ProductOption(name=o.name, values=o.values) for o in product.options],
+        variants=[
+            common_pb2.Variant(
+                id=v.id,
+                sku=v.sku,
+                options=v.options,
+                price=v.price,
+                stock=v.stock,
+                is_active=v.is_active,
+            )
+            for v in product.variants
+        ],
     )
     if product.category_id is not None:
         message.category_id = product.category_id
@@ -42,6 +54,7 @@ def product_query(request: products_pb2.ListProductsRequest) -> ProductQuery:
         min_price=request.min_price if request.HasField("min_price") else None,
         max_price=request.max_price if request.HasField("max_price") else None,
         in_stock=request.in_stock,
+        option=tuple(request.option),
         sort=request.sort or None,
         limit=request.page.limit or None,
         cursor=request.page.cursor or None,
@@ -85,7 +98,10 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
     async def AdjustStock(
         self, request: products_pb2.AdjustStockRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Product:
-        product = await catalog.adjust_stock(self.ctx, request.product_id, request.delta)
+        variant_id = request.variant_id if request.HasField("variant_id") else None
+        product = await catalog.adjust_stock(
+            self.ctx, request.product_id, request.delta, variant_id
+        )
         return product_message(product)
 
 

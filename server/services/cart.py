@@ -3,6 +3,10 @@
 Decisions (also in the OpenAPI descriptions):
 - Lines whose product became inactive are left out of the priced cart (and out of checkout);
   the row stays, so the line returns if the product is reactivated.
+- A line is one variant. `POST /cart/items` names it by `variant_id`, or by `product_id` and
+  `options` (`{"size": "M"}`), or by `product_id` alone for a product with one variant; the
+  line paths take the product id, plus `?variant_id=` when the cart holds several variants of
+  that product.
 - Stock is checked when a quantity is added or set (409 when the cart would hold more than the
   stock); checkout re-checks atomically, since stock moves in between.
 - An attached promotion that became unusable (expired, used up, deleted) or whose minimum is no
@@ -16,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any, ClassVar
 
 import msgspec
 
@@ -29,6 +33,7 @@ from server.domain.errors import Conflict, FieldError, NotFound, ValidationFaile
 from server.domain.lines import CartLine
 from server.services.catalog import INT64_MAX, NO_NUL
 from server.services.pricing import PricedCart, price_lines
+from server.services.variants import Choice, Selection, choose_variants
 
 MAX_QUANTITY = 999
 
@@ -41,8 +46,17 @@ PromotionCode = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern
 
 
 class CartItemAdd(msgspec.Struct, forbid_unknown_fields=True):
-    product_id: ProductId
+    """The variant is `variant_id`, else the product's variant with `options`, else the
+    product's only variant."""
+
     quantity: Quantity
+    product_id: ProductId | msgspec.UnsetType = msgspec.UNSET
+    variant_id: ProductId | msgspec.UnsetType = msgspec.UNSET
+    options: Selection | msgspec.UnsetType = msgspec.UNSET
+
+    json_schema_rules: ClassVar[dict[str, Any]] = {
+        "anyOf": [{"required": ["product_id"]}, {"required": ["variant_id"]}]
+    }
 
 
 class CartItemUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -55,8 +69,10 @@ class CartPromotionApply(msgspec.Struct, forbid_unknown_fields=True):
 
 class CartLineView(msgspec.Struct):
     product_id: int
+    variant_id: int
     sku: str
     name: str
+    options: dict[str, str]
     quantity: int
     unit_price: int
     line_subtotal: int
@@ -139,8 +155,10 @@ def view(result: Quote) -> CartView:
         items=[
             CartLineView(
                 line.product_id,
+                line.variant_id,
                 line.sku,
                 line.name,
+                line.options,
                 line.quantity,
                 line.unit_price,
                 line.line_subtotal,
@@ -158,36 +176,46 @@ def view(result: Quote) -> CartView:
     )
 
 
-async def price_items(ctx: AppContext, items: list[tuple[int, int]], code: str | None) -> CartView:
-    """A quote for explicit (product_id, quantity) items: gRPC PriceCart. Nothing is stored."""
+@dataclass(frozen=True, slots=True)
+class QuoteItem:
+    choice: Choice
+    quantity: int
+
+
+async def price_items(ctx: AppContext, items: list[QuoteItem], code: str | None) -> CartView:
+    """A quote for explicit items (gRPC PriceCart). Nothing is stored, stock is not checked."""
     if not items:
         raise ValidationFailed("at least one item is needed", errors=[FieldError("items", "empty")])
-    ids = [product_id for product_id, _ in items]
-    if len(set(ids)) != len(ids):
-        raise ValidationFailed(
-            "each product may appear once", errors=[FieldError("items", "duplicate product_id")]
-        )
-    for index, (product_id, quantity) in enumerate(items):
-        if not 1 <= product_id <= INT64_MAX:
-            raise NotFound(f"no such product: {product_id}")
-        if not 1 <= quantity <= MAX_QUANTITY:
+    for index, item in enumerate(items):
+        for name in ("product_id", "variant_id"):
+            value = getattr(item.choice, name)
+            if value is not None and not 1 <= value <= INT64_MAX:
+                raise NotFound(f"no such {name.removesuffix('_id')}: {value}")
+        if not 1 <= item.quantity <= MAX_QUANTITY:
             raise ValidationFailed(
                 "invalid quantity",
                 errors=[FieldError(f"items[{index}].quantity", f"between 1 and {MAX_QUANTITY}")],
             )
     async with ctx.pool.acquire() as conn:
-        products = await repo.products_for_quote(conn, ids)
-        missing = [i for i in ids if i not in products]
-        if missing:
-            raise NotFound(f"no such product: {missing[0]}")
-        lines = [_with_quantity(products[pid], quantity) for pid, quantity in items]
+        chosen = await choose_variants(conn, [i.choice for i in items], field_prefix="items")
+        if len({v.id for v in chosen}) != len(chosen):
+            raise ValidationFailed(
+                "each variant may appear once", errors=[FieldError("items", "duplicate variant")]
+            )
+        lines = [
+            CartLine(
+                v.product_id,
+                v.sku,
+                v.product_name,
+                v.category_id,
+                v.price,
+                item.quantity,
+                v.id,
+                v.options,
+            )
+            for v, item in zip(chosen, items, strict=True)
+        ]
         return view(await quote(conn, lines, code, ctx.settings, strict=True))
-
-
-def _with_quantity(line: CartLine, quantity: int) -> CartLine:
-    return CartLine(
-        line.product_id, line.sku, line.name, line.category_id, line.unit_price, quantity
-    )
 
 
 # ---- the REST cart ---------------------------------------------------------------------------
@@ -200,8 +228,8 @@ async def get_cart(ctx: AppContext, user_id: int) -> CartView:
 
 
 def _checked_quantity(state: repo.ItemState | None, quantity: int) -> None:
-    if state is None or not state.is_active:
-        raise NotFound("no such product")
+    if state is None or not state.sellable:
+        raise NotFound("no such product or variant (or it is not for sale)")
     if quantity > MAX_QUANTITY:
         raise ValidationFailed(
             "too many units",
@@ -211,44 +239,77 @@ def _checked_quantity(state: repo.ItemState | None, quantity: int) -> None:
         raise Conflict(f"only {state.stock} in stock")
 
 
+async def _priced(conn: repo.Executor, ctx: AppContext, user_id: int) -> CartView:
+    lines, code = await repo.load_lines(conn, user_id)
+    return view(await quote(conn, lines, code, ctx.settings, strict=False))
+
+
 async def add_item(ctx: AppContext, user_id: int, data: CartItemAdd) -> CartView:
-    """Adds to the line (quantities sum)."""
+    """Adds to the variant's line (quantities sum)."""
+    choice = Choice(
+        None if data.product_id is msgspec.UNSET else data.product_id,
+        None if data.variant_id is msgspec.UNSET else data.variant_id,
+        None if data.options is msgspec.UNSET else data.options,
+    )
     async with ctx.pool.acquire() as conn:
+        (variant,) = await choose_variants(conn, [choice])
         async with conn.transaction():
             await repo.lock_cart(conn, user_id)
-            state = await repo.item_state(conn, user_id, data.product_id)
+            state = await repo.item_state(conn, user_id, variant.id)
             quantity = data.quantity + (state.in_cart if state else 0)
             _checked_quantity(state, quantity)
-            await repo.set_quantity(conn, user_id, data.product_id, quantity)
-        lines, code = await repo.load_lines(conn, user_id)
-        return view(await quote(conn, lines, code, ctx.settings, strict=False))
+            await repo.set_quantity(conn, user_id, variant.product_id, variant.id, quantity)
+        return await _priced(conn, ctx, user_id)
+
+
+async def _line_variant(
+    conn: repo.Executor, user_id: int, product_id: int, variant_id: int | None
+) -> int:
+    """The variant of the cart's line of `product_id` the path names."""
+    lines = await repo.lines_of_product(conn, user_id, product_id)
+    if variant_id is not None:
+        if all(v != variant_id for v, _ in lines):
+            raise NotFound("this variant is not in your cart")
+        return variant_id
+    if not lines:
+        raise NotFound("this product is not in your cart")
+    if len(lines) > 1:
+        raise ValidationFailed(
+            "your cart holds several variants of this product",
+            errors=[FieldError("variant_id", "name the line's variant (?variant_id=)")],
+        )
+    return lines[0][0]
 
 
 async def set_item_quantity(
-    ctx: AppContext, user_id: int, product_id: int, data: CartItemUpdate
+    ctx: AppContext,
+    user_id: int,
+    product_id: int,
+    data: CartItemUpdate,
+    variant_id: int | None = None,
 ) -> CartView:
-    """Sets the line's quantity; 0 removes it. A product not in the cart is NotFound."""
+    """Sets the line's quantity; 0 removes it. A line not in the cart is NotFound."""
     async with ctx.pool.acquire() as conn:
         async with conn.transaction():
             await repo.lock_cart(conn, user_id)
-            state = await repo.item_state(conn, user_id, product_id)
-            if state is None or state.in_cart == 0:
-                raise NotFound("this product is not in your cart")
+            chosen = await _line_variant(conn, user_id, product_id, variant_id)
             if data.quantity == 0:
-                await repo.remove_item(conn, user_id, product_id)
+                await repo.remove_item(conn, user_id, chosen)
             else:
-                _checked_quantity(state, data.quantity)
-                await repo.set_quantity(conn, user_id, product_id, data.quantity)
-        lines, code = await repo.load_lines(conn, user_id)
-        return view(await quote(conn, lines, code, ctx.settings, strict=False))
+                _checked_quantity(await repo.item_state(conn, user_id, chosen), data.quantity)
+                await repo.set_quantity(conn, user_id, product_id, chosen, data.quantity)
+        return await _priced(conn, ctx, user_id)
 
 
-async def remove_item(ctx: AppContext, user_id: int, product_id: int) -> CartView:
+async def remove_item(
+    ctx: AppContext, user_id: int, product_id: int, variant_id: int | None = None
+) -> CartView:
     async with ctx.pool.acquire() as conn:
-        if not await repo.remove_item(conn, user_id, product_id):
-            raise NotFound("this product is not in your cart")
-        lines, code = await repo.load_lines(conn, user_id)
-        return view(await quote(conn, lines, code, ctx.settings, strict=False))
+        async with conn.transaction():
+            await repo.lock_cart(conn, user_id)
+            chosen = await _line_variant(conn, user_id, product_id, variant_id)
+            await repo.remove_item(conn, user_id, chosen)
+        return await _priced(conn, ctx, user_id)
 
 
 async def apply_promotion(ctx: AppContext, user_id: int, data: CartPromotionApply) -> CartView:

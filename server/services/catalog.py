@@ -14,7 +14,6 @@ import binascii
 import hashlib
 import re
 import unicodedata
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar
@@ -25,9 +24,19 @@ import msgspec
 from server.cache import PRODUCT_LISTS, PRODUCTS
 from server.context import AppContext
 from server.db import catalog as repo
+from server.db import variants as variants_repo
 from server.db.catalog import Category, Product, ProductFilter
 from server.domain.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed
 from server.domain.principal import Principal
+from server.services import variants
+from server.services.catalog_cache import (
+    catalog_changed,
+    lists_changed,
+    product_changed,
+    product_key,
+    stock_changed,
+)
+from server.services.variants import OptionSpecs, VariantCreate
 
 INT64_MAX = 2**63 - 1
 INT32_MAX = 2**31 - 1
@@ -94,14 +103,30 @@ class CategoryUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class ProductCreate(msgspec.Struct, forbid_unknown_fields=True):
+    """Without `variants`, the product is one variant with the product's sku and `stock`. With
+    them, `stock` is per variant (and absent here), and each variant gives one value of each
+    of `options`."""
+
     sku: Sku
     name: ProductName
     price: Price
-    stock: Stock
+    stock: Stock | msgspec.UnsetType = msgspec.UNSET
     description: Description = ""
     category_id: Id | None = None
     currency: Currency | None = None
     is_active: bool = True
+    options: OptionSpecs = []
+    variants: (
+        Annotated[list[VariantCreate], msgspec.Meta(min_length=1, max_length=variants.MAX_VARIANTS)]
+        | msgspec.UnsetType
+    ) = msgspec.UNSET
+
+    json_schema_rules: ClassVar[dict[str, Any]] = {
+        "oneOf": [
+            {"required": ["stock"], "not": {"required": ["variants"]}},
+            {"required": ["variants"], "not": {"required": ["stock"]}},
+        ]
+    }
 
 
 class ProductUpdate(msgspec.Struct, forbid_unknown_fields=True):
@@ -113,8 +138,11 @@ class ProductUpdate(msgspec.Struct, forbid_unknown_fields=True):
     category_id: Id | msgspec.UnsetType | None = msgspec.UNSET
     price: Price | msgspec.UnsetType = msgspec.UNSET
     currency: Currency | msgspec.UnsetType = msgspec.UNSET
+    # Only for a product with one variant (it sets that variant's stock); 422 otherwise.
     stock: Stock | msgspec.UnsetType = msgspec.UNSET
     is_active: bool | msgspec.UnsetType = msgspec.UNSET
+    # Every existing variant must still give one value of each option (422 otherwise).
+    options: OptionSpecs | msgspec.UnsetType = msgspec.UNSET
 
 
 class CategoryList(msgspec.Struct):
@@ -135,6 +163,8 @@ class ProductQuery:
     min_price: int | None = None
     max_price: int | None = None
     in_stock: bool = False
+    # `option=size:M` (repeatable): some active variant has all these option values.
+    option: tuple[str, ...] = ()
     sort: str | None = None
     limit: int | None = None
     cursor: str | None = None
@@ -210,10 +240,9 @@ async def delete_category(ctx: AppContext, category_id: int) -> None:
 
 
 def etag(product: Product) -> str:
-    """Strong validator: changes whenever the representation can (stock included, since checkout
-    may move stock without going through this module)."""
-    stamp = int(product.updated_at.timestamp() * 1_000_000)
-    return f'"{product.id}-{stamp:x}-{product.stock}"'
+    """Strong validator: a digest of the representation, so it changes exactly when the body
+    does (a variant's stock moves at checkout without touching the product row)."""
+    return '"' + hashlib.blake2b(msgspec.json.encode(product), digest_size=12).hexdigest() + '"'
 
 
 def _visible(product: Product | None, principal: Principal | None) -> Product:
@@ -222,8 +251,13 @@ def _visible(product: Product | None, principal: Principal | None) -> Product:
     return product
 
 
+def _is_admin(principal: Principal | None) -> bool:
+    return principal is not None and principal.is_admin
+
+
 async def get_product(conn: repo.Executor, product_id: int, principal: Principal | None) -> Product:
-    return _visible(await repo.get_product(conn, product_id), principal)
+    product = await repo.get_product(conn, product_id, include_inactive=_is_admin(principal))
+    return _visible(product, principal)
 
 
 async def batch_get_products(
@@ -234,8 +268,9 @@ async def batch_get_products(
         raise BadRequest(f"at most {MAX_BATCH_IDS} ids per batch")
     wanted = list(dict.fromkeys(product_ids))
     valid = [i for i in wanted if 1 <= i <= INT64_MAX]
-    admin = principal is not None and principal.is_admin
-    found = {p.id: p for p in await repo.get_products(conn, valid) if p.is_active or admin}
+    admin = _is_admin(principal)
+    rows = await repo.get_products(conn, valid, include_inactive=admin)
+    found = {p.id: p for p in rows if p.is_active or admin}
     return [found[i] for i in wanted if i in found], [i for i in wanted if i not in found]
 
 
@@ -249,19 +284,68 @@ def _store_currency(currency: str | None, store_currency: str) -> str:
     return store_currency
 
 
+def _invalid(field: str, message: str) -> ValidationFailed:
+    return ValidationFailed(message, errors=[FieldError(field, message)])
+
+
+def _planned_variants(data: ProductCreate) -> list[VariantCreate]:
+    options = variants.checked_options(data.options)
+    if data.variants is msgspec.UNSET:
+        if data.stock is msgspec.UNSET:
+            raise _invalid("stock", "required unless variants are given")
+        if options:
+            raise _invalid("variants", "a product with options needs its variants")
+        return [VariantCreate(sku=data.sku, stock=data.stock)]
+    if data.stock is not msgspec.UNSET:
+        raise _invalid("stock", "with variants, stock is given per variant")
+    for index, variant in enumerate(data.variants):
+        variants.check_selection(options, variant.options, f"variants[{index}].options")
+    return data.variants
+
+
 async def create_product(ctx: AppContext, data: ProductCreate) -> Product:
+    planned = _planned_variants(data)
     values = msgspec.structs.asdict(data)
+    del values["stock"], values["variants"]
     values["currency"] = _store_currency(data.currency, ctx.settings.store_currency)
+    values["options"] = msgspec.to_builtins(variants.checked_options(data.options))
     # Nothing to retire: no page of it can be cached yet (a 404 is not cached), and lists show
     # it within LIST_CACHE_TTL.
-    return await repo.insert_product(ctx.pool, values)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        product_id = await repo.insert_product(conn, values)
+        for variant in planned:
+            await variants_repo.insert_variant(conn, product_id, msgspec.structs.asdict(variant))
+        product = await repo.get_product(conn, product_id, include_inactive=True)
+    assert product is not None
+    return product
 
 
 async def update_product(ctx: AppContext, product_id: int, data: ProductUpdate) -> Product:
     changes = changed_fields(data)
     if "currency" in changes:
         _store_currency(changes["currency"], ctx.settings.store_currency)
-    product = await repo.update_product(ctx.pool, product_id, changes)
+    stock = changes.pop("stock", None)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        current = await variants_repo.product_variants(conn, product_id)
+        if not current and await repo.get_product(conn, product_id) is None:
+            raise NotFound("no such product")
+        if "options" in changes:
+            options = variants.checked_options(changes["options"])
+            for variant in current:
+                problem = variants.selection_problem(options, variant.options)
+                if problem is not None:
+                    raise _invalid("options", f"variant {variant.sku!r}: {problem}")
+            changes["options"] = msgspec.to_builtins(options)
+        if stock is not None:
+            if len(current) != 1:
+                raise _invalid("stock", "this product has several variants; set each one's stock")
+            await variants_repo.update_variant(conn, current[0].id, {"stock": stock})
+        if "sku" in changes and len(current) == 1 and not current[0].options:
+            # The one variant of a product without options carries the product's sku.
+            await variants_repo.update_variant(conn, current[0].id, {"sku": changes["sku"]})
+        await repo.update_product(conn, product_id, changes)
+        product = await repo.get_product(conn, product_id, include_inactive=True)
+    assert product is not None
     await product_changed(ctx, product_id)
     return product
 
@@ -272,19 +356,43 @@ async def delete_product(ctx: AppContext, product_id: int) -> None:
     await product_changed(ctx, product_id)
 
 
-async def adjust_stock(ctx: AppContext, product_id: int, delta: int) -> Product:
+async def adjust_stock(
+    ctx: AppContext, product_id: int, delta: int, variant_id: int | None = None
+) -> Product:
+    """Add `delta` to a variant's stock; without `variant_id`, to the product's only variant."""
     if not -INT32_MAX <= delta <= INT32_MAX:
         raise BadRequest("delta is out of range")
-    product = await repo.adjust_stock(ctx.pool, product_id, delta)
-    if product is not None:
-        await stock_changed(ctx, [product_id])
-        return product
-    current = await repo.get_product(ctx.pool, product_id)
-    if current is None:
+    target = await _stock_target(ctx, product_id, variant_id)
+    record = await variants_repo.adjust_stock(ctx.pool, target.id, delta)
+    if record is None:
+        current = await variants_repo.get_variant(ctx.pool, target.id)
+        stock = current.stock if current is not None else 0
+        if stock + delta < 0:
+            raise Conflict(f"stock cannot go below zero (stock {stock}, delta {delta})")
+        raise BadRequest("stock would exceed its maximum")
+    await stock_changed(ctx, [product_id])
+    product = await repo.get_product(ctx.pool, product_id, include_inactive=True)
+    assert product is not None
+    return product
+
+
+async def _stock_target(
+    ctx: AppContext, product_id: int, variant_id: int | None
+) -> variants_repo.VariantRecord:
+    if variant_id is not None:
+        record = await variants_repo.get_variant(ctx.pool, variant_id)
+        if record is None or record.product_id != product_id:
+            raise NotFound("no such variant of this product")
+        return record
+    current = await variants_repo.product_variants(ctx.pool, product_id)
+    if not current:
         raise NotFound("no such product")
-    if current.stock + delta < 0:
-        raise Conflict(f"stock cannot go below zero (stock {current.stock}, delta {delta})")
-    raise BadRequest("stock would exceed its maximum")
+    if len(current) != 1:
+        raise BadRequest(
+            "this product has several variants; name one",
+            errors=[FieldError("variant_id", "required for a product with several variants")],
+        )
+    return current[0]
 
 
 def record_view(ctx: AppContext, product_id: int) -> None:
@@ -311,30 +419,6 @@ def record_view(ctx: AppContext, product_id: int) -> None:
 
 PRODUCT_CACHE_TTL = 300.0
 LIST_CACHE_TTL = 30.0
-
-
-def product_key(product_id: int) -> str:
-    return f"id:{product_id}"
-
-
-async def stock_changed(ctx: AppContext, product_ids: Iterable[int]) -> None:
-    """Stock of these products moved: their pages retire; lists keep their short bound."""
-    await ctx.cache.invalidate(PRODUCTS, [product_key(i) for i in sorted(set(product_ids))])
-
-
-async def product_changed(ctx: AppContext, product_id: int) -> None:
-    """An admin changed this product: its page retires; lists follow within their TTL."""
-    await ctx.cache.invalidate(PRODUCTS, [product_key(product_id)])
-
-
-async def lists_changed(ctx: AppContext) -> None:
-    await ctx.cache.bump(PRODUCT_LISTS)
-
-
-async def catalog_changed(ctx: AppContext) -> None:
-    """Many product bodies changed at once (a category delete): retire everything."""
-    await ctx.cache.bump(PRODUCTS)
-    await ctx.cache.bump(PRODUCT_LISTS)
 
 
 async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
@@ -443,8 +527,26 @@ def _product_filter(query: ProductQuery, principal: Principal | None) -> Product
         min_price=query.min_price,
         max_price=query.max_price,
         in_stock=query.in_stock,
+        options=_option_filter(query.option),
         include_inactive=principal is not None and principal.is_admin,
     )
+
+
+def _option_filter(values: tuple[str, ...]) -> dict[str, str] | None:
+    """`("size:M", "colour:red")` → `{"size": "M", "colour": "red"}`."""
+    if not values:
+        return None
+    selection: dict[str, str] = {}
+    for value in values:
+        name, colon, wanted = value.partition(":")
+        if not colon or not name or not wanted or "\x00" in value or len(value) > 200:
+            raise _bad_parameter("option", "name:value, e.g. size:M (at most 200 characters)")
+        if selection.get(name, wanted) != wanted:
+            raise _bad_parameter("option", f"two values for the option {name!r}")
+        selection[name] = wanted
+    if len(selection) > variants.MAX_OPTIONS:
+        raise _bad_parameter("option", f"at most {variants.MAX_OPTIONS} options")
+    return selection
 
 
 async def list_products(

@@ -22,6 +22,8 @@ class PricedLine(msgspec.Struct, frozen=True):
     line_subtotal: int
     line_discount: int
     line_total: int
+    variant_id: int
+    options: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,8 @@ def price_lines(
             line_subtotal,
             line_discount,
             line_total,
+            line.variant_id,
+            line.options,
         )
         for line, line_subtotal, line_discount, line_total in zip(
             lines,

@@ -83,8 +83,10 @@ async def test_adding_twice_sums_quantities_and_prices_the_lines(
         "items": [
             {
                 "product_id": mug["id"],
+                "variant_id": mug["variants"][0]["id"],
                 "sku": mug["sku"],
                 "name": "Mug",
+                "options": {},
                 "quantity": 5,
                 "unit_price": 1250,
                 "line_subtotal": 6250,

@@ -133,7 +133,14 @@ async def test_create_product_returns_it_with_store_currency(api: ApiClient, adm
         "is_active",
         "created_at",
         "updated_at",
+        "options",
+        "variants",
     }
+    # Without variants in the body, a product is one variant carrying its sku and stock.
+    assert product["options"] == []
+    assert [(v["sku"], v["options"], v["stock"], v["price"]) for v in product["variants"]] == [
+        (product["sku"], {}, product["stock"], product["price"])
+    ]
 
 
 async def test_duplicate_sku_is_409(api: ApiClient, admin: str) -> None:
@@ -193,8 +200,11 @@ async def test_etag_changes_when_checkout_moves_stock(
 ) -> None:
     product = await create_product(api, admin)
     etag = (await api.get(f"/api/v1/products/{product['id']}")).headers["ETag"]
-    # What checkout does: take stock in SQL (updated_at untouched), then retire that product.
-    await ctx.pool.execute("UPDATE products SET stock = stock - 1 WHERE id = $1", product["id"])
+    # What checkout does: take a variant's stock in SQL (the product row untouched), then retire
+    # that product.
+    await ctx.pool.execute(
+        "UPDATE product_variants SET stock = stock - 1 WHERE product_id = $1", product["id"]
+    )
     await catalog.stock_changed(ctx, [product["id"]])
     after = await api.get(f"/api/v1/products/{product['id']}", headers={"If-None-Match": etag})
     assert after.status == 200 and after.json()["stock"] == product["stock"] - 1

@@ -9,6 +9,7 @@ import pytest
 from server.context import AppContext
 from server.services import stats
 from tests.conftest import ApiClient, UserFactory
+from tests.orders_support import create_product
 
 ZERO = {"count": 0, "revenue": 0}
 
@@ -71,11 +72,8 @@ async def test_product_stats_rank_by_views_and_units_sold(
     run = uuid.uuid4().hex[:6]
     ids = []
     for n, (views, sold) in enumerate([(5, 0), (50, 2), (1, 9)]):
-        product_id = await ctx.pool.fetchval(
-            "INSERT INTO products (sku, name, price, currency, stock) "
-            "VALUES ($1, $2, 100, 'USD', 1) RETURNING id",
-            f"STATS-{run}-{n}",
-            f"Stat {n}",
+        product_id = await create_product(
+            ctx.pool, stock=1, price=100, name=f"Stat {n}", sku=f"STATS-{run}-{n}"
         )
         await ctx.pool.execute(
             "INSERT INTO product_stats (product_id, views, units_sold) VALUES ($1, $2, $3)",

@@ -154,7 +154,7 @@ async def test_postgresql_crashes_under_load_and_comes_back(own_postgres: Postgr
             answers[outcome.key] = (outcome, retry)
         orders = await ctx.pool.fetch("SELECT id, user_id FROM orders")
         sold = await ctx.pool.fetchval("SELECT coalesce(sum(quantity), 0) FROM order_items")
-        left = await ctx.pool.fetchval("SELECT sum(stock) FROM products")
+        left = await ctx.pool.fetchval("SELECT sum(stock) FROM product_variants")
         in_use = await ctx.pool.fetchval(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'storefront'"
         )

@@ -17,7 +17,7 @@ import pytest
 from server.context import AppContext
 from tests.conftest import BASE_ENV, ApiClient, UserFactory
 from tests.integration.test_serve import _start
-from tests.orders_support import cart_size, create_product, fill_cart
+from tests.orders_support import cart_size, create_product, fill_cart, stock_of
 
 pytestmark = pytest.mark.chaos
 
@@ -78,7 +78,7 @@ async def test_sigterm_during_a_checkout_burst_loses_nothing(
         else:  # never started: the cart is as it was
             assert await cart_size(ctx.pool, user.id) == len(carts[user.id])
     for product in products:
-        stock = await ctx.pool.fetchval("SELECT stock FROM products WHERE id = $1", product)
+        stock = await stock_of(ctx.pool, product)
         assert stock == STOCK - sold[product]
     items = await ctx.pool.fetchval("SELECT count(*) FROM order_items")
     assert items == sum(len(carts[u]) for u in ordered)

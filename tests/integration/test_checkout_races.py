@@ -18,8 +18,10 @@ from tests.orders_support import (
     create_customers,
     create_product,
     create_promotion,
+    expire_reservations,
     fill_cart,
     stock_of,
+    variant_of,
 )
 
 ORDERS = "/api/v1/orders"
@@ -54,7 +56,7 @@ async def test_200_checkouts_for_10_units_sell_exactly_10(api: ApiClient, ctx: A
     )
     assert sold == 10
     refused = next(r for r in responses if r.status == 409).json()
-    assert refused["errors"][0]["field"] == f"items.{product}"
+    assert refused["errors"][0]["field"] == f"items.{await variant_of(ctx.pool, product)}"
     # The winners' carts are empty; the others still hold their line.
     cart_lines = await ctx.pool.fetchval(
         "SELECT count(*) FROM cart_items WHERE product_id = $1", product
@@ -173,14 +175,11 @@ async def test_expiry_racing_a_cancel_restocks_once(ctx: AppContext, accounts: A
         )
         assert placement.order is not None
         placed.append(placement.order.id)
-    await ctx.pool.execute(
-        "UPDATE orders SET created_at = now() - interval '1 hour' WHERE id = ANY($1::bigint[])",
-        placed,
-    )
+    await expire_reservations(ctx.pool, placed)
 
     async def expire() -> int:
         async with ctx.pool.acquire() as conn:
-            return await orders.cancel_expired_unpaid(conn, 60)
+            return await orders.cancel_expired_unpaid(conn)
 
     async def cancel(order_id: int) -> str:
         try:

@@ -66,7 +66,7 @@ async def test_seed_fills_the_catalog_once(database_url: str) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         assert await conn.fetchval("SELECT count(*) FROM products WHERE sku LIKE 'SEED-%'") == 120
-        assert await conn.fetchval("SELECT min(stock) FROM products") >= 0
+        assert await conn.fetchval("SELECT min(stock) FROM product_variants") >= 0
     finally:
         await conn.close()
 

@@ -128,10 +128,25 @@ async def test_the_seed_is_deterministic_and_tops_up(pool: asyncpg.Pool) -> None
     """A second run adds nothing; the rows are a function of the product number."""
     assert await seed_catalog(pool, PRODUCTS, None) == (0, 0)
     row = await pool.fetchrow(
-        "SELECT name, price, stock, category_id IS NOT NULL AS placed FROM products"
+        "SELECT name, price, category_id IS NOT NULL AS placed FROM products"
         " WHERE sku = 'SEED-000042'"
     )
     assert row is not None and row["placed"] and row["price"] % 100 == 99
+    # A tenth of the products come in three sizes; the rest are one variant each.
+    sized = await pool.fetch(
+        """SELECT v.sku, v.options FROM product_variants v JOIN products p ON p.id = v.product_id
+            WHERE p.sku = 'SEED-000040' ORDER BY v.id"""
+    )
+    assert [(r["sku"], r["options"]) for r in sized] == [
+        (f"SEED-000040-{s}", f'{{"size": "{s}"}}') for s in ("S", "M", "L")
+    ]
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM product_variants v JOIN products p ON p.id = v.product_id"
+            " WHERE p.sku = 'SEED-000042'"
+        )
+        == 1
+    )
     sizes = await pool.fetch(
         "SELECT count(*) AS n FROM products GROUP BY category_id ORDER BY n DESC"
     )

@@ -108,6 +108,8 @@ async def test_reference_serves_the_gateways_product_json_with_its_cache_headers
         "is_active",
         "created_at",
         "updated_at",
+        "options",
+        "variants",
     }
     for reply in (gateway, reference):
         assert reply.headers["content-type"].startswith("application/json")

@@ -41,6 +41,7 @@ from server.context import AppContext, build_context
 from server.db import catalog as repo
 from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
 from tests.conftest import ApiClient, Response, free_port, make_settings, start_gateway, wait_for
+from tests.orders_support import insert_sellable
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
@@ -286,7 +287,7 @@ def remaining(response: Response) -> int:
 
 
 async def make_product(ctx: AppContext, price: int) -> repo.Product:
-    return await repo.insert_product(
+    return await insert_sellable(
         ctx.pool,
         {
             "sku": f"NGX-{uuid.uuid4().hex[:10]}",

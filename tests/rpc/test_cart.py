@@ -11,6 +11,7 @@ from server.context import AppContext
 from server.db import catalog as repo
 from server.rpc.pb.storefront.v1 import cart_pb2, cart_pb2_grpc, common_pb2
 from tests.conftest import ApiClient, UserFactory
+from tests.orders_support import insert_sellable
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +20,7 @@ def stub(grpc_channel: grpc.aio.Channel) -> cart_pb2_grpc.CartServiceStub:
 
 
 async def make_product(ctx: AppContext, price: int, active: bool = True) -> repo.Product:
-    return await repo.insert_product(
+    return await insert_sellable(
         ctx.pool,
         {
             "sku": f"CART-{uuid.uuid4().hex[:10]}",
@@ -65,8 +66,10 @@ async def test_price_cart_equals_the_rest_cart(
         "items": [
             {
                 "product_id": line.product_id,
+                "variant_id": line.variant_id,
                 "sku": line.sku,
                 "name": line.name,
+                "options": dict(line.options),
                 "quantity": line.quantity,
                 "unit_price": line.unit_price,
                 "line_subtotal": line.line_subtotal,

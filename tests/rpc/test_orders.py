@@ -8,7 +8,14 @@ import pytest
 from server.context import AppContext
 from server.rpc.pb.storefront.v1 import common_pb2, orders_pb2, orders_pb2_grpc
 from tests.conftest import ApiClient
-from tests.orders_support import Accounts, cart_size, create_product, fill_cart, stock_of
+from tests.orders_support import (
+    Accounts,
+    cart_size,
+    create_product,
+    fill_cart,
+    stock_of,
+    variant_of,
+)
 
 Metadata = tuple[tuple[str, str], ...]
 
@@ -99,7 +106,7 @@ async def test_short_stock_is_failed_precondition_naming_the_line(
     product = await create_product(ctx.pool, stock=1)
     error = await rpc_error(stub.CreateOrder(create_request({product: 2}), metadata=auth(token)))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert f"items.{product}" in (error.details() or "")
+    assert f"items.{await variant_of(ctx.pool, product)}" in (error.details() or "")
     assert await stock_of(ctx.pool, product) == 1
 
 
@@ -177,7 +184,7 @@ async def test_a_replayed_refusal_keeps_its_code(
     product = await create_product(ctx.pool, stock=0)
     request = create_request({product: 1}, idempotency_key="grpc-refused")
     first = await rpc_error(stub.CreateOrder(request, metadata=auth(token)))
-    await ctx.pool.execute("UPDATE products SET stock = 5 WHERE id = $1", product)
+    await ctx.pool.execute("UPDATE product_variants SET stock = 5 WHERE product_id = $1", product)
     replay = await rpc_error(stub.CreateOrder(request, metadata=auth(token)))
     assert first.code() == replay.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert replay.details() == first.details()

@@ -11,6 +11,7 @@ from server.context import AppContext
 from server.db import catalog as repo
 from server.rpc.pb.storefront.v1 import common_pb2, products_pb2, products_pb2_grpc
 from tests.conftest import ApiClient, UserFactory
+from tests.orders_support import insert_sellable
 
 
 def auth(token: str) -> tuple[tuple[str, str], ...]:
@@ -35,7 +36,7 @@ async def make_product(
     active: bool = True,
     category_id: int | None = None,
 ) -> repo.Product:
-    return await repo.insert_product(
+    return await insert_sellable(
         ctx.pool,
         {
             "sku": f"RPC-{uuid.uuid4().hex[:10]}",

@@ -11,7 +11,9 @@ from server.context import AppContext
 from server.domain.errors import NotFound, ValidationFailed
 from server.domain.lines import CartLine
 from server.services import cart
+from server.services.variants import Choice
 from tests.conftest import UserFactory
+from tests.orders_support import create_product, create_sized_product
 
 
 def line(product_id: int, unit_price: int, quantity: int) -> CartLine:
@@ -39,13 +41,7 @@ async def test_load_cart_lines_gives_lines_in_order_and_the_code(
 ) -> None:
     user, _ = await make_user.create()
     ids = [
-        await ctx.pool.fetchval(
-            "INSERT INTO products (sku, name, price, currency, stock, is_active) "
-            "VALUES ($1, 'L', $2, 'USD', 5, $3) RETURNING id",
-            f"LCL-{uuid.uuid4().hex[:8]}",
-            p,
-            a,
-        )
+        await create_product(ctx.pool, stock=5, price=p, is_active=a)
         for p, a in ((300, True), (100, False), (200, True))
     ]
     await ctx.pool.execute(
@@ -53,8 +49,9 @@ async def test_load_cart_lines_gives_lines_in_order_and_the_code(
     )
     for n, product_id in enumerate(ids):
         await ctx.pool.execute(
-            "INSERT INTO cart_items (user_id, product_id, quantity, added_at) "
-            "VALUES ($1, $2, $3, now() + $4 * interval '1 second')",
+            "INSERT INTO cart_items (user_id, product_id, variant_id, quantity, added_at) "
+            "SELECT $1, $2, id, $3, now() + $4 * interval '1 second' FROM product_variants "
+            "WHERE product_id = $2",
             user.id,
             product_id,
             n + 1,
@@ -83,4 +80,51 @@ async def test_price_items_validates_items(ctx: AppContext) -> None:
     with pytest.raises(ValidationFailed):
         await cart.price_items(ctx, [], None)
     with pytest.raises(NotFound):
-        await cart.price_items(ctx, [(2**63, 1)], None)
+        await cart.price_items(ctx, [cart.QuoteItem(Choice(product_id=2**63), 1)], None)
+    with pytest.raises(NotFound):
+        await cart.price_items(ctx, [cart.QuoteItem(Choice(variant_id=2**62), 1)], None)
+
+
+async def test_price_items_prices_each_variant_at_its_own_price(ctx: AppContext) -> None:
+    product, sizes = await create_sized_product(
+        ctx.pool, stocks={"S": 1, "XL": 1}, price=1000, prices={"XL": 1250}
+    )
+    plain = await create_product(ctx.pool, stock=1, price=300)
+    view = await cart.price_items(
+        ctx,
+        [
+            cart.QuoteItem(Choice(product_id=product, options={"size": "S"}), 2),
+            cart.QuoteItem(Choice(variant_id=sizes["XL"]), 1),
+            cart.QuoteItem(Choice(product_id=plain), 1),
+        ],
+        None,
+    )
+    assert [(i.variant_id, i.options, i.unit_price, i.line_total) for i in view.items] == [
+        (sizes["S"], {"size": "S"}, 1000, 2000),
+        (sizes["XL"], {"size": "XL"}, 1250, 1250),
+        (view.items[2].variant_id, {}, 300, 300),
+    ]
+    assert view.total == 3550
+
+
+async def test_price_items_refuses_an_ambiguous_or_mismatched_variant(ctx: AppContext) -> None:
+    product, sizes = await create_sized_product(ctx.pool, stocks={"S": 1, "M": 1})
+    other = await create_product(ctx.pool, stock=1)
+    for choice in (
+        Choice(product_id=product),  # which size?
+        Choice(product_id=product, options={"size": "XXL"}),  # not a value of the option
+        Choice(product_id=product, options={"colour": "red"}),  # not an option
+        Choice(product_id=other, variant_id=sizes["S"]),  # a variant of another product
+        Choice(variant_id=sizes["S"], options={"size": "M"}),  # not that variant's options
+    ):
+        with pytest.raises(ValidationFailed):
+            await cart.price_items(ctx, [cart.QuoteItem(choice, 1)], None)
+    with pytest.raises(ValidationFailed, match="once"):
+        await cart.price_items(
+            ctx,
+            [
+                cart.QuoteItem(Choice(variant_id=sizes["S"]), 1),
+                cart.QuoteItem(Choice(product_id=product, options={"size": "S"}), 1),
+            ],
+            None,
+        )

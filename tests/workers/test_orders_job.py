@@ -29,11 +29,19 @@ async def place(
         ),
     )
     assert placement.order is not None
+    # As if placed `age_seconds` ago: the order and the end of its stock hold move back.
     await ctx.pool.execute(
         """UPDATE orders SET status = $2, created_at = now() - make_interval(secs => $3)
             WHERE id = $1""",
         placement.order.id,
         status,
+        float(age_seconds),
+    )
+    await ctx.pool.execute(
+        """UPDATE stock_reservations
+              SET expires_at = expires_at - make_interval(secs => $2)
+            WHERE order_id = $1""",
+        placement.order.id,
         float(age_seconds),
     )
     return placement.order.id

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from server.services.catalog import stock_changed
+from server.services.catalog_cache import stock_changed
 from server.services.orders import cancel_expired_unpaid
 
 if TYPE_CHECKING:
@@ -23,7 +23,7 @@ async def cancel_unpaid_orders(ctx: AppContext) -> int:
     """Cancel the expired pending orders; returns how many were cancelled."""
     restocked: set[int] = set()
     async with ctx.pool.acquire() as conn:
-        cancelled = await cancel_expired_unpaid(conn, ctx.settings.order_payment_timeout, restocked)
+        cancelled = await cancel_expired_unpaid(conn, restocked)
     if cancelled:
         await stock_changed(ctx, restocked)
         log.info("order processing: cancelled %d unpaid order(s)", cancelled)

@@ -1,8 +1,9 @@
-"""Checkout (`place_order`), in ONE transaction: take the stock of each line with a conditional
-UPDATE in ascending product id (never below zero; writers never deadlock), price the taken rows
-with the Rust engine, count the promotion use against its limit, write the order and its item
-snapshots, count units sold, and write the outbox e-mails. Any refusal rolls all of it back, so
-an order exists exactly when its stock was taken."""
+"""Checkout (`place_order`), in ONE transaction: take the stock of each line's variant with a
+conditional UPDATE in ascending variant id (never below zero; writers never deadlock), price
+the taken rows with the Rust engine, count the promotion use against its limit, write the order
+and its item snapshots, hold the units as the order's stock reservation until it is paid (or
+ORDER_PAYMENT_TIMEOUT passes), count units sold, and write the outbox e-mails. Any refusal
+rolls all of it back, so an order exists exactly when its stock was taken."""
 
 from __future__ import annotations
 
@@ -18,17 +19,20 @@ from server.context import AppContext
 from server.db import idempotency as idempotency_db
 from server.db import orders as orders_db
 from server.db import promotions as promotions_db
-from server.db.orders import OrderItemRecord, OrderRecord, TakenStock
+from server.db import variants as variants_db
+from server.db.orders import OrderItemRecord, OrderRecord
+from server.db.variants import TakenVariant, VariantRecord
 from server.domain.errors import (
     Conflict,
     DomainError,
     FieldError,
+    NotFound,
     ValidationFailed,
 )
 from server.domain.lines import CartLine
 from server.domain.principal import Principal
 from server.services.cart import load_cart_lines
-from server.services.catalog import stock_changed
+from server.services.catalog_cache import stock_changed
 from server.services.orders.idempotency import (
     IdempotencyKey,
     Placement,
@@ -46,6 +50,7 @@ from server.services.orders.model import (
 )
 from server.services.orders.notifications import order_mails
 from server.services.pricing import price_lines
+from server.services.variants import Choice, choose_or_miss
 
 # ---- checkout ---------------------------------------------------------------------------------
 
@@ -59,23 +64,35 @@ async def place_order(
     promotion_code: str | None,
     details: OrderDetails,
     now: datetime | None = None,
+    unavailable: Sequence[FieldError] = (),
 ) -> OrderRecord:
-    """Place an order for `lines` (product_id, quantity; distinct products) inside the caller's
-    transaction. Raises (and the caller's rollback undoes everything) when it cannot."""
+    """Place an order for `lines` (variant_id, quantity; distinct variants) inside the caller's
+    transaction; `unavailable` names lines that could not even be resolved to a variant (the
+    order is then refused with every short line named). Raises (and the caller's rollback
+    undoes everything) when it cannot."""
     if not conn.is_in_transaction():
         raise RuntimeError("place_order must run inside a transaction")
-    if not lines:
+    if not lines and not unavailable:
         raise ValidationFailed(
             "the cart is empty; add items before checking out",
             errors=[FieldError("items", "at least one item is required")],
         )
     now = now or datetime.now(UTC)
     promotion = await _usable_promotion(conn, promotion_code, now)
-    taken = await _take_stock(conn, lines)
+    taken = await _take_stock(conn, lines, list(unavailable))
     quantities = dict(lines)
     priced = price_lines(
         [
-            CartLine(t.product_id, t.sku, t.name, t.category_id, t.price, quantities[t.product_id])
+            CartLine(
+                t.product_id,
+                t.sku,
+                t.name,
+                t.category_id,
+                t.price,
+                quantities[t.variant_id],
+                t.variant_id,
+                t.options,
+            )
             for t in taken
         ],
         promotion,
@@ -109,12 +126,28 @@ async def place_order(
             else None,
             note=details.note,
             items=[
-                OrderItemRecord(p.product_id, p.sku, p.name, p.quantity, p.unit_price, p.line_total)
+                OrderItemRecord(
+                    p.product_id,
+                    p.variant_id,
+                    p.sku,
+                    p.name,
+                    p.options,
+                    p.quantity,
+                    p.unit_price,
+                    p.line_total,
+                )
                 for p in priced.lines
             ],
         ),
     )
-    await orders_db.add_units_sold(conn, quantities)
+    reserved_until = await orders_db.hold_stock(
+        conn, order.id, quantities, settings.order_payment_timeout
+    )
+    order = msgspec.structs.replace(order, reserved_until=reserved_until)
+    sold: dict[int, int] = {}
+    for t in taken:
+        sold[t.product_id] = sold.get(t.product_id, 0) + quantities[t.variant_id]
+    await orders_db.add_units_sold(conn, sold)
     await orders_db.enqueue_mail(conn, await order_mails(conn, settings, order, taken, quantities))
     return order
 
@@ -137,43 +170,47 @@ async def _usable_promotion(
 
 
 async def _take_stock(
-    conn: asyncpg.Connection, lines: Sequence[tuple[int, int]]
-) -> list[TakenStock]:
-    """Take every line's units in ascending product id; Conflict naming each short line.
+    conn: asyncpg.Connection, lines: Sequence[tuple[int, int]], unavailable: list[FieldError]
+) -> list[TakenVariant]:
+    """Take every line's units in ascending variant id; Conflict naming each short line, and
+    the `unavailable` ones (lines whose product is gone) with them.
 
-    After the first short line nothing more is taken (the transaction is lost anyway); the
-    remaining lines are only read, so the 409 can name every line that is short.
+    After the first short line (or with any unavailable one) nothing more is taken (the
+    transaction is lost anyway); the remaining lines are only read, so the 409 can name every
+    line that is short.
     """
-    taken: list[TakenStock] = []
+    taken: list[TakenVariant] = []
     short: list[tuple[int, int]] = []
     ordered = sorted(lines)
-    for product_id, quantity in ordered:
-        if short:
+    for variant_id, quantity in ordered:
+        if short or unavailable:
             break
-        row = await orders_db.take_stock(conn, product_id, quantity)
+        row = await variants_db.take_stock(conn, variant_id, quantity)
         if row is None:
-            short.append((product_id, quantity))
+            short.append((variant_id, quantity))
         else:
             taken.append(row)
-    if not short:
+    if not short and not unavailable:
         return taken
-    rest = ordered[len(taken) + 1 :]
-    available = await orders_db.availability(conn, [p for p, _ in short + rest])
+    rest = ordered[len(taken) + len(short) :]
+    current = await variants_db.get_variants(conn, [v for v, _ in short + rest])
     short += [
-        (p, q)
-        for p, q in rest
-        if p not in available or not available[p].is_active or available[p].stock < q
+        (v, q)
+        for v, q in rest
+        if v not in current or not current[v].sellable or current[v].stock < q
     ]
     field_errors = []
-    for product_id, quantity in short:
-        state = available.get(product_id)
-        if state is None or not state.is_active:
+    for variant_id, quantity in short:
+        state = current.get(variant_id)
+        if state is None or not state.sellable:
             message, in_stock = "this product is no longer available", 0
         else:
             message, in_stock = f"requested {quantity}, only {state.stock} in stock", state.stock
-        facts = {"product_id": product_id, "requested": quantity, "available": in_stock}
-        field_errors.append(FieldError(f"items.{product_id}", message, facts))
-    raise Conflict("not enough stock for some items", errors=field_errors)
+        facts = {"variant_id": variant_id, "requested": quantity, "available": in_stock}
+        if state is not None:
+            facts["product_id"] = state.product_id
+        field_errors.append(FieldError(f"items.{variant_id}", message, facts))
+    raise Conflict("not enough stock for some items", errors=[*field_errors, *unavailable])
 
 
 PlaceInTransaction = Callable[[asyncpg.Connection], Awaitable[OrderRecord]]
@@ -245,7 +282,7 @@ async def checkout_cart(
             conn,
             ctx.settings,
             user_id=principal.user_id,
-            lines=[(line.product_id, line.quantity) for line in lines],
+            lines=[(line.variant_id, line.quantity) for line in lines],
             promotion_code=promotion_code,
             details=details,
         )
@@ -263,9 +300,9 @@ async def create_order(
 ) -> Placement:
     """Order explicit items for the caller (gRPC CreateOrder); the cart is left alone."""
     details = OrderDetails(order_input.shipping_address, order_input.note)
-    lines = [(line.product_id, line.quantity) for line in order_input.items]
 
     async def place(conn: asyncpg.Connection) -> OrderRecord:
+        lines, unavailable = await _order_lines(conn, order_input)
         return await place_order(
             conn,
             ctx.settings,
@@ -273,6 +310,42 @@ async def create_order(
             lines=lines,
             promotion_code=order_input.promotion_code,
             details=details,
+            unavailable=unavailable,
         )
 
     return await _run_checkout(ctx, principal.user_id, idempotency, place)
+
+
+async def _order_lines(
+    conn: asyncpg.Connection, order_input: OrderInput
+) -> tuple[list[tuple[int, int]], list[FieldError]]:
+    """(variant_id, quantity) of explicit items. A product or variant that is unknown or not
+    for sale is a short line (409 like stock, named `items[<index>]` since it may have no
+    variant to name), a mismatch or ambiguity a 422."""
+    choices = [Choice(i.product_id, i.variant_id, i.options or None) for i in order_input.items]
+    chosen = await choose_or_miss(conn, choices, field_prefix="items")
+    missing = [
+        FieldError(
+            f"items[{index}]",
+            "this product is no longer available",
+            {"requested": line.quantity, "available": 0},
+        )
+        for index, (line, result) in enumerate(zip(order_input.items, chosen, strict=True))
+        if isinstance(result, NotFound)
+    ]
+    seen: set[int] = set()
+    for index, variant in enumerate(chosen):
+        if not isinstance(variant, VariantRecord):
+            continue
+        if variant.id in seen:
+            raise ValidationFailed(
+                "the order is invalid",
+                errors=[FieldError(f"items[{index}]", "each variant may appear only once")],
+            )
+        seen.add(variant.id)
+    lines = [
+        (v.id, i.quantity)
+        for v, i in zip(chosen, order_input.items, strict=True)
+        if isinstance(v, VariantRecord)
+    ]
+    return lines, missing

@@ -13,8 +13,15 @@ from server.domain.errors import (
     ValidationFailed,
 )
 
-OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled"]
-ORDER_STATUSES: tuple[OrderStatus, ...] = ("pending", "paid", "shipped", "delivered", "cancelled")
+OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled", "refunded"]
+ORDER_STATUSES: tuple[OrderStatus, ...] = (
+    "pending",
+    "paid",
+    "shipped",
+    "delivered",
+    "cancelled",
+    "refunded",
+)
 
 MAX_NOTE = 500
 MAX_LINES = 100
@@ -49,8 +56,12 @@ class OrderDetails(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class OrderLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    product_id: Annotated[int, msgspec.Meta(ge=1)]
+    """A variant by id, or a product and its option values (or a product with one variant)."""
+
     quantity: Annotated[int, msgspec.Meta(ge=1, le=999)]
+    product_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    variant_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    options: dict[str, str] | None = None
 
 
 class OrderInput(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -72,16 +83,23 @@ def parse_order_input(data: dict[str, Any]) -> OrderInput:
         raise ValidationFailed(
             "the order is invalid", errors=[FieldError(field, message)]
         ) from None
-    seen: set[int] = set()
+    seen: list[tuple[int | None, int | None, dict[str, str] | None]] = []
     for index, line in enumerate(order_input.items):
-        if line.product_id in seen:
+        if line.product_id is None and line.variant_id is None:
+            raise ValidationFailed(
+                "the order is invalid",
+                errors=[FieldError(f"items[{index}].product_id", "product_id or variant_id")],
+            )
+        choice = (line.product_id, line.variant_id, line.options or None)
+        if choice in seen:
+            # Two lines naming the same variant in other words are refused once resolved.
             raise ValidationFailed(
                 "the order is invalid",
                 errors=[
-                    FieldError(f"items[{index}].product_id", "each product may appear only once")
+                    FieldError(f"items[{index}].product_id", "each variant may appear only once")
                 ],
             )
-        seen.add(line.product_id)
+        seen.append(choice)
     return order_input
 
 
@@ -90,10 +108,12 @@ def parse_order_input(data: dict[str, Any]) -> OrderInput:
 
 class OrderItem(msgspec.Struct, frozen=True):
     product_id: int
-    sku: str
+    variant_id: int
+    sku: str  # the variant's sku
     name: str
+    options: dict[str, str]
     quantity: int
-    unit_price: int  # snapshot of the product's price when the order was placed
+    unit_price: int  # snapshot of the variant's price when the order was placed
     line_total: int  # after the line's share of the discount, before tax
 
 
@@ -112,6 +132,8 @@ class Order(msgspec.Struct, frozen=True):
     note: str | None
     created_at: datetime
     updated_at: datetime
+    # While pending: when its held stock is released (and the order cancelled) unless paid.
+    reserved_until: datetime | None = None
 
 
 class OrderPage(msgspec.Struct, frozen=True):
@@ -125,7 +147,16 @@ def order_view(order: OrderRecord) -> Order:
         user_id=order.user_id,
         status=check_status(order.status),
         items=[
-            OrderItem(i.product_id, i.sku, i.name, i.quantity, i.unit_price, i.line_total)
+            OrderItem(
+                i.product_id,
+                i.variant_id,
+                i.sku,
+                i.name,
+                i.options,
+                i.quantity,
+                i.unit_price,
+                i.line_total,
+            )
             for i in order.items
         ],
         subtotal=order.subtotal,
@@ -140,6 +171,7 @@ def order_view(order: OrderRecord) -> Order:
         note=order.note,
         created_at=order.created_at,
         updated_at=order.updated_at,
+        reserved_until=order.reserved_until,
     )
 
 

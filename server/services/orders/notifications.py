@@ -6,7 +6,8 @@ import asyncpg
 
 from server.config import Settings
 from server.db import orders as orders_db
-from server.db.orders import Mail, OrderRecord, TakenStock
+from server.db.orders import Mail, OrderRecord
+from server.db.variants import TakenVariant
 
 
 def _money(amount: int, currency: str) -> str:
@@ -33,7 +34,7 @@ async def order_mails(
     conn: asyncpg.Connection,
     settings: Settings,
     order: OrderRecord,
-    taken: list[TakenStock],
+    taken: list[TakenVariant],
     quantities: dict[int, int],
 ) -> list[Mail]:
     mails: list[Mail] = []
@@ -61,14 +62,14 @@ async def order_mails(
         )
     threshold = settings.low_stock_threshold
     crossed = [
-        t for t in taken if t.stock_after < threshold <= t.stock_after + quantities[t.product_id]
+        t for t in taken if t.stock_after < threshold <= t.stock_after + quantities[t.variant_id]
     ]
     if crossed:
         recipients = await orders_db.admin_emails(conn) or [settings.mail_from]
         for product in crossed:
             subject = f"Low stock: {product.name} ({product.sku})"
             body = (
-                f"Product #{product.product_id} {product.name} ({product.sku}) has "
+                f"Product #{product.product_id} {product.name}, variant {product.sku}, has "
                 f"{product.stock_after} left in stock (threshold {threshold}) after "
                 f"order #{order.id}.\n"
             )
@@ -79,7 +80,7 @@ async def order_mails(
                         recipient,
                         subject,
                         body,
-                        f"low_stock:{product.product_id}:{order.id}:{recipient}",
+                        f"low_stock:{product.variant_id}:{order.id}:{recipient}",
                     )
                 )
     return mails

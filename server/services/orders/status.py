@@ -1,4 +1,14 @@
-"""The order state machine: who may make which move; a cancellation restocks once."""
+"""The order state machine: who may make which move; a cancellation restocks once.
+
+Stock: checkout holds the order's units (stock_reservations, `held`) until it is paid; a move
+to `paid` commits them, a cancellation releases them back on sale, and so does the expiry job
+for pending orders whose hold ran out (ORDER_PAYMENT_TIMEOUT).
+
+Payments (services/payments) drive `pending → paid` (capture) and `→ refunded` (a full
+refund) themselves. A paid order whose payment was captured through the gateway cannot just be
+cancelled (the money would stay taken): refund it, which can restock. An authorised (not yet
+captured) payment is voided by the payments service before its order is cancelled.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +18,8 @@ import asyncpg
 
 from server.context import AppContext
 from server.db import orders as orders_db
+from server.db import payments as payments_db
+from server.db import variants as variants_db
 from server.db.orders import OrderRecord
 from server.domain.errors import (
     Conflict,
@@ -15,7 +27,7 @@ from server.domain.errors import (
     PermissionDenied,
 )
 from server.domain.principal import Principal
-from server.services.catalog import stock_changed
+from server.services.catalog_cache import stock_changed
 from server.services.orders.model import Order, check_status, order_view
 from server.services.orders.reading import visible_to
 
@@ -55,12 +67,33 @@ async def change_status(ctx: AppContext, principal: Principal, order_id: int, ta
                 f"a {order.status} order can be made {target} only by "
                 + " or ".join(sorted(r for r in allowed if r != "customer"))
             )
-        if target == "cancelled":
-            await _give_back([order], conn)
-        changed = order_view(await orders_db.set_status(conn, order, target))
+        changed = order_view(await apply_move(conn, order, target))
     if target == "cancelled":  # restocked: the products' cached pages retire
         await stock_changed(ctx, (item.product_id for item in order.items))
     return changed
+
+
+_CANNOT_CANCEL = {
+    "pending": "a payment of this order is in progress; try again once the provider answers",
+    "authorized": "this order's payment is authorised: void it (POST /payments/{id}/void), "
+    "which cancels the order",
+    "captured": "this order's payment was captured: refund it instead "
+    "(POST /orders/{id}/refunds, which can restock)",
+    "partially_refunded": "this order's payment was captured: refund the rest instead",
+    "refunded": "this order was refunded",
+}
+
+
+async def apply_move(conn: asyncpg.Connection, order: OrderRecord, target: str) -> OrderRecord:
+    """Make an allowed move on a locked order, with what its stock and payment need."""
+    if target == "cancelled":
+        payment = await payments_db.live_payment(conn, order.id)
+        if payment is not None:
+            raise Conflict(_CANNOT_CANCEL[payment.status])
+        await _give_back([order], conn)
+    elif target == "paid":
+        await orders_db.commit_reservations(conn, order.id)
+    return await orders_db.set_status(conn, order, target)
 
 
 async def cancel_order(ctx: AppContext, principal: Principal, order_id: int) -> Order:
@@ -69,18 +102,23 @@ async def cancel_order(ctx: AppContext, principal: Principal, order_id: int) -> 
 
 
 async def _give_back(orders: Sequence[OrderRecord], conn: asyncpg.Connection) -> None:
-    quantities: dict[int, int] = {}
+    """Release the orders' reservations and put their units back on sale (minus what refunds
+    restocked already), and take them out of units sold."""
+    units: dict[int, int] = {}
+    sold: dict[int, int] = {}
     for order in orders:
-        for item in order.items:
-            quantities[item.product_id] = quantities.get(item.product_id, 0) + item.quantity
-    await orders_db.restock(conn, quantities)
-    await orders_db.add_units_sold(conn, {p: -q for p, q in quantities.items()})
+        product_of = {item.variant_id: item.product_id for item in order.items}
+        for variant_id, quantity in (await orders_db.release_reservations(conn, order.id)).items():
+            units[variant_id] = units.get(variant_id, 0) + quantity
+            product_id = product_of[variant_id]
+            sold[product_id] = sold.get(product_id, 0) - quantity
+    await variants_db.restock(conn, units)
+    await orders_db.add_units_sold(conn, sold)
 
 
-async def cancel_expired_unpaid(
-    conn: asyncpg.Connection, older_than_seconds: float, restocked: set[int] | None = None
-) -> int:
-    """Cancel and restock pending orders older than the payment timeout; the count cancelled.
+async def cancel_expired_unpaid(conn: asyncpg.Connection, restocked: set[int] | None = None) -> int:
+    """Cancel and restock pending orders whose stock reservation expired (ORDER_PAYMENT_TIMEOUT
+    after checkout) and that have no payment under way; the count cancelled.
     The ids of the products given back are added to `restocked` (for the caller to retire
     their cached pages once the batches have committed).
 
@@ -91,9 +129,10 @@ async def cancel_expired_unpaid(
     cancelled = 0
     while True:
         async with conn.transaction():
-            batch = await orders_db.lock_expired_pending(conn, older_than_seconds, _EXPIRY_BATCH)
+            batch = await orders_db.lock_expired_pending(conn, _EXPIRY_BATCH)
             if not batch:
                 return cancelled
+            await payments_db.abandon_pending(conn, [o.id for o in batch])
             await _give_back(batch, conn)
             await orders_db.mark_cancelled(conn, [o.id for o in batch])
         if restocked is not None:

@@ -25,19 +25,23 @@ _sym_db = _symbol_database.Default()
 from server.rpc.pb.storefront.v1 import common_pb2 as storefront_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18storefront/v1/cart.proto\x12\rstorefront.v1\x1a\x1astorefront/v1/common.proto\"j\n\x10PriceCartRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.storefront.v1.CartItem\x12\x1b\n\x0epromotion_code\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x11\n\x0f_promotion_code\"\xa3\x01\n\nPricedLine\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x05\x12\x12\n\nunit_price\x18\x05 \x01(\x03\x12\x15\n\rline_subtotal\x18\x06 \x01(\x03\x12\x15\n\rline_discount\x18\x07 \x01(\x03\x12\x12\n\nline_total\x18\x08 \x01(\x03\"\xb8\x01\n\nPricedCart\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.storefront.v1.PricedLine\x12\x10\n\x08subtotal\x18\x02 \x01(\x03\x12\x10\n\x08\x64iscount\x18\x03 \x01(\x03\x12\x0b\n\x03tax\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x1b\n\x0epromotion_code\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\x11\n\x0f_promotion_code2V\n\x0b\x43\x61rtService\x12G\n\tPriceCart\x12\x1f.storefront.v1.PriceCartRequest\x1a\x19.storefront.v1.PricedCartb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18storefront/v1/cart.proto\x12\rstorefront.v1\x1a\x1astorefront/v1/common.proto\"j\n\x10PriceCartRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.storefront.v1.CartItem\x12\x1b\n\x0epromotion_code\x18\x02 \x01(\tH\x00\x88\x01\x01\x42\x11\n\x0f_promotion_code\"\xa0\x02\n\nPricedLine\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x05\x12\x12\n\nunit_price\x18\x05 \x01(\x03\x12\x15\n\rline_subtotal\x18\x06 \x01(\x03\x12\x15\n\rline_discount\x18\x07 \x01(\x03\x12\x12\n\nline_total\x18\x08 \x01(\x03\x12\x12\n\nvariant_id\x18\t \x01(\x03\x12\x37\n\x07options\x18\n \x03(\x0b\x32&.storefront.v1.PricedLine.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xb8\x01\n\nPricedCart\x12(\n\x05items\x18\x01 \x03(\x0b\x32\x19.storefront.v1.PricedLine\x12\x10\n\x08subtotal\x18\x02 \x01(\x03\x12\x10\n\x08\x64iscount\x18\x03 \x01(\x03\x12\x0b\n\x03tax\x18\x04 \x01(\x03\x12\r\n\x05total\x18\x05 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x06 \x01(\t\x12\x1b\n\x0epromotion_code\x18\x07 \x01(\tH\x00\x88\x01\x01\x42\x11\n\x0f_promotion_code2V\n\x0b\x43\x61rtService\x12G\n\tPriceCart\x12\x1f.storefront.v1.PriceCartRequest\x1a\x19.storefront.v1.PricedCartb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'storefront.v1.cart_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_PRICEDLINE_OPTIONSENTRY']._loaded_options = None
+  _globals['_PRICEDLINE_OPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_PRICECARTREQUEST']._serialized_start=71
   _globals['_PRICECARTREQUEST']._serialized_end=177
   _globals['_PRICEDLINE']._serialized_start=180
-  _globals['_PRICEDLINE']._serialized_end=343
-  _globals['_PRICEDCART']._serialized_start=346
-  _globals['_PRICEDCART']._serialized_end=530
-  _globals['_CARTSERVICE']._serialized_start=532
-  _globals['_CARTSERVICE']._serialized_end=618
+  _globals['_PRICEDLINE']._serialized_end=468
+  _globals['_PRICEDLINE_OPTIONSENTRY']._serialized_start=422
+  _globals['_PRICEDLINE_OPTIONSENTRY']._serialized_end=468
+  _globals['_PRICEDCART']._serialized_start=471
+  _globals['_PRICEDCART']._serialized_end=655
+  _globals['_CARTSERVICE']._serialized_start=657
+  _globals['_CARTSERVICE']._serialized_end=743
 # @@protoc_insertion_point(module_scope)

@@ -16,7 +16,14 @@ class PriceCartRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.CartItem, _Mapping]]] = ..., promotion_code: _Optional[str] = ...) -> None: ...
 
 class PricedLine(_message.Message):
-    __slots__ = ("product_id", "sku", "name", "quantity", "unit_price", "line_subtotal", "line_discount", "line_total")
+    __slots__ = ("product_id", "sku", "name", "quantity", "unit_price", "line_subtotal", "line_discount", "line_total", "variant_id", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
@@ -25,6 +32,8 @@ class PricedLine(_message.Message):
     LINE_SUBTOTAL_FIELD_NUMBER: _ClassVar[int]
     LINE_DISCOUNT_FIELD_NUMBER: _ClassVar[int]
     LINE_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     product_id: int
     sku: str
     name: str
@@ -33,7 +42,9 @@ class PricedLine(_message.Message):
     line_subtotal: int
     line_discount: int
     line_total: int
-    def __init__(self, product_id: _Optional[int] = ..., sku: _Optional[str] = ..., name: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price: _Optional[int] = ..., line_subtotal: _Optional[int] = ..., line_discount: _Optional[int] = ..., line_total: _Optional[int] = ...) -> None: ...
+    variant_id: int
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, product_id: _Optional[int] = ..., sku: _Optional[str] = ..., name: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price: _Optional[int] = ..., line_subtotal: _Optional[int] = ..., line_discount: _Optional[int] = ..., line_total: _Optional[int] = ..., variant_id: _Optional[int] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class PricedCart(_message.Message):
     __slots__ = ("items", "subtotal", "discount", "tax", "total", "currency", "promotion_code")

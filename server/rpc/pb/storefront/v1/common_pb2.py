@@ -25,17 +25,29 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astorefront/v1/common.proto\x12\rstorefront.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x92\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x18\n\x0b\x63\x61tegory_id\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\r\n\x05stock\x18\x08 \x01(\x05\x12\x11\n\tis_active\x18\t \x01(\x08\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x0e\n\x0c_category_id\",\n\x0bPageRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"0\n\x08\x43\x61rtItem\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astorefront/v1/common.proto\x12\rstorefront.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x02\n\x07Product\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x04 \x01(\t\x12\x18\n\x0b\x63\x61tegory_id\x18\x05 \x01(\x03H\x00\x88\x01\x01\x12\r\n\x05price\x18\x06 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x07 \x01(\t\x12\r\n\x05stock\x18\x08 \x01(\x05\x12\x11\n\tis_active\x18\t \x01(\x08\x12.\n\ncreated_at\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07options\x18\x0c \x03(\x0b\x32\x1c.storefront.v1.ProductOption\x12(\n\x08variants\x18\r \x03(\x0b\x32\x16.storefront.v1.VariantB\x0e\n\x0c_category_id\"-\n\rProductOption\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0e\n\x06values\x18\x02 \x03(\t\"\xb9\x01\n\x07Variant\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x34\n\x07options\x18\x03 \x03(\x0b\x32#.storefront.v1.Variant.OptionsEntry\x12\r\n\x05price\x18\x04 \x01(\x03\x12\r\n\x05stock\x18\x05 \x01(\x05\x12\x11\n\tis_active\x18\x06 \x01(\x08\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\",\n\x0bPageRequest\x12\r\n\x05limit\x18\x01 \x01(\x05\x12\x0e\n\x06\x63ursor\x18\x02 \x01(\t\"\xbf\x01\n\x08\x43\x61rtItem\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\x10\n\x08quantity\x18\x02 \x01(\x05\x12\x17\n\nvariant_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x12\x35\n\x07options\x18\x04 \x03(\x0b\x32$.storefront.v1.CartItem.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\r\n\x0b_variant_idb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'storefront.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_VARIANT_OPTIONSENTRY']._loaded_options = None
+  _globals['_VARIANT_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_CARTITEM_OPTIONSENTRY']._loaded_options = None
+  _globals['_CARTITEM_OPTIONSENTRY']._serialized_options = b'8\001'
   _globals['_PRODUCT']._serialized_start=79
-  _globals['_PRODUCT']._serialized_end=353
-  _globals['_PAGEREQUEST']._serialized_start=355
-  _globals['_PAGEREQUEST']._serialized_end=399
-  _globals['_CARTITEM']._serialized_start=401
-  _globals['_CARTITEM']._serialized_end=449
+  _globals['_PRODUCT']._serialized_end=442
+  _globals['_PRODUCTOPTION']._serialized_start=444
+  _globals['_PRODUCTOPTION']._serialized_end=489
+  _globals['_VARIANT']._serialized_start=492
+  _globals['_VARIANT']._serialized_end=677
+  _globals['_VARIANT_OPTIONSENTRY']._serialized_start=631
+  _globals['_VARIANT_OPTIONSENTRY']._serialized_end=677
+  _globals['_PAGEREQUEST']._serialized_start=679
+  _globals['_PAGEREQUEST']._serialized_end=723
+  _globals['_CARTITEM']._serialized_start=726
+  _globals['_CARTITEM']._serialized_end=917
+  _globals['_CARTITEM_OPTIONSENTRY']._serialized_start=631
+  _globals['_CARTITEM_OPTIONSENTRY']._serialized_end=677
 # @@protoc_insertion_point(module_scope)

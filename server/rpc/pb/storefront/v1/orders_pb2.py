@@ -26,31 +26,35 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from server.rpc.pb.storefront.v1 import common_pb2 as storefront_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astorefront/v1/orders.proto\x12\rstorefront.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astorefront/v1/common.proto\"\x80\x01\n\x0fShippingAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05line1\x18\x02 \x01(\t\x12\x12\n\x05line2\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x63ity\x18\x04 \x01(\t\x12\x13\n\x0bpostal_code\x18\x05 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\tB\x08\n\x06_line2\"\xf5\x01\n\x12\x43reateOrderRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.storefront.v1.CartItem\x12\x1b\n\x0epromotion_code\x18\x02 \x01(\tH\x00\x88\x01\x01\x12=\n\x10shipping_address\x18\x03 \x01(\x0b\x32\x1e.storefront.v1.ShippingAddressH\x01\x88\x01\x01\x12\x11\n\x04note\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\tB\x11\n\x0f_promotion_codeB\x13\n\x11_shipping_addressB\x07\n\x05_note\"t\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x05\x12\x12\n\nunit_price\x18\x05 \x01(\x03\x12\x12\n\nline_total\x18\x06 \x01(\x03\"\xcb\x03\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.storefront.v1.OrderStatus\x12\'\n\x05items\x18\x04 \x03(\x0b\x32\x18.storefront.v1.OrderItem\x12\x10\n\x08subtotal\x18\x05 \x01(\x03\x12\x10\n\x08\x64iscount\x18\x06 \x01(\x03\x12\x0b\n\x03tax\x18\x07 \x01(\x03\x12\r\n\x05total\x18\x08 \x01(\x03\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x1b\n\x0epromotion_code\x18\n \x01(\tH\x00\x88\x01\x01\x12=\n\x10shipping_address\x18\x0b \x01(\x0b\x32\x1e.storefront.v1.ShippingAddressH\x01\x88\x01\x01\x12\x11\n\x04note\x18\x0c \x01(\tH\x02\x88\x01\x01\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x11\n\x0f_promotion_codeB\x13\n\x11_shipping_addressB\x07\n\x05_note\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x8b\x01\n\x11ListOrdersRequest\x12(\n\x04page\x18\x01 \x01(\x0b\x32\x1a.storefront.v1.PageRequest\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.storefront.v1.OrderStatus\x12\x14\n\x07user_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\n\n\x08_user_id\"N\n\x12ListOrdersResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.storefront.v1.Order\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"R\n\x18UpdateOrderStatusRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.storefront.v1.OrderStatus*\xae\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x03\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05\x32\xbf\x02\n\x0cOrderService\x12\x46\n\x0b\x43reateOrder\x12!.storefront.v1.CreateOrderRequest\x1a\x14.storefront.v1.Order\x12@\n\x08GetOrder\x12\x1e.storefront.v1.GetOrderRequest\x1a\x14.storefront.v1.Order\x12Q\n\nListOrders\x12 .storefront.v1.ListOrdersRequest\x1a!.storefront.v1.ListOrdersResponse\x12R\n\x11UpdateOrderStatus\x12\'.storefront.v1.UpdateOrderStatusRequest\x1a\x14.storefront.v1.Orderb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astorefront/v1/orders.proto\x12\rstorefront.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x1astorefront/v1/common.proto\"\x80\x01\n\x0fShippingAddress\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05line1\x18\x02 \x01(\t\x12\x12\n\x05line2\x18\x03 \x01(\tH\x00\x88\x01\x01\x12\x0c\n\x04\x63ity\x18\x04 \x01(\t\x12\x13\n\x0bpostal_code\x18\x05 \x01(\t\x12\x0f\n\x07\x63ountry\x18\x06 \x01(\tB\x08\n\x06_line2\"\xf5\x01\n\x12\x43reateOrderRequest\x12&\n\x05items\x18\x01 \x03(\x0b\x32\x17.storefront.v1.CartItem\x12\x1b\n\x0epromotion_code\x18\x02 \x01(\tH\x00\x88\x01\x01\x12=\n\x10shipping_address\x18\x03 \x01(\x0b\x32\x1e.storefront.v1.ShippingAddressH\x01\x88\x01\x01\x12\x11\n\x04note\x18\x04 \x01(\tH\x02\x88\x01\x01\x12\x17\n\x0fidempotency_key\x18\x05 \x01(\tB\x11\n\x0f_promotion_codeB\x13\n\x11_shipping_addressB\x07\n\x05_note\"\xf0\x01\n\tOrderItem\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x10\n\x08quantity\x18\x04 \x01(\x05\x12\x12\n\nunit_price\x18\x05 \x01(\x03\x12\x12\n\nline_total\x18\x06 \x01(\x03\x12\x12\n\nvariant_id\x18\x07 \x01(\x03\x12\x36\n\x07options\x18\x08 \x03(\x0b\x32%.storefront.v1.OrderItem.OptionsEntry\x1a.\n\x0cOptionsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x97\x04\n\x05Order\x12\n\n\x02id\x18\x01 \x01(\x03\x12\x0f\n\x07user_id\x18\x02 \x01(\x03\x12*\n\x06status\x18\x03 \x01(\x0e\x32\x1a.storefront.v1.OrderStatus\x12\'\n\x05items\x18\x04 \x03(\x0b\x32\x18.storefront.v1.OrderItem\x12\x10\n\x08subtotal\x18\x05 \x01(\x03\x12\x10\n\x08\x64iscount\x18\x06 \x01(\x03\x12\x0b\n\x03tax\x18\x07 \x01(\x03\x12\r\n\x05total\x18\x08 \x01(\x03\x12\x10\n\x08\x63urrency\x18\t \x01(\t\x12\x1b\n\x0epromotion_code\x18\n \x01(\tH\x00\x88\x01\x01\x12=\n\x10shipping_address\x18\x0b \x01(\x0b\x32\x1e.storefront.v1.ShippingAddressH\x01\x88\x01\x01\x12\x11\n\x04note\x18\x0c \x01(\tH\x02\x88\x01\x01\x12.\n\ncreated_at\x18\r \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nupdated_at\x18\x0e \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x37\n\x0ereserved_until\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampH\x03\x88\x01\x01\x42\x11\n\x0f_promotion_codeB\x13\n\x11_shipping_addressB\x07\n\x05_noteB\x11\n\x0f_reserved_until\"\x1d\n\x0fGetOrderRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\x8b\x01\n\x11ListOrdersRequest\x12(\n\x04page\x18\x01 \x01(\x0b\x32\x1a.storefront.v1.PageRequest\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.storefront.v1.OrderStatus\x12\x14\n\x07user_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\n\n\x08_user_id\"N\n\x12ListOrdersResponse\x12#\n\x05items\x18\x01 \x03(\x0b\x32\x14.storefront.v1.Order\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"R\n\x18UpdateOrderStatusRequest\x12\n\n\x02id\x18\x01 \x01(\x03\x12*\n\x06status\x18\x02 \x01(\x0e\x32\x1a.storefront.v1.OrderStatus*\xc9\x01\n\x0bOrderStatus\x12\x1c\n\x18ORDER_STATUS_UNSPECIFIED\x10\x00\x12\x18\n\x14ORDER_STATUS_PENDING\x10\x01\x12\x15\n\x11ORDER_STATUS_PAID\x10\x02\x12\x18\n\x14ORDER_STATUS_SHIPPED\x10\x03\x12\x1a\n\x16ORDER_STATUS_DELIVERED\x10\x04\x12\x1a\n\x16ORDER_STATUS_CANCELLED\x10\x05\x12\x19\n\x15ORDER_STATUS_REFUNDED\x10\x06\x32\xbf\x02\n\x0cOrderService\x12\x46\n\x0b\x43reateOrder\x12!.storefront.v1.CreateOrderRequest\x1a\x14.storefront.v1.Order\x12@\n\x08GetOrder\x12\x1e.storefront.v1.GetOrderRequest\x1a\x14.storefront.v1.Order\x12Q\n\nListOrders\x12 .storefront.v1.ListOrdersRequest\x1a!.storefront.v1.ListOrdersResponse\x12R\n\x11UpdateOrderStatus\x12\'.storefront.v1.UpdateOrderStatusRequest\x1a\x14.storefront.v1.Orderb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'storefront.v1.orders_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ORDERSTATUS']._serialized_start=1403
-  _globals['_ORDERSTATUS']._serialized_end=1577
+  _globals['_ORDERITEM_OPTIONSENTRY']._loaded_options = None
+  _globals['_ORDERITEM_OPTIONSENTRY']._serialized_options = b'8\001'
+  _globals['_ORDERSTATUS']._serialized_start=1604
+  _globals['_ORDERSTATUS']._serialized_end=1805
   _globals['_SHIPPINGADDRESS']._serialized_start=107
   _globals['_SHIPPINGADDRESS']._serialized_end=235
   _globals['_CREATEORDERREQUEST']._serialized_start=238
   _globals['_CREATEORDERREQUEST']._serialized_end=483
-  _globals['_ORDERITEM']._serialized_start=485
-  _globals['_ORDERITEM']._serialized_end=601
-  _globals['_ORDER']._serialized_start=604
-  _globals['_ORDER']._serialized_end=1063
-  _globals['_GETORDERREQUEST']._serialized_start=1065
-  _globals['_GETORDERREQUEST']._serialized_end=1094
-  _globals['_LISTORDERSREQUEST']._serialized_start=1097
-  _globals['_LISTORDERSREQUEST']._serialized_end=1236
-  _globals['_LISTORDERSRESPONSE']._serialized_start=1238
-  _globals['_LISTORDERSRESPONSE']._serialized_end=1316
-  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_start=1318
-  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_end=1400
-  _globals['_ORDERSERVICE']._serialized_start=1580
-  _globals['_ORDERSERVICE']._serialized_end=1899
+  _globals['_ORDERITEM']._serialized_start=486
+  _globals['_ORDERITEM']._serialized_end=726
+  _globals['_ORDERITEM_OPTIONSENTRY']._serialized_start=680
+  _globals['_ORDERITEM_OPTIONSENTRY']._serialized_end=726
+  _globals['_ORDER']._serialized_start=729
+  _globals['_ORDER']._serialized_end=1264
+  _globals['_GETORDERREQUEST']._serialized_start=1266
+  _globals['_GETORDERREQUEST']._serialized_end=1295
+  _globals['_LISTORDERSREQUEST']._serialized_start=1298
+  _globals['_LISTORDERSREQUEST']._serialized_end=1437
+  _globals['_LISTORDERSRESPONSE']._serialized_start=1439
+  _globals['_LISTORDERSRESPONSE']._serialized_end=1517
+  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_start=1519
+  _globals['_UPDATEORDERSTATUSREQUEST']._serialized_end=1601
+  _globals['_ORDERSERVICE']._serialized_start=1808
+  _globals['_ORDERSERVICE']._serialized_end=2127
 # @@protoc_insertion_point(module_scope)

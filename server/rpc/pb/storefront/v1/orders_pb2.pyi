@@ -19,12 +19,14 @@ class OrderStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATUS_SHIPPED: _ClassVar[OrderStatus]
     ORDER_STATUS_DELIVERED: _ClassVar[OrderStatus]
     ORDER_STATUS_CANCELLED: _ClassVar[OrderStatus]
+    ORDER_STATUS_REFUNDED: _ClassVar[OrderStatus]
 ORDER_STATUS_UNSPECIFIED: OrderStatus
 ORDER_STATUS_PENDING: OrderStatus
 ORDER_STATUS_PAID: OrderStatus
 ORDER_STATUS_SHIPPED: OrderStatus
 ORDER_STATUS_DELIVERED: OrderStatus
 ORDER_STATUS_CANCELLED: OrderStatus
+ORDER_STATUS_REFUNDED: OrderStatus
 
 class ShippingAddress(_message.Message):
     __slots__ = ("name", "line1", "line2", "city", "postal_code", "country")
@@ -57,23 +59,34 @@ class CreateOrderRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[_common_pb2.CartItem, _Mapping]]] = ..., promotion_code: _Optional[str] = ..., shipping_address: _Optional[_Union[ShippingAddress, _Mapping]] = ..., note: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class OrderItem(_message.Message):
-    __slots__ = ("product_id", "sku", "name", "quantity", "unit_price", "line_total")
+    __slots__ = ("product_id", "sku", "name", "quantity", "unit_price", "line_total", "variant_id", "options")
+    class OptionsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     SKU_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     QUANTITY_FIELD_NUMBER: _ClassVar[int]
     UNIT_PRICE_FIELD_NUMBER: _ClassVar[int]
     LINE_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
+    OPTIONS_FIELD_NUMBER: _ClassVar[int]
     product_id: int
     sku: str
     name: str
     quantity: int
     unit_price: int
     line_total: int
-    def __init__(self, product_id: _Optional[int] = ..., sku: _Optional[str] = ..., name: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price: _Optional[int] = ..., line_total: _Optional[int] = ...) -> None: ...
+    variant_id: int
+    options: _containers.ScalarMap[str, str]
+    def __init__(self, product_id: _Optional[int] = ..., sku: _Optional[str] = ..., name: _Optional[str] = ..., quantity: _Optional[int] = ..., unit_price: _Optional[int] = ..., line_total: _Optional[int] = ..., variant_id: _Optional[int] = ..., options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class Order(_message.Message):
-    __slots__ = ("id", "user_id", "status", "items", "subtotal", "discount", "tax", "total", "currency", "promotion_code", "shipping_address", "note", "created_at", "updated_at")
+    __slots__ = ("id", "user_id", "status", "items", "subtotal", "discount", "tax", "total", "currency", "promotion_code", "shipping_address", "note", "created_at", "updated_at", "reserved_until")
     ID_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
@@ -88,6 +101,7 @@ class Order(_message.Message):
     NOTE_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     UPDATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_UNTIL_FIELD_NUMBER: _ClassVar[int]
     id: int
     user_id: int
     status: OrderStatus
@@ -102,7 +116,8 @@ class Order(_message.Message):
     note: str
     created_at: _timestamp_pb2.Timestamp
     updated_at: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[int] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., subtotal: _Optional[int] = ..., discount: _Optional[int] = ..., tax: _Optional[int] = ..., total: _Optional[int] = ..., currency: _Optional[str] = ..., promotion_code: _Optional[str] = ..., shipping_address: _Optional[_Union[ShippingAddress, _Mapping]] = ..., note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    reserved_until: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[int] = ..., user_id: _Optional[int] = ..., status: _Optional[_Union[OrderStatus, str]] = ..., items: _Optional[_Iterable[_Union[OrderItem, _Mapping]]] = ..., subtotal: _Optional[int] = ..., discount: _Optional[int] = ..., tax: _Optional[int] = ..., total: _Optional[int] = ..., currency: _Optional[str] = ..., promotion_code: _Optional[str] = ..., shipping_address: _Optional[_Union[ShippingAddress, _Mapping]] = ..., note: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., updated_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., reserved_until: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetOrderRequest(_message.Message):
     __slots__ = ("id",)

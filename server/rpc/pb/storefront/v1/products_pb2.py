@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from server.rpc.pb.storefront.v1 import common_pb2 as storefront_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstorefront/v1/products.proto\x12\rstorefront.v1\x1a\x1astorefront/v1/common.proto\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\xc8\x01\n\x13ListProductsRequest\x12(\n\x04page\x18\x01 \x01(\x0b\x32\x1a.storefront.v1.PageRequest\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\t\x12\x16\n\tmin_price\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08in_stock\x18\x06 \x01(\x08\x12\x0c\n\x04sort\x18\x07 \x01(\tB\x0c\n\n_min_priceB\x0c\n\n_max_price\"R\n\x14ListProductsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.storefront.v1.Product\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"&\n\x17\x42\x61tchGetProductsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"Y\n\x18\x42\x61tchGetProductsResponse\x12(\n\x08products\x18\x01 \x03(\x0b\x32\x16.storefront.v1.Product\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\x03\"7\n\x12\x41\x64justStockRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x05\x32\xe0\x02\n\x0eProductService\x12\x46\n\nGetProduct\x12 .storefront.v1.GetProductRequest\x1a\x16.storefront.v1.Product\x12W\n\x0cListProducts\x12\".storefront.v1.ListProductsRequest\x1a#.storefront.v1.ListProductsResponse\x12\x63\n\x10\x42\x61tchGetProducts\x12&.storefront.v1.BatchGetProductsRequest\x1a\'.storefront.v1.BatchGetProductsResponse\x12H\n\x0b\x41\x64justStock\x12!.storefront.v1.AdjustStockRequest\x1a\x16.storefront.v1.Productb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cstorefront/v1/products.proto\x12\rstorefront.v1\x1a\x1astorefront/v1/common.proto\"\x1f\n\x11GetProductRequest\x12\n\n\x02id\x18\x01 \x01(\x03\"\xd8\x01\n\x13ListProductsRequest\x12(\n\x04page\x18\x01 \x01(\x0b\x32\x1a.storefront.v1.PageRequest\x12\x10\n\x08\x63\x61tegory\x18\x02 \x01(\t\x12\t\n\x01q\x18\x03 \x01(\t\x12\x16\n\tmin_price\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x16\n\tmax_price\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x10\n\x08in_stock\x18\x06 \x01(\x08\x12\x0c\n\x04sort\x18\x07 \x01(\t\x12\x0e\n\x06option\x18\x08 \x03(\tB\x0c\n\n_min_priceB\x0c\n\n_max_price\"R\n\x14ListProductsResponse\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.storefront.v1.Product\x12\x13\n\x0bnext_cursor\x18\x02 \x01(\t\"&\n\x17\x42\x61tchGetProductsRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"Y\n\x18\x42\x61tchGetProductsResponse\x12(\n\x08products\x18\x01 \x03(\x0b\x32\x16.storefront.v1.Product\x12\x13\n\x0bmissing_ids\x18\x02 \x03(\x03\"_\n\x12\x41\x64justStockRequest\x12\x12\n\nproduct_id\x18\x01 \x01(\x03\x12\r\n\x05\x64\x65lta\x18\x02 \x01(\x05\x12\x17\n\nvariant_id\x18\x03 \x01(\x03H\x00\x88\x01\x01\x42\r\n\x0b_variant_id2\xe0\x02\n\x0eProductService\x12\x46\n\nGetProduct\x12 .storefront.v1.GetProductRequest\x1a\x16.storefront.v1.Product\x12W\n\x0cListProducts\x12\".storefront.v1.ListProductsRequest\x1a#.storefront.v1.ListProductsResponse\x12\x63\n\x10\x42\x61tchGetProducts\x12&.storefront.v1.BatchGetProductsRequest\x1a\'.storefront.v1.BatchGetProductsResponse\x12H\n\x0b\x41\x64justStock\x12!.storefront.v1.AdjustStockRequest\x1a\x16.storefront.v1.Productb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,15 +35,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETPRODUCTREQUEST']._serialized_start=75
   _globals['_GETPRODUCTREQUEST']._serialized_end=106
   _globals['_LISTPRODUCTSREQUEST']._serialized_start=109
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=309
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=311
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=393
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=395
-  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=433
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=435
-  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=524
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=526
-  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=581
-  _globals['_PRODUCTSERVICE']._serialized_start=584
-  _globals['_PRODUCTSERVICE']._serialized_end=936
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=325
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=327
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=409
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_start=411
+  _globals['_BATCHGETPRODUCTSREQUEST']._serialized_end=449
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_start=451
+  _globals['_BATCHGETPRODUCTSRESPONSE']._serialized_end=540
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_start=542
+  _globals['_ADJUSTSTOCKREQUEST']._serialized_end=637
+  _globals['_PRODUCTSERVICE']._serialized_start=640
+  _globals['_PRODUCTSERVICE']._serialized_end=992
 # @@protoc_insertion_point(module_scope)

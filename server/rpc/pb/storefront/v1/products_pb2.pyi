@@ -14,7 +14,7 @@ class GetProductRequest(_message.Message):
     def __init__(self, id: _Optional[int] = ...) -> None: ...
 
 class ListProductsRequest(_message.Message):
-    __slots__ = ("page", "category", "q", "min_price", "max_price", "in_stock", "sort")
+    __slots__ = ("page", "category", "q", "min_price", "max_price", "in_stock", "sort", "option")
     PAGE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     Q_FIELD_NUMBER: _ClassVar[int]
@@ -22,6 +22,7 @@ class ListProductsRequest(_message.Message):
     MAX_PRICE_FIELD_NUMBER: _ClassVar[int]
     IN_STOCK_FIELD_NUMBER: _ClassVar[int]
     SORT_FIELD_NUMBER: _ClassVar[int]
+    OPTION_FIELD_NUMBER: _ClassVar[int]
     page: _common_pb2.PageRequest
     category: str
     q: str
@@ -29,7 +30,8 @@ class ListProductsRequest(_message.Message):
     max_price: int
     in_stock: bool
     sort: str
-    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., category: _Optional[str] = ..., q: _Optional[str] = ..., min_price: _Optional[int] = ..., max_price: _Optional[int] = ..., in_stock: _Optional[bool] = ..., sort: _Optional[str] = ...) -> None: ...
+    option: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ..., category: _Optional[str] = ..., q: _Optional[str] = ..., min_price: _Optional[int] = ..., max_price: _Optional[int] = ..., in_stock: _Optional[bool] = ..., sort: _Optional[str] = ..., option: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListProductsResponse(_message.Message):
     __slots__ = ("items", "next_cursor")
@@ -54,9 +56,11 @@ class BatchGetProductsResponse(_message.Message):
     def __init__(self, products: _Optional[_Iterable[_Union[_common_pb2.Product, _Mapping]]] = ..., missing_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class AdjustStockRequest(_message.Message):
-    __slots__ = ("product_id", "delta")
+    __slots__ = ("product_id", "delta", "variant_id")
     PRODUCT_ID_FIELD_NUMBER: _ClassVar[int]
     DELTA_FIELD_NUMBER: _ClassVar[int]
+    VARIANT_ID_FIELD_NUMBER: _ClassVar[int]
     product_id: int
     delta: int
-    def __init__(self, product_id: _Optional[int] = ..., delta: _Optional[int] = ...) -> None: ...
+    variant_id: int
+    def __init__(self, product_id: _Optional[int] = ..., delta: _Optional[int] = ..., variant_id: _Optional[int] = ...) -> None: ...

@@ -83,8 +83,9 @@ class ProductServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AdjustStock(self, request, context):
-        """Admin or service only. Adds `delta` (may be negative) to the stock; a result below zero is
-        FAILED_PRECONDITION and changes nothing.
+        """Admin or service only. Adds `delta` (may be negative) to a variant's stock (the product's
+        only variant when `variant_id` is absent; INVALID_ARGUMENT if it has several); a result
+        below zero is FAILED_PRECONDITION and changes nothing.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

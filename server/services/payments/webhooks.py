@@ -1,0 +1,126 @@
+"""Stripe webhooks: verify the `Stripe-Signature` (HMAC-SHA256 over "<t>.<body>", timestamp
+within STRIPE_WEBHOOK_TOLERANCE), refuse a replayed delivery, apply each event once.
+
+- A forged, stale or malformed delivery is a 400 and changes nothing.
+- The same signed delivery again (same event id, same signature timestamp) is a replay: 400.
+- Stripe re-delivering an event (same id, new signature) is acknowledged (200) without being
+  applied again, so Stripe stops retrying.
+- Events move payments only forwards (pending → authorized → captured; pending → failed), under
+  the payment's row lock, so a webhook racing the synchronous answer of the same payment cannot
+  apply anything twice. A capture makes a pending order paid.
+- `charge.refunded` with more refunded than the gateway knows (a refund made in Stripe's
+  dashboard) records the difference as a refund, so totals match Stripe.
+- Unknown event types and payments the gateway did not create are acknowledged and ignored.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import asyncpg
+from server.services.payments.stripe import WebhookEvent
+
+from server.context import AppContext
+from server.db import orders as orders_db
+from server.db import payments as payments_db
+from server.domain.errors import BadRequest, FieldError, NotFound
+from server.services.orders.status import apply_move
+from server.services.payments import stripe
+
+_FORWARD = {
+    "pending": {"authorized", "captured", "failed"},
+    "authorized": {"captured", "failed"},
+}
+_EVENT_STATUS = {
+    "payment_intent.amount_capturable_updated": "authorized",
+    "payment_intent.succeeded": "captured",
+    "payment_intent.payment_failed": "failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class WebhookAnswer:
+    applied: bool
+    duplicate: bool = False
+
+
+def _bad(message: str) -> BadRequest:
+    return BadRequest(message, errors=[FieldError("Stripe-Signature", message)])
+
+
+async def receive_stripe(
+    ctx: AppContext, payload: bytes, signature: str | None, *, now: float | None = None
+) -> WebhookAnswer:
+    secret = ctx.settings.stripe_webhook_secret
+    if ctx.settings.payment_provider != "stripe" or not secret:
+        raise NotFound("no Stripe webhook endpoint on this store")
+    try:
+        signed_at = stripe.verify_signature(
+            payload, signature, secret, tolerance=ctx.settings.stripe_webhook_tolerance, now=now
+        )
+    except stripe.SignatureError as exc:
+        raise _bad(f"signature refused: {exc}") from None
+    try:
+        event = stripe.parse_event(payload)
+    except ValueError as exc:
+        raise BadRequest(f"malformed event: {exc}") from None
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        seen = await payments_db.record_event(conn, "stripe", event.id, signed_at, event.type)
+        if seen == "replay":
+            raise _bad("this delivery was already received (replay refused)")
+        if seen == "duplicate":
+            return WebhookAnswer(applied=False, duplicate=True)
+        return WebhookAnswer(applied=await _apply(conn, event))
+
+
+async def _apply(conn: asyncpg.Connection, event: WebhookEvent) -> bool:
+    if event.payment_reference is None:
+        return False
+    payment = await payments_db.by_reference(conn, "stripe", event.payment_reference)
+    if payment is None:
+        return False
+    order = await orders_db.get_order(conn, payment.order_id, for_update=True)
+    payment = await payments_db.get_payment(conn, payment.id, for_update=True)
+    assert order is not None and payment is not None
+    if event.type == "charge.refunded":
+        return await _refunded_at_provider(conn, payment, event)
+    target = _EVENT_STATUS.get(event.type)
+    if target is None or target not in _FORWARD.get(payment.status, set()):
+        return False
+    captured = event.amount_captured if target == "captured" else None
+    await payments_db.settle(
+        conn,
+        payment.id,
+        status=target,
+        captured=min(captured, payment.amount) if captured is not None else None,
+        failure_reason=event.failure_reason if target == "failed" else None,
+    )
+    if target == "captured" and order.status == "pending":
+        await apply_move(conn, order, "paid")
+    return True
+
+
+async def _refunded_at_provider(
+    conn: asyncpg.Connection, payment: payments_db.PaymentRecord, event: WebhookEvent
+) -> bool:
+    total = event.amount_refunded
+    if total is None or total <= payment.refunded:
+        return False  # the gateway's own refunds, already counted
+    extra = min(total, payment.captured) - payment.refunded
+    if extra <= 0 or await payments_db.add_refunded(conn, payment.id, extra) is None:
+        return False
+    await payments_db.insert_refund(
+        conn,
+        payment,
+        extra,
+        status="succeeded",
+        reference=None,
+        reason="refunded at the provider",
+        restocked=[],
+    )
+    current = await payments_db.get_payment(conn, payment.id)
+    order = await orders_db.get_order(conn, payment.order_id)
+    if current is not None and order is not None:
+        if current.status == "refunded" and order.status in ("paid", "shipped", "delivered"):
+            await apply_move(conn, order, "refunded")
+    return True
