@@ -108,13 +108,20 @@ async def pay_order(
 
 
 async def _settle(
-    conn: asyncpg.Connection, payment: PaymentRecord, result: ChargeResult
+    conn: asyncpg.Connection,
+    payment: PaymentRecord,
+    result: ChargeResult,
+    *,
+    only_from: str | None = None,
 ) -> PaymentRecord:
-    """Record the provider's answer; a capture makes the order paid (same transaction)."""
+    """Record the provider's answer; a capture makes the order paid (same transaction). With
+    `only_from`, a payment no longer in that state is a Conflict (a concurrent capture won)."""
     async with conn.transaction():
         order = await orders_db.get_order(conn, payment.order_id, for_update=True)
         current = await payments_db.get_payment(conn, payment.id, for_update=True)
         assert order is not None and current is not None
+        if only_from is not None and current.status != only_from:
+            raise Conflict(f"a payment that is {current.status} cannot be captured")
         if current.status not in ("pending", "authorized"):
             return current  # a webhook settled it meanwhile
         settled = await payments_db.settle(
@@ -149,14 +156,10 @@ async def capture_payment(ctx: AppContext, payment_id: int, data: PaymentCapture
         provider.capture(payment.reference, amount, f"capture-{payment.id}")
     )
     async with ctx.pool.acquire() as conn:
-        async with conn.transaction():
-            current = await payments_db.get_payment(conn, payment.id, for_update=True)
-            assert current is not None
-            if current.status != "authorized":
-                # Another capture won the race; the provider's idempotency key made both calls
-                # one capture, and this one is told so.
-                raise Conflict(f"a payment that is {current.status} cannot be captured")
-        settled = await _settle(conn, current, result)
+        # Another capture may have won the race meanwhile; the provider's idempotency key made
+        # both calls one capture, and this one is told so (the check and the write share the
+        # payment's row lock).
+        settled = await _settle(conn, payment, result, only_from="authorized")
     return payment_view(settled)
 
 
