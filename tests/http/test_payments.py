@@ -381,3 +381,12 @@ async def test_variants_of_one_product_never_oversell_under_racing_checkouts(
     assert sold == {sizes["S"]: 5, sizes["L"]: 3}
     left = await ctx.pool.fetch("SELECT stock FROM product_variants WHERE product_id = $1", product)
     assert [r["stock"] for r in left] == [0, 0]
+
+
+async def test_the_stripe_webhook_is_404_on_a_store_without_stripe(api: ApiClient) -> None:
+    answer = await api.post(
+        "/api/v1/payments/webhooks/stripe",
+        body=b'{"id": "evt_1"}',
+        headers={"Content-Type": "application/json", "Stripe-Signature": "t=1,v1=00"},
+    )
+    assert answer.status == 404

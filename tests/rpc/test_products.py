@@ -11,7 +11,7 @@ from server.context import AppContext
 from server.db import catalog as repo
 from server.rpc.pb.storefront.v1 import common_pb2, products_pb2, products_pb2_grpc
 from tests.conftest import ApiClient, UserFactory
-from tests.orders_support import insert_sellable
+from tests.orders_support import create_sized_product, insert_sellable
 
 
 def auth(token: str) -> tuple[tuple[str, str], ...]:
@@ -188,3 +188,30 @@ async def test_adjust_stock_needs_admin_or_service(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.AdjustStock(request, metadata=auth("not-a-token"))
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_variants_over_grpc_stock_and_option_filters(
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, tokens: dict[str, str]
+) -> None:
+    product, sizes = await create_sized_product(ctx.pool, stocks={"S": 1, "M": 0})
+    message = await stub.GetProduct(products_pb2.GetProductRequest(id=product))
+    assert [(v.id, dict(v.options), v.stock) for v in message.variants] == [
+        (sizes["S"], {"size": "S"}, 1),
+        (sizes["M"], {"size": "M"}, 0),
+    ]
+    assert [(o.name, list(o.values)) for o in message.options] == [("size", ["S", "M"])]
+    which = products_pb2.AdjustStockRequest(product_id=product, delta=5)
+    with pytest.raises(grpc.aio.AioRpcError) as ambiguous:
+        await stub.AdjustStock(which, metadata=auth(tokens["admin"]))
+    assert ambiguous.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    adjusted = await stub.AdjustStock(
+        products_pb2.AdjustStockRequest(product_id=product, delta=5, variant_id=sizes["M"]),
+        metadata=auth(tokens["service"]),
+    )
+    assert adjusted.stock == 6
+    listed = await stub.ListProducts(
+        products_pb2.ListProductsRequest(
+            q=message.name, option=["size:M"], in_stock=True, page=common_pb2.PageRequest(limit=5)
+        )
+    )
+    assert [p.id for p in listed.items] == [product]
