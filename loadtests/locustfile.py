@@ -4,10 +4,13 @@ User classes, weighted like a shop's traffic:
 - `Browser` (anonymous): product lists with filters and sorts, search, next pages, product pages
   (sometimes revalidated with If-None-Match), categories. Popularity is skewed (Zipf, s=1) over
   the seeded catalog, as real browsing is: a few products and filters take most of the views.
-- `Shopper`: registers, sometimes logs in again, looks at products, fills the cart, applies the
-  promotion code, checks out with an `Idempotency-Key` (and sometimes replays it), reads orders.
-- `Admin` (one): catalog writes (create, reprice, restock, deactivate its own products), a
-  category now and then, the cached order stats.
+- `Shopper`: registers, sometimes logs in again, looks at products, fills the cart with product
+  variants (a size of the sized tenth of the catalog, by `variant_id`; the one variant of the
+  rest, by `product_id`), applies the promotion code, checks out with an `Idempotency-Key` (and
+  sometimes replays it), pays with the test provider (now and then a declined card first), reads
+  orders.
+- `Admin` (one): catalog writes (create, reprice, restock a variant, deactivate its own
+  products), a category now and then, a partial refund of a paid order, the cached order stats.
 - `GrpcBrowser`: ProductService GetProduct / ListProducts over the sync gRPC stubs (gevent-aware),
   firing Locust request events itself.
 
@@ -59,6 +62,8 @@ class Catalog:
 
     product_ids: list[int] = []
     product_weights: list[float] = []
+    # product id → its active variants with stock (one for most products, S/M/L for some).
+    variants: dict[int, list[int]] = {}
     category_keys: list[str] = []
     list_queries: list[str] = []
     query_weights: list[float] = []
@@ -70,7 +75,12 @@ class Catalog:
         while len(ids) < CATALOG_SAMPLE:
             query = "limit=100&sort=-created" + (f"&cursor={cursor}" if cursor else "")
             page = _get_json(f"{host}{API}/products?{query}")
-            ids += [item["id"] for item in page["items"] if item.get("stock", 0) > 0]
+            for item in page["items"]:
+                if item.get("stock", 0) > 0:
+                    ids.append(item["id"])
+                    cls.variants[item["id"]] = [
+                        v["id"] for v in item.get("variants", []) if v["stock"] > 0
+                    ]
             cursor = page.get("next_cursor")
             if not cursor:
                 break
@@ -97,6 +107,14 @@ class Catalog:
     @classmethod
     def popular_product(cls) -> int:
         return random.choices(cls.product_ids, cum_weights=cls.product_weights)[0]
+
+    @classmethod
+    def cart_line(cls, product_id: int) -> dict[str, int]:
+        """How a shop front names a line: the chosen size of a sized product, else the product."""
+        choices = cls.variants.get(product_id, [])
+        if len(choices) > 1:
+            return {"variant_id": random.choice(choices)}
+        return {"product_id": product_id}
 
     @classmethod
     def popular_query(cls) -> str:
@@ -227,7 +245,7 @@ class Shopper(FastHttpUser):
             name="POST /api/v1/cart/items",
             headers=_bearer(self.token),
             catch_response=True,
-            json={"product_id": product_id, "quantity": random.randint(1, 2)},
+            json={**Catalog.cart_line(product_id), "quantity": random.randint(1, 2)},
         ) as reply:
             if reply.status_code == 200:
                 self.in_cart.add(product_id)
@@ -274,6 +292,8 @@ class Shopper(FastHttpUser):
             if reply.status_code == 409:
                 reply.success()  # another shopper took the last units first
         self.in_cart.clear()
+        if reply.status_code == 201:
+            self.pay(reply.json()["id"])
         if reply.status_code == 201 and random.random() < 0.2:
             with self.client.post(
                 f"{API}/orders",
@@ -284,6 +304,22 @@ class Shopper(FastHttpUser):
             ) as replay:
                 if replay.headers.get("Idempotent-Replayed") != "true":
                     replay.failure("a replayed Idempotency-Key was not answered from the record")
+
+    def pay(self, order_id: int) -> None:
+        """Pay the new order with the test provider; one in ten tries a declined card first."""
+        cards = ["tok_declined", "tok_visa"] if random.random() < 0.1 else ["tok_visa"]
+        for card in cards:
+            with self.client.post(
+                f"{API}/orders/{order_id}/payments",
+                name="POST /api/v1/orders/{id}/payments",
+                headers=_bearer(self.token),
+                json={"token": card},
+                catch_response=True,
+            ) as reply:
+                if reply.status_code == 402 and card == "tok_declined":
+                    reply.success()  # the declined card the shopper then replaces
+                elif reply.status_code == 201 and reply.json().get("status") != "captured":
+                    reply.failure("an approved test card did not capture")
 
     @task(1)
     def my_orders(self) -> None:
@@ -340,12 +376,42 @@ class Admin(FastHttpUser):
 
     @task(1)
     def restock_popular(self) -> None:
+        product_id = Catalog.popular_product()
+        sizes = Catalog.variants.get(product_id, [])
+        if len(sizes) > 1:  # stock is per variant
+            self.client.patch(
+                f"{API}/products/{product_id}/variants/{random.choice(sizes)}",
+                name="PATCH /api/v1/products/{id}/variants/{variant_id}",
+                headers=self.headers,
+                json={"stock": random.randint(200, 500)},
+            )
+            return
         self.client.patch(
-            f"{API}/products/{Catalog.popular_product()}",
+            f"{API}/products/{product_id}",
             name="PATCH /api/v1/products/{id}",
             headers=self.headers,
             json={"stock": random.randint(200, 500)},
         )
+
+    @task(1)
+    def refund_recent(self) -> None:
+        """A goodwill partial refund (money only) of a recently paid order."""
+        reply = self.client.get(
+            f"{API}/orders?status=paid&limit=5", name="GET /api/v1/orders", headers=self.headers
+        )
+        orders = reply.json().get("items", []) if reply.status_code == 200 else []
+        if not orders:
+            return
+        order = random.choice(orders)
+        with self.client.post(
+            f"{API}/orders/{order['id']}/refunds",
+            name="POST /api/v1/orders/{id}/refunds",
+            headers={**self.headers, "Idempotency-Key": uuid.uuid4().hex},
+            json={"amount": max(1, min(100, order["total"] // 10)), "reason": "goodwill"},
+            catch_response=True,
+        ) as refund:
+            if refund.status_code == 409:
+                refund.success()  # nothing captured left to give back: a shop's answer
 
     @task(1)
     def deactivate(self) -> None:

@@ -18,8 +18,11 @@ CHECKOUT_PATH = "/api/v1/orders"
 
 _STATES = (
     "States: `pending → paid → shipped → delivered`; `pending → cancelled`; `paid → cancelled` "
-    "(admin only). Cancelling gives the stock back. Pending orders older than "
-    "`ORDER_PAYMENT_TIMEOUT` (default 30 min) are cancelled and restocked by a scheduled job."
+    "(admin only, and only for an order not paid through the gateway: a captured payment is "
+    "refunded instead); `→ refunded` when a refund gives back everything captured. Checkout "
+    "holds the stock until `reserved_until` (`ORDER_PAYMENT_TIMEOUT`, default 30 min); paying "
+    "commits it, cancelling gives it back, and a scheduled job cancels pending orders whose "
+    "hold ran out (unless their payment is authorised)."
 )
 _CHECKOUT = (
     "Checks out the caller's cart (the lines `GET /cart` shows, with its promotion code) in one "
@@ -27,7 +30,8 @@ _CHECKOUT = (
     "priced by the Rust engine (half-even per line, tax half-even once), `unit_price`, `sku` and "
     "`name` are snapshotted, the promotion use is counted, and the cart is emptied. The order "
     "starts `pending`.\n\n"
-    "**409** when stock is short: `errors` names every short line as `items.<product_id>`. "
+    "**409** when stock is short: `errors` names every short line as `items.<variant_id>` (with "
+    "`product_id`, `variant_id`, `requested`, `available`). "
     "**422** when the cart is empty, or its promotion is unknown, expired, not started, used up "
     "or below its minimum subtotal (`errors[].field` = `promotion_code`).\n\n"
     "**Idempotency-Key** (header, 1 to 255 printable characters, scoped to the caller, kept 24 h) "

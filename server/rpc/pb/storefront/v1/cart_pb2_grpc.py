@@ -46,8 +46,9 @@ class CartServiceServicer:
 
     def PriceCart(self, request, context):
         """Prices explicit items (a quote; nothing is stored, stock is not checked).
-        NOT_FOUND: an unknown or inactive product, or an unknown promotion code.
-        INVALID_ARGUMENT: no items, quantity outside 1..999, duplicate product ids, or a promotion
+        NOT_FOUND: an unknown or inactive product or variant, or an unknown promotion code.
+        INVALID_ARGUMENT: no items, quantity outside 1..999, the same variant twice, an ambiguous
+        or mismatched variant (see CartItem), or a promotion
         that is expired, not started, used up, or whose minimum subtotal is not reached.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

@@ -64,9 +64,12 @@ class OrderServiceServicer:
         With `idempotency_key`, a retry returns the first outcome (initial metadata
         `idempotent-replayed: true`); the same key with other fields is INVALID_ARGUMENT and a
         retry while the first call still runs is FAILED_PRECONDITION.
-        FAILED_PRECONDITION: stock is short, or a product is unknown or inactive (every such line
-        is named in the details as `items.<product_id>`); nothing is taken then.
-        INVALID_ARGUMENT: no items, quantity outside 1..999, duplicate product ids, an unknown or
+        FAILED_PRECONDITION: stock is short (every such line is named in the details as
+        `items.<variant_id>`), or a product or variant is unknown or inactive (`items[<index>]`);
+        nothing is taken then. The stock is held for the order until `reserved_until`.
+        INVALID_ARGUMENT: no items, quantity outside 1..999, the same variant twice, a product with
+        several variants named without `variant_id` or `options`, options that are not the
+        product's, a variant of another product, an unknown or
         unusable promotion (expired, not started, used up, minimum subtotal not reached), a note
         over 500 characters, an incomplete shipping address.
         """
@@ -90,7 +93,8 @@ class OrderServiceServicer:
 
     def UpdateOrderStatus(self, request, context):
         """Admin or service only. pending → paid → shipped → delivered; pending → cancelled;
-        paid → cancelled (admin only). Cancelling restocks. FAILED_PRECONDITION on any other move.
+        paid → cancelled (admin only; not for money captured through PaymentService: refund it).
+        Cancelling restocks. FAILED_PRECONDITION on any other move (REFUNDED comes from refunds).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
