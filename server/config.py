@@ -94,6 +94,11 @@ class Settings:
     stripe_api_base: str = "https://api.stripe.com"
     # Seconds a webhook's signature timestamp may be off (Stripe's own default).
     stripe_webhook_tolerance: int = 300
+    # Outbound webhooks: private/loopback targets (allowed outside production), the timeout of
+    # one delivery, and how many failures in a row disable a subscription.
+    webhook_allow_private: bool = True
+    webhook_timeout: float = 10.0
+    webhook_max_failures: int = 10
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -256,6 +261,16 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         values["stripe_webhook_tolerance"] = _int("STRIPE_WEBHOOK_TOLERANCE", v, minimum=1)
     if provider == "stripe" and not (values["stripe_api_key"] and values["stripe_webhook_secret"]):
         raise ConfigError("PAYMENT_PROVIDER=stripe needs STRIPE_API_KEY and STRIPE_WEBHOOK_SECRET")
+    allow_private = get("WEBHOOK_ALLOW_PRIVATE")
+    values["webhook_allow_private"] = (
+        _bool("WEBHOOK_ALLOW_PRIVATE", allow_private)
+        if allow_private is not None
+        else env != "production"
+    )
+    if (v := get("WEBHOOK_TIMEOUT")) is not None:
+        values["webhook_timeout"] = float(_int("WEBHOOK_TIMEOUT", v, minimum=1, maximum=60))
+    if (v := get("WEBHOOK_MAX_FAILURES")) is not None:
+        values["webhook_max_failures"] = _int("WEBHOOK_MAX_FAILURES", v, minimum=1)
     settings = Settings(**values)  # type: ignore[arg-type]
     _refuse_unsafe(settings)
     return settings

@@ -15,6 +15,7 @@ from server.db import migrations
 from server.db.embedded import EmbeddedPostgres
 from server.db.pool import create_pool
 from server.jobs import JobQueue
+from server.live import LiveHub
 from server.ratelimit import RequestLimiter
 from server.services.payments.provider import PaymentProvider
 from server.services.payments.providers import build_provider
@@ -43,9 +44,12 @@ class AppContext:
     jobs: JobQueue | None = field(default=None, init=False)
     # PAYMENT_PROVIDER's provider; None when the store takes no payments through the gateway.
     payments: PaymentProvider | None = field(init=False)
+    # Live updates to stream connections (server/live.py), through Redis when configured.
+    live: LiveHub = field(init=False)
 
     def __post_init__(self) -> None:
         self.payments = build_provider(self.settings)
+        self.live = LiveHub(self.redis)
         self.tokens = TokenService(self.settings)
         self.limiter = RequestLimiter(self.settings, self.redis)
         self.cache = Cache(self.redis)

@@ -14,3 +14,7 @@ class JobQueue(Protocol):
         """Send the e-mail outbox now (call after the transaction that wrote to it commits);
         False when the job could not be started."""
         ...
+
+    async def deliver_webhooks(self) -> bool:
+        """Send the pending webhook deliveries now (after the commit that queued them)."""
+        ...

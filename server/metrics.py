@@ -230,6 +230,31 @@ PASSWORD_HASH_REJECTED = Counter(
 VIEWS_FLUSHED = Counter(
     "product_views_flushed_total", "Product views written to product_stats.", registry=REGISTRY
 )
+WEBHOOK_DELIVERIES = Counter(
+    "webhook_deliveries_total",
+    "Outbound webhook delivery attempts, by outcome (succeeded, retry, dead, disabled).",
+    ("outcome",),
+    registry=REGISTRY,
+)
+STREAM_CONNECTIONS = Gauge(
+    "stream_connections",
+    "Open live-update connections (/api/v1/stream), by transport (websocket, sse).",
+    ("transport",),
+    registry=REGISTRY,
+)
+STREAM_MESSAGES = Counter(
+    "stream_messages_total", "Live updates written to stream connections.", registry=REGISTRY
+)
+STREAM_DROPPED = Counter(
+    "stream_slow_consumers_dropped_total",
+    "Stream connections closed because their bounded queue overflowed.",
+    registry=REGISTRY,
+)
+STREAM_REFUSED = Counter(
+    "stream_connections_refused_total",
+    "Stream connections refused because the per-process cap was reached.",
+    registry=REGISTRY,
+)
 
 
 def _version() -> str:

@@ -30,6 +30,8 @@ from workers.middleware import TaskObservability
 from workers.tasks.analytics import refresh_product_analytics
 from workers.tasks.orders import cancel_unpaid_orders
 from workers.tasks.outbox import DeliveryReport, deliver_due, mailer_for
+from workers.tasks.webhooks import WebhookReport
+from workers.tasks.webhooks import deliver_due as deliver_webhooks_due
 
 if TYPE_CHECKING:
     from server.context import AppContext
@@ -45,6 +47,7 @@ CLEANUP = "storefront.cleanup"
 ANALYTICS = "storefront.analytics"
 EXPIRE_ORDERS = "storefront.orders.expire_unpaid"
 DELIVER_OUTBOX = "storefront.outbox.deliver"
+DELIVER_WEBHOOKS = "storefront.webhooks.deliver"
 
 
 async def run_cleanup(ctx: AppContext) -> dict[str, int]:
@@ -54,6 +57,11 @@ async def run_cleanup(ctx: AppContext) -> dict[str, int]:
 async def run_outbox_delivery(ctx: AppContext) -> dict[str, int]:
     report: DeliveryReport = await deliver_due(ctx.pool, mailer_for(ctx.settings))
     return {"sent": report.sent, "retrying": report.retrying, "dead": report.dead}
+
+
+async def run_webhook_delivery(ctx: AppContext) -> dict[str, int]:
+    report: WebhookReport = await deliver_webhooks_due(ctx.pool, ctx.settings)
+    return {"succeeded": report.succeeded, "retrying": report.retrying, "dead": report.dead}
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +76,7 @@ JOBS: tuple[Job, ...] = (
     Job(ANALYTICS, refresh_product_analytics, "7 */6 * * *"),  # every 6 h
     Job(EXPIRE_ORDERS, cancel_unpaid_orders, "*/30 * * * *"),  # every 30 min
     Job(DELIVER_OUTBOX, run_outbox_delivery, "*/15 * * * *"),  # every 15 min (+ on the event)
+    Job(DELIVER_WEBHOOKS, run_webhook_delivery, "* * * * *"),  # every minute (+ on the event)
 )
 
 
@@ -194,3 +203,6 @@ class BrokerJobs:
 
     async def deliver_outbox(self) -> bool:
         return await enqueue_outbox_delivery(self.ctx)
+
+    async def deliver_webhooks(self) -> bool:
+        return await enqueue(self.ctx, DELIVER_WEBHOOKS)

@@ -236,14 +236,26 @@ async def take_stock(
     )
 
 
-async def restock(conn: asyncpg.Connection, quantities: dict[int, int]) -> None:
-    """Give units back to variants (ascending variant id, like every other stock writer)."""
+class StockLevel(msgspec.Struct, frozen=True):
+    product_id: int
+    variant_id: int
+    stock: int
+
+
+async def restock(conn: asyncpg.Connection, quantities: dict[int, int]) -> list[StockLevel]:
+    """Give units back to variants (ascending variant id, like every other stock writer);
+    returns their new stock."""
+    levels: list[StockLevel] = []
     try:
         for variant_id in sorted(quantities):
-            await conn.execute(
-                "UPDATE product_variants SET stock = stock + $2, updated_at = now() WHERE id = $1",
+            row = await conn.fetchrow(
+                """UPDATE product_variants SET stock = stock + $2, updated_at = now()
+                    WHERE id = $1 RETURNING product_id, stock""",
                 variant_id,
                 quantities[variant_id],
             )
+            if row is not None:
+                levels.append(StockLevel(row["product_id"], variant_id, row["stock"]))
     except asyncpg.NumericValueOutOfRangeError:
         raise _overflow() from None
+    return levels

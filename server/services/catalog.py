@@ -28,7 +28,7 @@ from server.db import variants as variants_repo
 from server.db.catalog import Category, Product, ProductFilter
 from server.domain.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed
 from server.domain.principal import Principal
-from server.services import variants
+from server.services import events, variants
 from server.services.catalog_cache import (
     catalog_changed,
     lists_changed,
@@ -325,7 +325,7 @@ async def update_product(ctx: AppContext, product_id: int, data: ProductUpdate) 
     if "currency" in changes:
         _store_currency(changes["currency"], ctx.settings.store_currency)
     stock = changes.pop("stock", None)
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
         current = await variants_repo.product_variants(conn, product_id)
         if not current and await repo.get_product(conn, product_id) is None:
             raise NotFound("no such product")
@@ -345,7 +345,8 @@ async def update_product(ctx: AppContext, product_id: int, data: ProductUpdate) 
             await variants_repo.update_variant(conn, current[0].id, {"sku": changes["sku"]})
         await repo.update_product(conn, product_id, changes)
         product = await repo.get_product(conn, product_id, include_inactive=True)
-    assert product is not None
+        assert product is not None
+        await events.announce_product(conn, product)
     await product_changed(ctx, product_id)
     return product
 
@@ -363,7 +364,14 @@ async def adjust_stock(
     if not -INT32_MAX <= delta <= INT32_MAX:
         raise BadRequest("delta is out of range")
     target = await _stock_target(ctx, product_id, variant_id)
-    record = await variants_repo.adjust_stock(ctx.pool, target.id, delta)
+    async with events.collecting(ctx):
+        record = await variants_repo.adjust_stock(ctx.pool, target.id, delta)
+        if record is not None:
+            events.announce(
+                events.product_topic(product_id),
+                "stock.changed",
+                {"product_id": product_id, "variant_id": record.id, "stock": record.stock},
+            )
     if record is None:
         current = await variants_repo.get_variant(ctx.pool, target.id)
         stock = current.stock if current is not None else 0

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Annotated
 
+import asyncpg
 import msgspec
 
 from server.context import AppContext
@@ -23,6 +24,7 @@ from server.db import variants as repo
 from server.db.catalog import ProductOption
 from server.db.variants import VariantRecord
 from server.domain.errors import FieldError, NotFound, ValidationFailed
+from server.services import events
 from server.services.catalog_cache import product_changed
 
 MAX_OPTIONS = 3
@@ -234,12 +236,12 @@ async def _product_options(ctx: AppContext, product_id: int) -> list[ProductOpti
 
 async def create_variant(ctx: AppContext, product_id: int, data: VariantCreate) -> VariantView:
     check_selection(await _product_options(ctx, product_id), data.options)
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
         count = len(await repo.product_variants(conn, product_id))
         if count >= MAX_VARIANTS:
             raise _invalid("options", f"a product has at most {MAX_VARIANTS} variants")
         record = await repo.insert_variant(conn, product_id, msgspec.structs.asdict(data))
-        await catalog_repo.touch_product(conn, product_id)
+        await _touched(conn, product_id)
     await _variant_changed(ctx, product_id)
     return variant_view(record)
 
@@ -255,16 +257,24 @@ async def update_variant(
     ctx: AppContext, product_id: int, variant_id: int, data: VariantUpdate
 ) -> VariantView:
     changes = {k: v for k, v in msgspec.structs.asdict(data).items() if v is not msgspec.UNSET}
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
         current = await _owned_variant(conn, product_id, variant_id)
         if "options" in changes:
             check_selection(options_of(current), changes["options"])
         record = await repo.update_variant(conn, variant_id, changes)
         if record is None:
             raise NotFound("no such variant of this product")
-        await catalog_repo.touch_product(conn, product_id)
+        await _touched(conn, product_id)
     await _variant_changed(ctx, product_id)
     return variant_view(record)
+
+
+async def _touched(conn: asyncpg.Connection, product_id: int) -> None:
+    """A variant changed: the product's updated_at moves, and it is announced."""
+    await catalog_repo.touch_product(conn, product_id)
+    product = await catalog_repo.get_product(conn, product_id, include_inactive=True)
+    if product is not None:
+        await events.announce_product(conn, product)
 
 
 async def deactivate_variant(ctx: AppContext, product_id: int, variant_id: int) -> None:

@@ -14,6 +14,7 @@ from workers.broker import (
     ANALYTICS,
     CLEANUP,
     DELIVER_OUTBOX,
+    DELIVER_WEBHOOKS,
     EXPIRE_ORDERS,
     build_broker,
     build_scheduler,
@@ -48,6 +49,7 @@ async def test_every_job_is_scheduled_at_its_interval(ctx: AppContext) -> None:
         ANALYTICS: "7 */6 * * *",  # every 6 hours
         EXPIRE_ORDERS: "*/30 * * * *",  # every 30 minutes
         DELIVER_OUTBOX: "*/15 * * * *",  # every 15 minutes
+        DELIVER_WEBHOOKS: "* * * * *",  # every minute, and at once on an event
     }
 
 

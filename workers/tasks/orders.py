@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from server.services import events
 from server.services.catalog_cache import stock_changed
 from server.services.orders import cancel_expired_unpaid
 
@@ -22,7 +23,7 @@ log = logging.getLogger(__name__)
 async def cancel_unpaid_orders(ctx: AppContext) -> int:
     """Cancel the expired pending orders; returns how many were cancelled."""
     restocked: set[int] = set()
-    async with ctx.pool.acquire() as conn:
+    async with events.collecting(ctx), ctx.pool.acquire() as conn:
         cancelled = await cancel_expired_unpaid(conn, restocked)
     if cancelled:
         await stock_changed(ctx, restocked)

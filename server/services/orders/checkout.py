@@ -21,7 +21,7 @@ from server.db import orders as orders_db
 from server.db import promotions as promotions_db
 from server.db import variants as variants_db
 from server.db.orders import OrderItemRecord, OrderRecord
-from server.db.variants import TakenVariant, VariantRecord
+from server.db.variants import StockLevel, TakenVariant, VariantRecord
 from server.domain.errors import (
     Conflict,
     DomainError,
@@ -31,6 +31,7 @@ from server.domain.errors import (
 )
 from server.domain.lines import CartLine
 from server.domain.principal import Principal
+from server.services import events
 from server.services.cart import load_cart_lines
 from server.services.catalog_cache import stock_changed
 from server.services.orders.idempotency import (
@@ -48,7 +49,8 @@ from server.services.orders.model import (
     OrderInput,
     order_view,
 )
-from server.services.orders.notifications import order_mails
+from server.services.orders.notifications import low_stock, order_mails
+from server.services.orders.status import announce_order, announce_stock
 from server.services.pricing import price_lines
 from server.services.variants import Choice, choose_or_miss
 
@@ -149,6 +151,20 @@ async def place_order(
         sold[t.product_id] = sold.get(t.product_id, 0) + quantities[t.variant_id]
     await orders_db.add_units_sold(conn, sold)
     await orders_db.enqueue_mail(conn, await order_mails(conn, settings, order, taken, quantities))
+    await announce_order(conn, "order.created", order)
+    announce_stock([StockLevel(t.product_id, t.variant_id, t.stock_after) for t in taken])
+    for low in low_stock(settings, taken, quantities):
+        await events.emit(
+            conn,
+            "stock.low",
+            {
+                "product_id": low.product_id,
+                "variant_id": low.variant_id,
+                "sku": low.sku,
+                "stock": low.stock_after,
+                "threshold": settings.low_stock_threshold,
+            },
+        )
     return order
 
 
@@ -221,7 +237,7 @@ async def _run_checkout(
 ) -> Placement:
     pool = ctx.pool
     if request is None:
-        async with pool.acquire() as conn, conn.transaction():
+        async with events.collecting(ctx), pool.acquire() as conn, conn.transaction():
             order = order_view(await place(conn))
         await _after_checkout(ctx, order)
         return Placement(201, msgspec.json.encode(order), False, order)
@@ -237,7 +253,7 @@ async def _run_checkout(
     if held is not None:
         return stored_answer(held, request)
     try:
-        async with pool.acquire() as conn, conn.transaction():
+        async with events.collecting(ctx), pool.acquire() as conn, conn.transaction():
             order = order_view(await place(conn))
             body = msgspec.json.encode(order)
             await idempotency_db.complete(conn, user_id, request.key, 201, body)

@@ -30,6 +30,16 @@ def _money(amount: int, currency: str) -> str:
     return f"{sign}{whole}.{fraction:0{digits}d} {currency}"
 
 
+def low_stock(
+    settings: Settings, taken: list[TakenVariant], quantities: dict[int, int]
+) -> list[TakenVariant]:
+    """The variants this order took below LOW_STOCK_THRESHOLD (from at or above it)."""
+    threshold = settings.low_stock_threshold
+    return [
+        t for t in taken if t.stock_after < threshold <= t.stock_after + quantities[t.variant_id]
+    ]
+
+
 async def order_mails(
     conn: asyncpg.Connection,
     settings: Settings,
@@ -61,9 +71,7 @@ async def order_mails(
             )
         )
     threshold = settings.low_stock_threshold
-    crossed = [
-        t for t in taken if t.stock_after < threshold <= t.stock_after + quantities[t.variant_id]
-    ]
+    crossed = low_stock(settings, taken, quantities)
     if crossed:
         recipients = await orders_db.admin_emails(conn) or [settings.mail_from]
         for product in crossed:

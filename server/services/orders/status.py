@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import asyncpg
+import msgspec
 
 from server.context import AppContext
 from server.db import orders as orders_db
@@ -27,6 +28,7 @@ from server.domain.errors import (
     PermissionDenied,
 )
 from server.domain.principal import Principal
+from server.services import events
 from server.services.catalog_cache import stock_changed
 from server.services.orders.model import Order, check_status, order_view
 from server.services.orders.reading import visible_to
@@ -55,7 +57,7 @@ async def change_status(ctx: AppContext, principal: Principal, order_id: int, ta
     target = check_status(target)
     if target != "cancelled" and not principal.is_staff:
         raise PermissionDenied("only admins and services may change an order's status")
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
         order = await orders_db.get_order(conn, order_id, for_update=True)
         if order is None or not visible_to(principal, order):
             raise NotFound(f"order {order_id} not found")
@@ -93,7 +95,28 @@ async def apply_move(conn: asyncpg.Connection, order: OrderRecord, target: str) 
         await _give_back([order], conn)
     elif target == "paid":
         await orders_db.commit_reservations(conn, order.id)
-    return await orders_db.set_status(conn, order, target)
+    moved = await orders_db.set_status(conn, order, target)
+    await announce_order(conn, f"order.{target}", moved)
+    return moved
+
+
+async def announce_order(conn: asyncpg.Connection, event_type: str, order: OrderRecord) -> None:
+    """The order event for webhooks, and its owner's live stream."""
+    await events.emit(
+        conn,
+        event_type,
+        msgspec.to_builtins(order_view(order)),
+        live=[events.order_topic(order.user_id)],
+    )
+
+
+def announce_stock(levels: Sequence[variants_db.StockLevel]) -> None:
+    for level in levels:
+        events.announce(
+            events.product_topic(level.product_id),
+            "stock.changed",
+            {"product_id": level.product_id, "variant_id": level.variant_id, "stock": level.stock},
+        )
 
 
 async def cancel_order(ctx: AppContext, principal: Principal, order_id: int) -> Order:
@@ -112,7 +135,7 @@ async def _give_back(orders: Sequence[OrderRecord], conn: asyncpg.Connection) ->
             units[variant_id] = units.get(variant_id, 0) + quantity
             product_id = product_of[variant_id]
             sold[product_id] = sold.get(product_id, 0) - quantity
-    await variants_db.restock(conn, units)
+    announce_stock(await variants_db.restock(conn, units))
     await orders_db.add_units_sold(conn, sold)
 
 
@@ -135,6 +158,10 @@ async def cancel_expired_unpaid(conn: asyncpg.Connection, restocked: set[int] | 
             await payments_db.abandon_pending(conn, [o.id for o in batch])
             await _give_back(batch, conn)
             await orders_db.mark_cancelled(conn, [o.id for o in batch])
+            for order in batch:
+                await announce_order(
+                    conn, "order.cancelled", msgspec.structs.replace(order, status="cancelled")
+                )
         if restocked is not None:
             restocked.update(item.product_id for order in batch for item in order.items)
         cancelled += len(batch)

@@ -30,6 +30,7 @@ from server.db.orders import OrderRecord
 from server.db.payments import PaymentRecord
 from server.domain.errors import Conflict, FieldError, NotFound, Unavailable, ValidationFailed
 from server.domain.principal import Principal
+from server.services import events
 from server.services.catalog_cache import stock_changed
 from server.services.orders.reading import visible_to
 from server.services.orders.status import apply_move
@@ -103,7 +104,8 @@ async def pay_order(
                 idempotency_key=f"payment-{payment.id}",
             )
         )
-        settled = await _settle(conn, payment, result)
+        async with events.collecting(ctx):
+            settled = await _settle(conn, payment, result)
     return payment_view(settled)
 
 
@@ -155,7 +157,7 @@ async def capture_payment(ctx: AppContext, payment_id: int, data: PaymentCapture
     result = await calling_provider(
         provider.capture(payment.reference, amount, f"capture-{payment.id}")
     )
-    async with ctx.pool.acquire() as conn:
+    async with events.collecting(ctx), ctx.pool.acquire() as conn:
         # Another capture may have won the race meanwhile; the provider's idempotency key made
         # both calls one capture, and this one is told so (the check and the write share the
         # payment's row lock).
@@ -174,7 +176,7 @@ async def void_payment(ctx: AppContext, principal: Principal, payment_id: int) -
         raise Conflict(f"a payment that is {payment.status} cannot be voided")
     assert payment.reference is not None
     await calling_provider(provider.void(payment.reference, f"void-{payment.id}"))
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
         order = await _locked_order(conn, principal, payment.order_id)
         current = await payments_db.get_payment(conn, payment.id, for_update=True)
         assert current is not None

@@ -28,10 +28,11 @@ from server.db.orders import OrderRecord
 from server.db.payments import PaymentRecord, RefundRecord, RestockLine
 from server.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from server.domain.principal import Principal
+from server.services import events
 from server.services.catalog_cache import stock_changed
 from server.services.orders.idempotency import IdempotencyKey
 from server.services.orders.reading import visible_to
-from server.services.orders.status import apply_move
+from server.services.orders.status import announce_stock, apply_move
 from server.services.payments.charges import calling_provider, provider_of
 from server.services.payments.model import Refund, RefundCreate, refund_view
 from server.services.payments.provider import RefundResult
@@ -146,7 +147,8 @@ async def refund_order(
         if result.status == "failed":
             await _undo(conn, payment, refund, result.failure_reason or "refused")
             raise Conflict(f"the provider refused the refund: {result.failure_reason}")
-        settled, order = await _settle(conn, payment, refund, plan, result)
+        async with events.collecting(ctx):
+            settled, order = await _settle(conn, payment, refund, plan, result)
     if settled.restocked:
         await stock_changed(ctx, (item.product_id for item in order.items))
     return RefundOutcome(refund_view(settled), False)
@@ -175,13 +177,19 @@ async def _settle(
         restocked = {
             v: q for v, q in plan.items() if await orders_db.mark_restocked(conn, order.id, {v: q})
         }
-        await variants_db.restock(conn, restocked)
+        announce_stock(await variants_db.restock(conn, restocked))
         settled = await payments_db.finish_refund(
             conn,
             refund.id,
             "succeeded" if result.status == "succeeded" else "pending",
             result.reference,
             [RestockLine(v, q) for v, q in sorted(restocked.items())],
+        )
+        await events.emit(
+            conn,
+            "refund.created",
+            msgspec.to_builtins(refund_view(settled)),
+            live=[events.order_topic(order.user_id)],
         )
         current = await payments_db.get_payment(conn, payment.id)
         assert current is not None

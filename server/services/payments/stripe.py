@@ -4,6 +4,9 @@ PaymentProvider for PAYMENT_PROVIDER=stripe, and the verification of its signed 
 Webhook signatures follow Stripe's scheme: header `Stripe-Signature: t=<unix>,v1=<hex>,...`,
 where each v1 is HMAC-SHA256(secret, "<t>." + raw body). Several v1 entries appear while a
 secret is rotated; any one matching is enough. v0 (test-mode legacy) entries are ignored.
+
+`ProviderRejected` and `ProviderUnavailable` are the port's own classes (re-exported here), so
+the payments service catches one class whichever provider raised it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,27 @@ from server.services.payments.provider import (
     RefundStatus,
 )
 
+__all__ = [
+    "API_VERSION",
+    "MalformedEvent",
+    "ProviderRejected",
+    "ProviderUnavailable",
+    "SignatureError",
+    "StripeProvider",
+    "WebhookEvent",
+    "parse_event",
+    "sign",
+    "verify_signature",
+]
+
+# Pinned so that API answers keep the shape this module reads, whatever the account default is.
+API_VERSION = "2024-06-20"
+
 _REFERENCE_RE = re.compile(r"pi_[A-Za-z0-9_]+")
+# A Unix time in seconds has 10 digits until 2286; more is an attack on int(), not a time.
+_MAX_TIMESTAMP_DIGITS = 12
+# orders.id is a bigint: 18 decimal digits always fit, and int() never sees a huge string.
+_MAX_ORDER_ID_DIGITS = 18
 
 
 class SignatureError(Exception):
@@ -39,10 +62,15 @@ class MalformedEvent(ValueError):
     """A signed body that is not a Stripe event."""
 
 
+def _hmac_hex(payload: bytes, secret: str, timestamp: int) -> str:
+    signed = f"{timestamp}.".encode() + payload
+    return hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+
+
 def sign(payload: bytes, secret: str, timestamp: int) -> str:
-    """The Stripe-Signature header Stripe would send for `payload` at `timestamp`."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
+    """The Stripe-Signature header Stripe would send for `payload` at `timestamp` (tests and
+    anyone simulating Stripe deliveries)."""
+    return f"t={timestamp},v1={_hmac_hex(payload, secret, timestamp)}"
 
 
 def verify_signature(
@@ -54,7 +82,8 @@ def verify_signature(
     now: float | None = None,
 ) -> int:
     """The signature's timestamp when `header` signs `payload` with `secret` within
-    `tolerance` seconds of `now` (either way); SignatureError otherwise."""
+    `tolerance` seconds of `now` (either way: a stale delivery may be a replay, a future one a
+    forgery made ahead of time); SignatureError otherwise."""
     if not header:
         raise SignatureError("no Stripe-Signature header")
     timestamp: int | None = None
@@ -64,7 +93,12 @@ def verify_signature(
         if not equals:
             raise SignatureError("malformed Stripe-Signature header")
         if key == "t":
-            if not value.isascii() or not value.isdigit() or len(value) > 12:
+            if (
+                timestamp is not None
+                or not value.isascii()
+                or not value.isdigit()
+                or len(value) > _MAX_TIMESTAMP_DIGITS
+            ):
                 raise SignatureError("malformed timestamp in Stripe-Signature")
             timestamp = int(value)
         elif key == "v1":
@@ -76,15 +110,18 @@ def verify_signature(
     current = time.time() if now is None else now
     if abs(current - timestamp) > tolerance:
         raise SignatureError("timestamp outside the tolerance (stale or replayed delivery)")
-    expected = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload, hashlib.sha256)
-    wanted = expected.hexdigest()
-    if not any(hmac.compare_digest(wanted, candidate) for candidate in signatures):
+    wanted = _hmac_hex(payload, secret, timestamp).encode()
+    # Bytes, not str: compare_digest raises TypeError on non-ASCII str, and header values may
+    # carry any Latin-1 character.
+    if not any(hmac.compare_digest(wanted, candidate.encode()) for candidate in signatures):
         raise SignatureError("no signature matches")
     return timestamp
 
 
 @dataclass(frozen=True, slots=True)
 class WebhookEvent:
+    """What the gateway acts on in one Stripe event; fields the type does not carry are None."""
+
     id: str
     type: str
     created: int
@@ -115,8 +152,33 @@ def _str_field(obj: dict[str, Any], name: str) -> str | None:
     return value
 
 
+def _dict_field(obj: dict[str, Any], name: str) -> dict[str, Any] | None:
+    value = obj.get(name)
+    if value is None:
+        return None
+    if not isinstance(value, dict):
+        raise MalformedEvent(f"{name} is not an object")
+    return value
+
+
+def _order_id(obj: dict[str, Any]) -> int | None:
+    """metadata.order_id as the gateway wrote it (a decimal string); None for anything else."""
+    metadata = _dict_field(obj, "metadata")
+    order = metadata.get("order_id") if metadata is not None else None
+    if (
+        isinstance(order, str)
+        and order.isascii()
+        and order.isdigit()
+        and len(order) <= _MAX_ORDER_ID_DIGITS
+    ):
+        return int(order)
+    return None
+
+
 def parse_event(payload: bytes) -> WebhookEvent:
-    """The fields of a Stripe event the gateway acts on; MalformedEvent for anything else."""
+    """The fields of a Stripe event the gateway acts on; MalformedEvent for anything else.
+
+    Unknown event types parse (their object is not looked into); the caller ignores them."""
     try:
         event = orjson.loads(payload)
     except orjson.JSONDecodeError:
@@ -127,17 +189,12 @@ def parse_event(payload: bytes) -> WebhookEvent:
     created = _int_field(event, "created")
     data = event.get("data")
     obj = data.get("object") if isinstance(data, dict) else None
-    if event_id is None or event_type is None or created is None or not isinstance(obj, dict):
+    if not event_id or not event_type or created is None or not isinstance(obj, dict):
         raise MalformedEvent("an event needs id, type, created and data.object")
-    metadata = obj.get("metadata")
-    order = metadata.get("order_id") if isinstance(metadata, dict) else None
-    order_id = (
-        int(order) if isinstance(order, str) and order.isascii() and order.isdigit() else None
-    )
     if event_type.startswith("payment_intent."):
-        error = obj.get("last_payment_error")
+        error = _dict_field(obj, "last_payment_error")
         reason = None
-        if isinstance(error, dict):
+        if error is not None:
             reason = _str_field(error, "message") or _str_field(error, "code")
         return WebhookEvent(
             event_id,
@@ -147,7 +204,7 @@ def parse_event(payload: bytes) -> WebhookEvent:
             amount_captured=_int_field(obj, "amount_received"),
             amount_capturable=_int_field(obj, "amount_capturable"),
             failure_reason=reason,
-            order_id=order_id,
+            order_id=_order_id(obj),
         )
     if event_type.startswith("charge."):
         return WebhookEvent(
@@ -157,7 +214,7 @@ def parse_event(payload: bytes) -> WebhookEvent:
             payment_reference=_str_field(obj, "payment_intent"),
             amount_captured=_int_field(obj, "amount_captured"),
             amount_refunded=_int_field(obj, "amount_refunded"),
-            order_id=order_id,
+            order_id=_order_id(obj),
         )
     return WebhookEvent(event_id, event_type, created)
 
@@ -181,26 +238,49 @@ _REFUND_STATUS: dict[str, RefundStatus] = {
 
 
 def _checked_reference(reference: str) -> str:
+    """`reference` when it is a PaymentIntent id, before it goes into a URL path."""
     if not _REFERENCE_RE.fullmatch(reference):
         raise ValueError(f"not a PaymentIntent id: {reference!r}")
     return reference
 
 
 def _charge(intent: dict[str, Any]) -> ChargeResult:
+    """A PaymentIntent as the port's ChargeResult. An unknown status is "pending" (a webhook
+    settles it later); an answer without an id cannot be recorded, so it is Unavailable."""
+    reference = intent.get("id")
+    if not isinstance(reference, str) or not reference:
+        raise ProviderUnavailable("Stripe answered a PaymentIntent without an id")
     status = _INTENT_STATUS.get(str(intent.get("status")), "pending")
-    error = intent.get("last_payment_error")
-    reason = error.get("message") if isinstance(error, dict) else None
-    received = intent.get("amount_received")
-    return ChargeResult(
-        status,
-        str(intent.get("id", "")),
-        amount_captured=received if isinstance(received, int) and status == "captured" else 0,
-        failure_reason=reason if status == "failed" else None,
-    )
+    captured = 0
+    if status == "captured":
+        received = intent.get("amount_received")
+        if not isinstance(received, int) or isinstance(received, bool):
+            raise ProviderUnavailable("Stripe answered a captured PaymentIntent without amount")
+        captured = received
+    reason = None
+    if status == "failed":
+        error = intent.get("last_payment_error")
+        if isinstance(error, dict):
+            reason = str(error.get("message") or error.get("code") or "") or None
+        reason = reason or f"payment {intent.get('status')}"
+    return ChargeResult(status, reference, amount_captured=captured, failure_reason=reason)
+
+
+def _error_message(body: dict[str, Any]) -> str:
+    error = body.get("error")
+    if isinstance(error, dict):
+        return str(error.get("message") or error.get("code") or "refused")
+    return "refused"
 
 
 class StripeProvider:
-    """PaymentIntents with automatic or manual capture, refunds and cancellations."""
+    """PaymentIntents with automatic or manual capture, refunds and cancellations.
+
+    Answers: 2xx is read; 402 on authorize is a declined card (a "failed" result, not an
+    error); 429, 5xx, network errors, timeouts, redirects (never followed: an API that moves is
+    misconfigured or hijacked) and `Stripe-Should-Retry: true` raise ProviderUnavailable; any
+    other 4xx raises ProviderRejected with Stripe's message.
+    """
 
     name = "stripe"
 
@@ -210,7 +290,6 @@ class StripeProvider:
         self._api_key = api_key
         self._base = api_base.rstrip("/")
         self._timeout = timeout
-        self._client = tornado.httpclient.AsyncHTTPClient()
 
     async def _post(
         self, path: str, form: dict[str, str | int], idempotency_key: str
@@ -223,34 +302,34 @@ class StripeProvider:
                 "Authorization": f"Bearer {self._api_key}",
                 "Idempotency-Key": idempotency_key,
                 "Content-Type": "application/x-www-form-urlencoded",
+                "Stripe-Version": API_VERSION,
             },
             follow_redirects=False,
             connect_timeout=self._timeout,
             request_timeout=self._timeout,
         )
+        # Looked up per call, not kept: AsyncHTTPClient is one per event loop, and a provider
+        # built before the loop runs (AppContext) must use the loop it is awaited on.
+        client = tornado.httpclient.AsyncHTTPClient()
         try:
-            response = await self._client.fetch(request, raise_error=False)
+            response = await client.fetch(request, raise_error=False)
         except (OSError, tornado.httpclient.HTTPClientError) as exc:
             raise ProviderUnavailable(f"Stripe unreachable: {exc}") from None
-        if response.code == 599 or response.code >= 500 or response.code == 429:
-            raise ProviderUnavailable(f"Stripe answered {response.code}")
-        if 300 <= response.code < 400:
-            # Redirects are never followed: an API that moves is misconfigured, not to be trusted.
-            raise ProviderUnavailable(f"Stripe answered a redirect ({response.code})")
+        code = response.code
+        if code == 599 or code >= 500 or code == 429:
+            raise ProviderUnavailable(f"Stripe answered {code}")
+        if 300 <= code < 400:
+            raise ProviderUnavailable(f"Stripe answered a redirect ({code}), not followed")
+        if code >= 400 and response.headers.get("Stripe-Should-Retry", "").lower() == "true":
+            # Stripe's own word that the same request may succeed later (a 409 lock, say).
+            raise ProviderUnavailable(f"Stripe answered {code} and asks for a retry")
         try:
             body = orjson.loads(response.body or b"{}")
         except orjson.JSONDecodeError:
             raise ProviderUnavailable("Stripe answered something that is not JSON") from None
         if not isinstance(body, dict):
             raise ProviderUnavailable("Stripe answered something that is not an object")
-        return response.code, body
-
-    @staticmethod
-    def _error_message(body: dict[str, Any]) -> str:
-        error = body.get("error")
-        if isinstance(error, dict):
-            return str(error.get("message") or error.get("code") or "refused")
-        return "refused"
+        return code, body
 
     async def authorize(
         self,
@@ -278,17 +357,21 @@ class StripeProvider:
         if code == 402:  # a card error: the attempt happened and was declined
             error = body.get("error")
             intent = error.get("payment_intent") if isinstance(error, dict) else None
-            reference = str(intent.get("id", "")) if isinstance(intent, dict) else ""
-            return ChargeResult("failed", reference, failure_reason=self._error_message(body))
+            reference = intent.get("id") if isinstance(intent, dict) else None
+            return ChargeResult(
+                "failed",
+                reference if isinstance(reference, str) else "",
+                failure_reason=_error_message(body),
+            )
         if code >= 400:
-            raise ProviderRejected(self._error_message(body))
+            raise ProviderRejected(_error_message(body))
         return _charge(body)
 
     async def capture(self, reference: str, amount: int, idempotency_key: str) -> ChargeResult:
         path = f"/v1/payment_intents/{_checked_reference(reference)}/capture"
         code, body = await self._post(path, {"amount_to_capture": amount}, idempotency_key)
         if code >= 400:
-            raise ProviderRejected(self._error_message(body))
+            raise ProviderRejected(_error_message(body))
         return _charge(body)
 
     async def refund(self, reference: str, amount: int, idempotency_key: str) -> RefundResult:
@@ -296,16 +379,20 @@ class StripeProvider:
         form["amount"] = amount
         code, body = await self._post("/v1/refunds", form, idempotency_key)
         if code >= 400:
-            raise ProviderRejected(self._error_message(body))
+            raise ProviderRejected(_error_message(body))
         status = _REFUND_STATUS.get(str(body.get("status")), "pending")
         reason = body.get("failure_reason")
         return RefundResult(
-            status, str(body.get("id", "")), str(reason) if status == "failed" and reason else None
+            status,
+            str(body.get("id", "")),
+            (str(reason) if reason else f"refund {body.get('status')}")
+            if status == "failed"
+            else None,
         )
 
     async def void(self, reference: str, idempotency_key: str) -> ChargeResult:
         path = f"/v1/payment_intents/{_checked_reference(reference)}/cancel"
         code, body = await self._post(path, {}, idempotency_key)
         if code >= 400:
-            raise ProviderRejected(self._error_message(body))
+            raise ProviderRejected(_error_message(body))
         return ChargeResult("failed", str(body.get("id", reference)), failure_reason="voided")

@@ -18,14 +18,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import asyncpg
-from server.services.payments.stripe import WebhookEvent
+import msgspec
 
 from server.context import AppContext
 from server.db import orders as orders_db
 from server.db import payments as payments_db
 from server.domain.errors import BadRequest, FieldError, NotFound
+from server.services import events
 from server.services.orders.status import apply_move
 from server.services.payments import stripe
+from server.services.payments.model import refund_view
+from server.services.payments.stripe import WebhookEvent
 
 _FORWARD = {
     "pending": {"authorized", "captured", "failed"},
@@ -64,7 +67,7 @@ async def receive_stripe(
         event = stripe.parse_event(payload)
     except ValueError as exc:
         raise BadRequest(f"malformed event: {exc}") from None
-    async with ctx.pool.acquire() as conn, conn.transaction():
+    async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
         seen = await payments_db.record_event(conn, "stripe", event.id, signed_at, event.type)
         if seen == "replay":
             raise _bad("this delivery was already received (replay refused)")
@@ -118,8 +121,16 @@ async def _refunded_at_provider(
         reason="refunded at the provider",
         restocked=[],
     )
+    refund = (await payments_db.refunds_of(conn, payment.order_id))[-1]
     current = await payments_db.get_payment(conn, payment.id)
     order = await orders_db.get_order(conn, payment.order_id)
+    if order is not None:
+        await events.emit(
+            conn,
+            "refund.created",
+            msgspec.to_builtins(refund_view(refund)),
+            live=[events.order_topic(order.user_id)],
+        )
     if current is not None and order is not None:
         if current.status == "refunded" and order.status in ("paid", "shipped", "delivered"):
             await apply_move(conn, order, "refunded")
