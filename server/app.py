@@ -21,6 +21,7 @@ from server.http import (
     payments,
     promotions,
     stats,
+    webhooks,
 )
 from server.http import metrics as metrics_http
 from server.http.application import GatewayApplication
@@ -57,6 +58,7 @@ def feature_routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         cart,
         promotions,
         stats,
+        webhooks,
         docs,
         metrics_http,
     ):
