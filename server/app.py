@@ -21,6 +21,7 @@ from server.http import (
     payments,
     promotions,
     stats,
+    stream,
     webhooks,
 )
 from server.http import metrics as metrics_http
@@ -59,6 +60,7 @@ def feature_routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
         promotions,
         stats,
         webhooks,
+        stream,
         docs,
         metrics_http,
     ):

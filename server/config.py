@@ -99,6 +99,10 @@ class Settings:
     webhook_allow_private: bool = True
     webhook_timeout: float = 10.0
     webhook_max_failures: int = 10
+    # Live streams (/api/v1/stream), per gateway process: open connections, and those of one
+    # signed-in user (a tab per device, not a script holding thousands).
+    stream_max_connections: int = 10_000
+    stream_max_per_user: int = 5
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -271,6 +275,10 @@ def load_settings(environ: Mapping[str, str] | None = None, *, dotenv: bool = Tr
         values["webhook_timeout"] = float(_int("WEBHOOK_TIMEOUT", v, minimum=1, maximum=60))
     if (v := get("WEBHOOK_MAX_FAILURES")) is not None:
         values["webhook_max_failures"] = _int("WEBHOOK_MAX_FAILURES", v, minimum=1)
+    if (v := get("STREAM_MAX_CONNECTIONS")) is not None:
+        values["stream_max_connections"] = _int("STREAM_MAX_CONNECTIONS", v, minimum=1)
+    if (v := get("STREAM_MAX_PER_USER")) is not None:
+        values["stream_max_per_user"] = _int("STREAM_MAX_PER_USER", v, minimum=1)
     settings = Settings(**values)  # type: ignore[arg-type]
     _refuse_unsafe(settings)
     return settings

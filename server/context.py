@@ -49,7 +49,11 @@ class AppContext:
 
     def __post_init__(self) -> None:
         self.payments = build_provider(self.settings)
-        self.live = LiveHub(self.redis)
+        self.live = LiveHub(
+            self.redis,
+            max_connections=self.settings.stream_max_connections,
+            max_per_user=self.settings.stream_max_per_user,
+        )
         self.tokens = TokenService(self.settings)
         self.limiter = RequestLimiter(self.settings, self.redis)
         self.cache = Cache(self.redis)

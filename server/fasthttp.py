@@ -55,10 +55,17 @@ one periodic sweep per server (every ``min(timeouts) / 4``, at most 1 s), so
 no timer is armed or cancelled per request; a timeout fires up to one sweep
 interval late.
 
+WebSockets: a request with ``Upgrade: websocket`` is the last one parsed on
+its connection (what follows it is not HTTP). Answered with ``101``, the head
+is written as the application built it and ``detach()`` hands the socket to
+a ``tornado.iostream.IOStream`` (tornado's ``WebSocketHandler`` calls it right
+after the 101): the socket is duplicated, the asyncio transport closes its own
+descriptor, and the duplicate carries the connection on. Answered otherwise,
+the connection closes after the answer. Other upgrades (``h2c``) are served as
+ordinary requests and the connection stays HTTP/1.1.
+
 Not supported: ``X-Forwarded-For``/xheaders (the application handles trusted
-proxies), ``Content-Encoding: gzip`` request decompression, TLS, protocol
-upgrades (``detach()``, hence WebSockets, raises ``NotImplementedError``;
-the upgrade request itself is served as an ordinary request).
+proxies), ``Content-Encoding: gzip`` request decompression, TLS.
 """
 
 from __future__ import annotations
@@ -243,6 +250,7 @@ class _Message:
         "method",
         "received",
         "start_line",
+        "websocket",
     )
 
     def __init__(
@@ -268,6 +276,7 @@ class _Message:
         self.chunks: list[bytes] = []
         self.complete = False
         self.error: tuple[int, str] | None = None
+        self.websocket = False  # an `Upgrade: websocket` request: the connection's last
 
 
 def _error_marker(status: int, detail: str) -> _Message:
@@ -336,6 +345,9 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
         self._draining = False
         self._phase = _P_NONE
         self._deadline = 0.0
+        # A 101 was written: the socket waits for detach() (WebSocket)
+        self._switching = False
+        self._detached = False
         # No request has begun yet: a connection that says nothing gets the header deadline,
         # not the keep-alive idle one (10 000 silent sockets must not be held for a minute).
         self._fresh = True
@@ -605,6 +617,8 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
             chunked,
             expect,
         )
+        if parser.should_upgrade() and method != "CONNECT":
+            msg.websocket = headers.get("Upgrade", "").strip().lower() == "websocket"
         self._parsing = msg
         if self._active is None and not self._queue and not self._activation_scheduled:
             self._activate(msg)
@@ -645,8 +659,8 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
             and not self._resp_finished
         ):
             self._deliver_finish()
-        if not msg.keep_alive:
-            self._discard = True
+        if not msg.keep_alive or msg.websocket:
+            self._discard = True  # after a WebSocket handshake come frames, not requests
         if self._discard:
             raise _StopParsing
 
@@ -1037,6 +1051,10 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
             app_conn = headers.get(_CONNECTION)
         if app_conn is not None and "close" in app_conn.lower():
             msg.keep_alive = False  # the application asked to close
+        if msg.websocket:
+            if code == 101:
+                return self._switch_protocols(start_line, headers)
+            msg.keep_alive = False  # a refused handshake: nothing more is read from it
         if method == "HEAD" or code == 304:
             remaining: int | None = 0
         elif cl is not None:
@@ -1084,6 +1102,21 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
         self.transport.write(head)
         return self._write_future()
 
+    def _switch_protocols(
+        self, start_line: httputil.ResponseStartLine, headers: httputil.HTTPHeaders
+    ) -> asyncio.Future[None]:
+        """The 101 of a WebSocket handshake, written as built (its Connection: Upgrade stays);
+        the socket then waits for detach()."""
+        lines = [f"HTTP/1.1 101 {start_line.reason}", *(f"{n}: {v}" for n, v in headers.get_all())]
+        block = "\r\n".join(lines)
+        if block.count("\r") != len(lines) - 1 or block.count("\n") != len(lines) - 1:
+            raise ValueError("Illegal characters (CR or LF) in the 101 response")
+        self._resp_started = True
+        self._switching = True
+        self._remaining = 0
+        self.transport.write(block.encode("latin-1") + _END_HEAD)
+        return self._write_future()
+
     def _frame(self, chunk: bytes) -> bytes:
         if self._remaining is not None:
             self._remaining -= len(chunk)
@@ -1111,6 +1144,12 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
             raise httputil.HTTPOutputError(
                 f"Tried to write {self._remaining} bytes less than Content-Length"
             )
+        if self._switching:
+            self._resp_finished = True
+            self._close_cb = None
+            # detach() comes next, in the same call stack; if it does not, nobody speaks here.
+            self._loop.call_soon(self._unclaimed_switch)
+            return
         if self._chunked_out:
             self.transport.write(_LAST_CHUNK)
         self._resp_finished = True
@@ -1134,7 +1173,32 @@ class FastHTTPConnection(asyncio.Protocol, httputil.HTTPConnection):
         self._body_timeout = timeout
 
     def detach(self) -> iostream.IOStream:
-        raise NotImplementedError("FastHTTPConnection does not support detach()")
+        """Hand the connection over after a 101: an ``IOStream`` on a duplicate of the socket.
+
+        The transport is aborted, which closes only its own descriptor; the duplicate keeps the
+        TCP connection. Nothing the client sent after the handshake is lost: the transport read
+        only up to the end of the upgrade request before the 101 (a client speaks WebSocket only
+        after it), and the rest is still in the kernel for the stream to read. Should the 101
+        still sit in the transport's buffer (a client not reading earlier pipelined answers), it
+        cannot be handed on: the connection closes and the stream comes back closed.
+        """
+        transport = self.transport
+        sock = transport.get_extra_info("socket")
+        if not self._switching or self._detached or self._closed or sock is None:
+            raise RuntimeError("detach() needs a connection that has just written a 101")
+        self._detached = True
+        self._discard = True
+        unsent = transport.get_write_buffer_size() > 0
+        duplicate = sock.dup()
+        transport.abort()
+        stream = iostream.IOStream(duplicate)
+        if unsent:
+            stream.close()
+        return stream
+
+    def _unclaimed_switch(self) -> None:
+        if not self._detached:
+            self._abort()
 
 
 class FastHTTPServer:

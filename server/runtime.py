@@ -88,6 +88,7 @@ class Gateway:
             http.add_sockets(sockets)
             self._http = http
         bound_grpc = await self.grpc.start(host, grpc_port)
+        await self.ctx.live.start()
         await self.jobs.start()
         return Addresses(host, bound_http, bound_grpc)
 
@@ -100,6 +101,9 @@ class Gateway:
         """Stop accepting and let in-flight requests and calls finish within `grace`."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + grace
+        # Live streams never finish by themselves: they are told to close (clients reconnect
+        # to another replica).
+        self.ctx.live.close_all("shutdown")
         if self._fast is not None:
             self._fast.stop()  # type: ignore[attr-defined]
         if self._http is not None:
@@ -112,6 +116,7 @@ class Gateway:
             await self._http.close_all_connections()
         await grpc_stop
         await self.jobs.stop()
+        await self.ctx.live.stop()
 
 
 def build_gateway(ctx: AppContext, *, http_impl: HttpImpl = "fast") -> Gateway:

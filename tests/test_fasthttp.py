@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import tornado.httpclient
 import tornado.web
+import tornado.websocket
 from tornado import httputil
 
 from server.fasthttp import FastHTTPConnection, FastHTTPServer
@@ -125,9 +126,24 @@ class UploadHandler(tornado.web.RequestHandler):
         state.closed.set()
 
 
+class EchoSocket(tornado.websocket.WebSocketHandler):
+    """Echoes each message; `?refuse=1` answers the handshake with a 403 instead."""
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if self.get_query_argument("refuse", None):
+            self.set_status(403)
+            self.finish("no")
+            return
+        await super().get(*args, **kwargs)
+
+    def on_message(self, message: str | bytes) -> None:
+        self.write_message(message)
+
+
 def make_app(state: State) -> tornado.web.Application:
     return tornado.web.Application(
         [
+            (r"/ws", EchoSocket),
             (r"/json", JSONHandler),
             (r"/echo", EchoLenHandler),
             (r"/stream", StreamHandler),
@@ -644,6 +660,50 @@ async def test_upgrade_without_body_is_served_as_plain_request(server: FastHTTPS
     writer.write(get("/json"))
     assert (await read_response(reader)).status == 200
     assert (await read_response(reader)).status == 200
+    writer.close()
+
+
+# ---- WebSocket upgrades ----------------------------------------------------------------------
+
+WS_UPGRADE = (
+    "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+)
+
+
+async def test_websocket_is_handed_over_after_the_101(server: FastHTTPServer) -> None:
+    url = f"ws://127.0.0.1:{server.port}/ws"
+    conn = await tornado.websocket.websocket_connect(url)
+    for text in ("hello", "x" * 70_000, "again"):
+        await conn.write_message(text)
+        assert await asyncio.wait_for(conn.read_message(), 3) == text
+    # The connection is the WebSocket's now, no longer the HTTP server's.
+    await wait_for(lambda: not server.connections)
+    conn.close()
+
+
+async def test_the_101_keeps_the_handshake_headers(server: FastHTTPServer) -> None:
+    reader, writer = await connect(server)
+    writer.write(get("/ws", WS_UPGRADE))
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 3)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    headers = httputil.HTTPHeaders.parse(head.decode("latin-1").partition("\r\n")[2])
+    assert headers["Connection"] == "Upgrade" and headers["Upgrade"] == "websocket"
+    assert headers["Sec-WebSocket-Accept"] == "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    assert "Transfer-Encoding" not in headers and "Content-Length" not in headers
+    writer.close()
+
+
+async def test_a_refused_handshake_closes_and_what_followed_is_not_parsed(
+    server: FastHTTPServer,
+) -> None:
+    reader, writer = await connect(server)
+    # A client that does not wait for the answer: the bytes after the upgrade request are
+    # WebSocket frames to it, never a request to serve.
+    writer.write(get("/ws?refuse=1", WS_UPGRADE) + get("/json"))
+    resp = await read_response(reader)
+    assert resp.status == 403 and resp.headers["Connection"] == "close"
+    await assert_closed(reader)
     writer.close()
 
 

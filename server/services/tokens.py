@@ -74,6 +74,11 @@ class TokenService:
         return token, expires
 
     def verify_access(self, token: str) -> Principal:
+        return self.verify_access_until(token)[0]
+
+    def verify_access_until(self, token: str) -> tuple[Principal, int]:
+        """The caller and when the token expires (unix seconds): what a long-lived stream
+        needs to end itself on time."""
         try:
             claims = self._verifier.verify(token, typ=ACCESS)
         except JwtError as exc:
@@ -81,7 +86,7 @@ class TokenService:
         sub, role = claims.get("sub"), claims.get("role")
         if not isinstance(sub, str) or not sub.isdigit() or role not in ROLES:
             raise Unauthenticated("invalid access token: bad subject or role")
-        return Principal(int(sub), role)
+        return Principal(int(sub), role), int(claims["exp"])
 
     def verify_refresh(self, token: str) -> RefreshClaims:
         try:
