@@ -3,7 +3,10 @@
 - refresh tokens past their expiry (used, revoked or not: an expired token is refused anyway,
   and reuse detection only needs tokens that could still be presented);
 - idempotency keys past their expiry (a replay after that is a new request);
-- outbox rows sent more than `SENT_OUTBOX_RETENTION` ago (dead ones stay for inspection).
+- outbox rows sent more than `SENT_OUTBOX_RETENTION` ago (dead ones stay for inspection);
+- domain events older than `EVENT_RETENTION_DAYS` whose webhook deliveries are all finished
+  (succeeded, or dead: given up), with those deliveries. A pending delivery keeps its event,
+  also when its subscription is disabled: re-enabling it sends the backlog.
 
 Deletes go in batches, each a short statement of its own, so the job never holds many locks;
 `SKIP LOCKED` lets two runs at once share the work instead of waiting on each other.
@@ -19,6 +22,9 @@ log = logging.getLogger(__name__)
 
 BATCH = 5_000
 SENT_OUTBOX_RETENTION_DAYS = 30
+EVENT_RETENTION_DAYS = 30
+FINISHED_DELIVERIES = ("succeeded", "dead")
+_FINISHED = ", ".join(f"'{status}'" for status in FINISHED_DELIVERIES)
 
 PURGES: dict[str, str] = {
     "refresh_tokens": """
@@ -35,6 +41,25 @@ PURGES: dict[str, str] = {
              WHERE status = 'sent'
                AND sent_at < now() - interval '{SENT_OUTBOX_RETENTION_DAYS} days'
              LIMIT $1 FOR UPDATE SKIP LOCKED)""",
+    # The deliveries go first, each re-checked under its row lock, and an event only once none
+    # is left: a redelivery committed meanwhile keeps its delivery and event.
+    "events": f"""
+        WITH doomed AS (
+            SELECT e.id FROM events e
+             WHERE e.created_at < now() - interval '{EVENT_RETENTION_DAYS} days'
+               AND NOT EXISTS (
+                   SELECT 1 FROM webhook_deliveries d
+                    WHERE d.event_id = e.id AND d.status NOT IN ({_FINISHED}))
+             LIMIT $1 FOR UPDATE OF e SKIP LOCKED),
+        finished AS (
+            DELETE FROM webhook_deliveries d USING doomed
+             WHERE d.event_id = doomed.id AND d.status IN ({_FINISHED})
+            RETURNING d.id)
+        DELETE FROM events e USING doomed
+         WHERE e.id = doomed.id
+           AND NOT EXISTS (
+               SELECT 1 FROM webhook_deliveries d
+                WHERE d.event_id = e.id AND d.id NOT IN (SELECT id FROM finished))""",
 }
 
 

@@ -29,7 +29,14 @@ _SIGNING = (
     "production the URL must be https and resolve to public addresses only (422 otherwise)."
 )
 PAGE_PARAMS = (
-    Param("limit", int, "Page size.", minimum=1, maximum=webhooks.MAX_PAGE, default=20),
+    Param(
+        "limit",
+        int,
+        "Page size.",
+        minimum=1,
+        maximum=webhooks.MAX_PAGE,
+        default=webhooks.DEFAULT_PAGE,
+    ),
     Param("cursor", int, "`next_cursor` of the previous page.", minimum=1),
 )
 

@@ -4,15 +4,13 @@ service functions (server.services.payments)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
 
 import grpc
 import msgspec
 
 from server.context import AppContext
-from server.domain.errors import FieldError, ValidationFailed
 from server.rpc import auth
-from server.rpc.common import timestamp
+from server.rpc.common import timestamp, validated
 from server.rpc.errors import translate_errors
 from server.rpc.pb.storefront.v1 import payments_pb2, payments_pb2_grpc
 from server.services.orders import idempotency_key
@@ -71,22 +69,6 @@ def refund_message(refund: Refund) -> payments_pb2.Refund:
     if refund.reason is not None:
         message.reason = refund.reason
     return message
-
-
-T = TypeVar("T", bound=msgspec.Struct)
-
-
-def validated(data: dict[str, object], into: type[T]) -> T:
-    """The request's fields under the REST body's rules: a violation is INVALID_ARGUMENT
-    naming the field, as it is a 422 there."""
-    try:
-        return msgspec.convert(data, into)
-    except msgspec.ValidationError as exc:
-        message, _, where = str(exc).partition(" - at `$")
-        field = where.rstrip("`").lstrip(".") or "request"
-        raise ValidationFailed(
-            "the request is invalid", errors=[FieldError(field, message)]
-        ) from None
 
 
 class PaymentServicer(payments_pb2_grpc.PaymentServiceServicer):

@@ -11,7 +11,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from server.context import AppContext
-from server.rpc import cart, orders, payments, products
+from server.rpc import cart, orders, payments, products, webhooks
 from server.rpc.auth import AuthInterceptor
 from server.rpc.limits import RateLimitInterceptor
 from server.rpc.metrics import MetricsInterceptor
@@ -33,12 +33,24 @@ SERVER_OPTIONS = [
 
 def registrars() -> list[ServiceRegistrar]:
     """The storefront.v1 services; features append theirs here."""
-    return [orders.register, products.register, cart.register, payments.register]
+    return [
+        orders.register,
+        products.register,
+        cart.register,
+        payments.register,
+        webhooks.register,
+    ]
 
 
 def access_table() -> dict[str, str]:
     """Full method name → access level, from each feature's `ACCESS` (services/permissions)."""
-    return {**orders.ACCESS, **products.ACCESS, **cart.ACCESS, **payments.ACCESS}
+    return {
+        **orders.ACCESS,
+        **products.ACCESS,
+        **cart.ACCESS,
+        **payments.ACCESS,
+        **webhooks.ACCESS,
+    }
 
 
 @dataclass

@@ -43,7 +43,10 @@ def _refused(message: str) -> ValidationFailed:
 
 async def check_target(url: str, *, allow_private: bool, require_https: bool) -> str:
     """`url` when webhooks may go there; ValidationFailed naming `url` otherwise."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unbalanced IPv6 bracket
+        raise _refused("the URL is malformed") from None
     schemes = ("https",) if require_https else ("http", "https")
     if parts.scheme not in schemes:
         raise _refused("the URL must be " + " or ".join(schemes))

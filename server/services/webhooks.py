@@ -19,7 +19,7 @@ import msgspec
 from server.context import AppContext
 from server.db import webhooks as repo
 from server.db.webhooks import Delivery, Subscription
-from server.domain.errors import NotFound
+from server.domain.errors import BadRequest, FieldError, NotFound
 from server.services.webhook_targets import check_target
 
 EventType = Literal[
@@ -33,12 +33,19 @@ EventType = Literal[
     "stock.low",
     "refund.created",
 ]
-Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern="^https?://[^\\s]+$")]
+# What services/webhook_targets.check_target needs, stated for clients: printable ASCII (an IDN
+# host in its xn-- form), a host name or IPv4 address (IPv6 literals are not taken, a DNS name
+# is), no credentials, a port in range. ASCII classes only: JSON Schema's regex dialect and
+# Python's disagree on what `\s` covers.
+_PORT = "6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}"
+_URL = f"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+(:({_PORT}))?([/?#][\\x21-\\x7e]*)?$"
+Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=_URL)]
 Secret = Annotated[str, msgspec.Meta(min_length=16, max_length=200, pattern="^[\\x21-\\x7e]+$")]
 EventTypes = Annotated[
     list[EventType],
     msgspec.Meta(min_length=1, max_length=9, extra_json_schema={"uniqueItems": True}),
 ]
+DEFAULT_PAGE = 20
 MAX_PAGE = 100
 
 
@@ -163,9 +170,29 @@ async def delete(ctx: AppContext, subscription_id: int) -> None:
         raise NotFound("no such webhook subscription")
 
 
+def decode_cursor(cursor: str) -> int:
+    """A delivery log's `next_cursor` (the last delivery id shown), as `deliveries` takes it."""
+    if not cursor.isascii() or not cursor.isdigit() or len(cursor) > 18 or int(cursor) < 1:
+        raise BadRequest(
+            "the cursor is invalid; pass back a next_cursor unchanged",
+            errors=[FieldError("cursor", "not a cursor of this list")],
+        )
+    return int(cursor)
+
+
 async def deliveries(
     ctx: AppContext, subscription_id: int, *, cursor: int | None, limit: int
 ) -> DeliveryPage:
+    # Query-style inputs (REST checks them as it reads the query; gRPC sends them as they are).
+    if not 1 <= limit <= MAX_PAGE:
+        raise BadRequest(
+            "invalid query parameter 'limit'",
+            errors=[FieldError("limit", f"between 1 and {MAX_PAGE}")],
+        )
+    if cursor is not None and cursor < 1:
+        raise BadRequest(
+            "invalid query parameter 'cursor'", errors=[FieldError("cursor", "at least 1")]
+        )
     await get(ctx, subscription_id)
     rows = await repo.deliveries_of(ctx.pool, subscription_id, before_id=cursor, limit=limit + 1)
     page = rows[:limit]

@@ -155,7 +155,8 @@ async def test_variants_migration_keeps_products_carts_and_orders(
                     shirt,
                 )
 
-            assert await migrations.migrate(conn) == ["0003"]
+            later = [m.version for m in migrations.discover() if m.version > "0002"]
+            assert await migrations.migrate(conn) == later
 
             variants = await conn.fetch(
                 "SELECT product_id, sku, options, price, stock, is_active FROM product_variants "

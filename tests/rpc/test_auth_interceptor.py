@@ -17,7 +17,14 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from server.context import AppContext, build_context
 from server.rpc import auth
-from server.rpc.pb.storefront.v1 import cart_pb2, orders_pb2, orders_pb2_grpc, products_pb2
+from server.rpc.pb.storefront.v1 import (
+    cart_pb2,
+    orders_pb2,
+    orders_pb2_grpc,
+    payments_pb2,
+    products_pb2,
+    webhooks_pb2,
+)
 from server.rpc.server import MAX_MESSAGE_BYTES, access_table
 from server.runtime import build_gateway
 from server.services import permissions
@@ -308,7 +315,7 @@ async def test_a_method_that_declares_no_access_is_refused(probe: Probe) -> None
 def test_every_storefront_method_declares_its_access() -> None:
     """The gRPC twin of tests/http/test_route_access.py: one table, every method in it."""
     table = access_table()
-    for module in (orders_pb2, products_pb2, cart_pb2):
+    for module in (orders_pb2, products_pb2, cart_pb2, payments_pb2, webhooks_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 level = table.get(f"/{service.full_name}/{method.name}")
