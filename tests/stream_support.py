@@ -4,6 +4,7 @@ on a raw socket (so a test can also stop reading, like a slow consumer)."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
@@ -31,9 +32,20 @@ class WsStream:
         self.conn = conn
 
     @classmethod
-    async def open(cls, port: int, path: str, *, headers: dict[str, str] | None = None) -> WsStream:
+    async def open(
+        cls,
+        port: int,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        ca_file: str | None = None,
+    ) -> WsStream:
+        scheme = "ws" if ca_file is None else "wss"
         request = tornado.httpclient.HTTPRequest(
-            f"ws://127.0.0.1:{port}{path}", headers=headers or {}, request_timeout=10
+            f"{scheme}://127.0.0.1:{port}{path}",
+            headers=headers or {},
+            request_timeout=10,
+            ca_certs=ca_file,
         )
         return cls(await tornado.websocket.websocket_connect(request))
 
@@ -71,9 +83,14 @@ class SseStream:
 
     @classmethod
     async def open(
-        cls, port: int, path: str, *, headers: dict[str, str] | None = None
+        cls,
+        port: int,
+        path: str,
+        *,
+        headers: dict[str, str] | None = None,
+        tls: ssl.SSLContext | None = None,
     ) -> SseStream:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=tls)
         lines = [f"GET {path} HTTP/1.1", "Host: 127.0.0.1", "Accept: text/event-stream"]
         lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
         writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import signal
+import ssl
 import subprocess
 import tempfile
 import uuid
@@ -39,9 +40,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from server.context import AppContext, build_context
 from server.db import catalog as repo
+from server.db import users
 from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
+from server.services import catalog
 from tests.conftest import ApiClient, Response, free_port, make_settings, start_gateway, wait_for
 from tests.orders_support import insert_sellable
+from tests.stream_support import SseStream, WsStream, stream_query
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
@@ -439,3 +443,40 @@ async def test_grpc_passes_through_nginx(database_url: str, redis_url: str) -> N
             }
 
         await wait_for(lambda: grpc_upstreams() == {"a", "b"}, timeout=5)
+
+
+async def test_live_streams_pass_through_nginx_and_hear_changes_made_on_either_gateway(
+    database_url: str, redis_url: str
+) -> None:
+    async with edge(database_url, REDIS_URL=redis_url) as e:
+        a, b = e.replicas
+        product = await make_product(a.ctx, price=1999)
+        customer = await users.create_user(
+            a.ctx.pool, f"edge-{uuid.uuid4().hex[:8]}@example.com", "Edge", "no-login", "customer"
+        )
+        token = a.ctx.tokens.issue_access(customer.id, customer.role)
+        tls = ssl.create_default_context(cafile=str(e.nginx.ca_file))
+        path = stream_query([product.id], token=token)
+        sse = await SseStream.open(e.nginx.https_port, path, tls=tls)
+        ws = await WsStream.open(e.nginx.https_port, path, ca_file=str(e.nginx.ca_file))
+        try:
+            assert sse.status == 200 and "text/event-stream" in sse.head.lower()
+            assert (await sse.next() or {})["type"] == "ready"
+            assert (await ws.next() or {})["type"] == "ready"
+            for replica_ctx, delta in ((a.ctx, 2), (b.ctx, 5)):  # a change on each gateway
+                changed = await catalog.adjust_stock(replica_ctx, product.id, delta)
+                for stream in (sse, ws):
+                    heard = await stream.next_of("stock.changed")
+                    assert heard["data"]["stock"] == changed.stock
+        finally:
+            sse.close()
+            ws.close()
+
+        def logged() -> list[str]:
+            return [line["uri"] for line in e.nginx.access_log() if "stream" in line["uri"]]
+
+        # A stream's line is written once nginx sees it end: the WebSocket's at once, the SSE
+        # stream's only at its next heartbeat.
+        await wait_for(lambda: len(logged()) >= 1)
+        assert all("access_token=[filtered]" in uri for uri in logged()), logged()
+        assert token not in e.nginx.prefix.joinpath("access.log").read_text()
