@@ -105,6 +105,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
     transport = "sse"
     _expires_at: float | None = None
     _sender: asyncio.Task[None] | None = None
+    _opened = False  # a WebSocket past its handshake
 
     # ---- both transports ------------------------------------------------------------------
 
@@ -273,6 +274,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
     @override
     def open(self, *args: str, **kwargs: str) -> None:
         metrics.STREAM_CONNECTIONS.labels("websocket").inc()
+        self._opened = True
         self._sender = asyncio.ensure_future(self._send_messages())
 
     async def _send_messages(self) -> None:
@@ -302,8 +304,9 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
 
     @override
     def on_close(self) -> None:
-        if self.transport != "websocket":
-            return
+        if not self._opened:
+            return  # an SSE stream, or a client gone before the handshake completed
+        self._opened = False
         metrics.STREAM_CONNECTIONS.labels("websocket").dec()
         sender, self._sender = self._sender, None
         if sender is not None and not sender.done():
