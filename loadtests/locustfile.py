@@ -13,6 +13,18 @@ User classes, weighted like a shop's traffic:
   products), a category now and then, a partial refund of a paid order, the cached order stats.
 - `GrpcBrowser`: ProductService GetProduct / ListProducts over the sync gRPC stubs (gevent-aware),
   firing Locust request events itself.
+- `StreamWatcher` (anonymous): product pages left open, each following the stock and price of
+  about ten popular products over a live stream (SSE, `GET /api/v1/stream?product_id=...`); a
+  new page, so a new stream, every 20-40 s.
+Each `Shopper` also keeps its own orders' stream open (`orders=true`, its token as
+`access_token`, as a browser's EventSource sends it) from sign-up to the end.
+
+A stream is held in a greenlet of its own (`LiveStream`, on the raw-socket client of
+loadtests/sse.py) and measured as request events of type `SSE`: `GET /api/v1/stream` is the time
+from connecting to the `ready` message (a refusal, a failed connection, a stream that dies or is
+closed by the gateway count as its failures); `stream: product event` (stock.changed,
+product.updated) and `stream: order event` (order.*, refund.*) are each message's delay from
+the commit that caused it (`sent_at`, stamped by the gateway) to its arrival here.
 
 Request names are the route templates (`GET /api/v1/products/{id}`), which loadtests/targets.toml
 budgets. Expected business answers (409 when stock ran out under another shopper) count as
@@ -33,10 +45,12 @@ import sys
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
+import gevent
 import grpc
 import grpc.experimental.gevent as grpc_gevent
 from locust import FastHttpUser, User, between, events, task
@@ -46,6 +60,7 @@ from locust.exception import StopUser
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the generated stubs live in server/
 
 from loadtests.harness import CATALOG_SAMPLE
+from loadtests.sse import SseStream, StreamEnded
 from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
 
 # grpc's sync calls must yield to Locust's other greenlets; before any channel exists.
@@ -136,6 +151,129 @@ def _bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
+# ---- live streams ------------------------------------------------------------------------------
+
+STREAM_PATH = f"{API}/stream"
+STREAM_OPEN = "GET /api/v1/stream"
+# Message topics (`product:<id>`, `order:<user>`) → the request name their delays are budgeted as.
+STREAM_EVENTS = {"product": "stream: product event", "order": "stream: order event"}
+STREAM_OTHER = "stream: other event"
+OPEN_TIMEOUT = 10.0  # connecting, the response head and the `ready` message
+# The gateway sends a heartbeat every 15 s: a stream silent for longer than this is dead.
+SILENCE_TIMEOUT = 25.0
+RETRY_SECONDS = 3.0  # the `retry:` the gateway asks for, as an EventSource would wait
+
+
+class StreamFailed(Exception):
+    """A stream that could not be opened or ended other than as asked."""
+
+
+def stream_path(products: Sequence[int] = (), *, orders: bool = False, token: str = "") -> str:
+    pairs: list[tuple[str, Any]] = [("product_id", p) for p in products]
+    if orders:
+        pairs.append(("orders", "true"))
+    if token:
+        pairs.append(("access_token", token))
+    return f"{STREAM_PATH}?{urlencode(pairs)}"
+
+
+class LiveStream:
+    """One live stream a simulated user keeps open, in a greenlet of its own (a page's
+    EventSource beside the user's clicks). Reopens after RETRY_SECONDS when the stream fails,
+    at once when the gateway ends it because its token expired (with the user's current token:
+    `path` is asked again on every connect). `stop()` kills the greenlet, which closes the
+    socket; a killed stream reports nothing."""
+
+    def __init__(self, user: User, path: Callable[[], str]) -> None:
+        self.user = user
+        self.path = path
+        self._greenlet: gevent.Greenlet[Any, None] | None = None
+
+    def start(self) -> None:
+        self.stop()
+        self._greenlet = gevent.spawn(self._hold)
+
+    def stop(self) -> None:
+        greenlet, self._greenlet = self._greenlet, None
+        if greenlet is not None:
+            greenlet.kill(block=True, timeout=5)
+
+    def _report(self, name: str, millis: float, length: int, error: Exception | None) -> None:
+        self.user.environment.events.request.fire(
+            request_type="SSE",
+            name=name,
+            response_time=max(0.0, millis),
+            response_length=length,
+            exception=error,
+            context={},
+        )
+
+    def _hold(self) -> None:
+        while True:
+            stream = self._open()
+            if stream is None:
+                gevent.sleep(RETRY_SECONDS)
+                continue
+            try:
+                self._read(stream)
+            except StreamFailed as exc:
+                self._report(STREAM_OPEN, 0.0, 0, exc)  # a failure, not a latency sample
+                gevent.sleep(RETRY_SECONDS)
+            finally:
+                stream.close()
+
+    def _open(self) -> SseStream | None:
+        """Connect and wait for `ready`; reports the time it took, or the failure (then None)."""
+        started = time.time()
+        stream: SseStream | None = None
+        try:
+            stream = SseStream.open(
+                (self.user.host or "").rstrip("/"), self.path(), timeout=OPEN_TIMEOUT
+            )
+            if stream.status != 200:
+                body = stream.read_body(300).decode("utf-8", "replace")
+                raise StreamFailed(f"status {stream.status}: {body}")
+            ready = stream.next()
+            if json.loads(ready).get("type") != "ready":
+                raise StreamFailed("the first message was not `ready`")
+        except (OSError, StreamEnded, ValueError, StreamFailed) as exc:
+            if stream is not None:
+                stream.close()
+            error = exc if isinstance(exc, StreamFailed) else StreamFailed(f"opening: {exc!r}")
+            self._report(STREAM_OPEN, (time.time() - started) * 1000, 0, error)
+            return None
+        except BaseException:  # killed while opening
+            if stream is not None:
+                stream.close()
+            raise
+        took = (stream.received_at - started) * 1000
+        self._report(STREAM_OPEN, took, len(stream.head) + len(ready), None)
+        stream.settimeout(SILENCE_TIMEOUT)
+        return stream
+
+    def _read(self, stream: SseStream) -> None:
+        """Report each message's delay until the gateway ends the stream because its token
+        expired (returns: reopen with a fresh one); StreamFailed for any other end."""
+        while True:
+            try:
+                payload = stream.next()
+                message = json.loads(payload)
+            except TimeoutError:
+                raise StreamFailed(f"silent for {SILENCE_TIMEOUT:g} s (no heartbeat)") from None
+            except (OSError, StreamEnded) as exc:
+                raise StreamFailed(f"the stream broke off ({type(exc).__name__})") from None
+            except ValueError:
+                raise StreamFailed("a message that is not JSON") from None
+            if message.get("type") == "closing":
+                if message.get("reason") == "expired":
+                    return
+                raise StreamFailed(f"closed by the gateway ({message.get('reason')})")
+            topic = str(message.get("topic", ""))
+            name = STREAM_EVENTS.get(topic.partition(":")[0], STREAM_OTHER)
+            delay = (stream.received_at - float(message.get("sent_at", 0.0))) * 1000
+            self._report(name, delay, len(payload), None)
+
+
 class Browser(FastHttpUser):
     """Anonymous visitors: most of the traffic, nearly all of it cacheable."""
 
@@ -216,6 +354,14 @@ class Shopper(FastHttpUser):
             raise StopUser()
         self.token: str = reply.json()["access"]
         self.in_cart: set[int] = set()
+        # The shop front's live view of the shopper's own orders (created, paid, refunded).
+        self.orders_stream = LiveStream(self, lambda: stream_path(orders=True, token=self.token))
+        self.orders_stream.start()
+
+    def on_stop(self) -> None:
+        stream = getattr(self, "orders_stream", None)
+        if stream is not None:
+            stream.stop()
 
     @task(1)
     def login_again(self) -> None:
@@ -436,6 +582,37 @@ class Admin(FastHttpUser):
         self.client.get(
             f"{API}/stats/orders", name="GET /api/v1/stats/orders", headers=self.headers
         )
+
+
+class StreamWatcher(User):
+    """Visitors with product pages open: each page follows about ten popular products' stock
+    and price live. A task is a page navigation (the old page's stream closes, the new one's
+    opens); between them the user only waits, so a phase's end stops it at once."""
+
+    weight = 1
+    # A new page every 30 s on average: the default 60-s run's full mix (36 s) reconnects most.
+    wait_time = between(20.0, 40.0)
+    products_per_page = 10
+
+    def on_start(self) -> None:
+        self.stream: LiveStream | None = None
+
+    def on_stop(self) -> None:
+        if self.stream is not None:
+            self.stream.stop()
+
+    @task
+    def open_page(self) -> None:
+        products: set[int] = set()
+        for _ in range(5 * self.products_per_page):  # Zipf draws repeat the head often
+            products.add(Catalog.popular_product())
+            if len(products) == self.products_per_page:
+                break
+        path = stream_path(sorted(products))
+        if self.stream is not None:
+            self.stream.stop()
+        self.stream = LiveStream(self, lambda: path)
+        self.stream.start()
 
 
 class GrpcBrowser(User):

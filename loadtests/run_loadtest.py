@@ -8,6 +8,10 @@ bounded time, in two phases: the browse mix alone (anonymous REST and gRPC reade
 rate is judged over its second half), then every user class together. CSV and HTML reports per
 phase land in loadtests/reports/.
 
+The full mix also holds live streams open (SSE, /api/v1/stream): their opening and each
+message's delay from the gateway's commit to the client are Locust request events of type SSE,
+judged as reads.
+
 Besides each request name's p95 and error rate (client side), it reads /metrics before, during
 and after: the cache hit rate, the PostgreSQL statement p95, server-side latency per route and
 gRPC method, rate-limit refusals, and task runs and durations (from the worker's registry).
@@ -296,7 +300,7 @@ def _run_locust(
 
 
 def _kind(name: str, request_type: str) -> str:
-    if name.startswith("GET "):
+    if name.startswith("GET ") or request_type == "SSE":  # live streams only ever read
         return "read"
     if request_type == "grpc" and name.rpartition("/")[2].startswith(("Get", "List", "BatchGet")):
         return "read"
@@ -308,14 +312,14 @@ def _judge_requests(targets: dict[str, Any], phase: str) -> list[Verdict]:
     overrides: dict[str, dict[str, Any]] = targets.get("requests", {})
     path = harness.REPORTS / f"{CSV_PREFIX}-{phase}_stats.csv"
     verdicts: list[Verdict] = []
-    seen: set[str] = set()
+    seen: dict[str, int] = {}
     with open(path, newline="") as handle:
         for row in csv.DictReader(handle):
             name, request_type = row["Name"], row["Type"]
             if name == "Aggregated":
                 continue
-            seen.add(name)
             count, failures = int(row["Request Count"]), int(row["Failure Count"])
+            seen[name] = seen.get(name, 0) + count
             if count == 0:
                 continue
             budget = overrides.get(name, {})
@@ -341,8 +345,20 @@ def _judge_requests(targets: dict[str, Any], phase: str) -> list[Verdict]:
                 )
             )
     if phase == MIXED_PHASE:
-        for name in overrides:
-            if name not in seen:
+        for name, budget in overrides.items():
+            # A budget with `min_count` must be exercised (by the full mix): a measurement that
+            # silently stopped happening (no stream event arrived) is a miss, not a pass.
+            if "min_count" in budget:
+                count = seen.get(name, 0)
+                verdicts.append(
+                    Verdict(
+                        f"[{phase}] {name} samples",
+                        f"{count}",
+                        f">= {budget['min_count']}",
+                        count >= int(budget["min_count"]),
+                    )
+                )
+            elif name not in seen:
                 print(f"loadtest: note: {name!r} has a budget but was not exercised")
     return verdicts
 

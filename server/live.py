@@ -137,10 +137,14 @@ class LiveHub:
 
     # ---- publishing ---------------------------------------------------------------------
 
-    async def publish(self, topic: str, message: dict[str, Any]) -> None:
+    async def publish(
+        self, topic: str, message: dict[str, Any], *, sent_at: float | None = None
+    ) -> None:
         """Send `message` to everyone on `topic`, on every replica. Never raises: a stream is a
-        best-effort view; the REST and gRPC reads stay the truth."""
-        envelope = {"topic": topic, "sent_at": time.time(), **message}
+        best-effort view; the REST and gRPC reads stay the truth. `sent_at` (default now) is
+        when the change committed."""
+        envelope = {"topic": topic, "sent_at": time.time() if sent_at is None else sent_at}
+        envelope.update(message)
         payload = orjson.dumps(envelope)
         if self.redis is None:
             self._fan_out(topic, payload)

@@ -13,6 +13,7 @@ order.cancelled, order.refunded, product.updated, stock.low, refund.created.
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncIterator, Iterable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -98,10 +99,13 @@ async def collecting(ctx: AppContext) -> AsyncIterator[Batch]:
 
 
 async def publish(ctx: AppContext, batch: Batch) -> None:
+    # Live messages first (a client is waiting on them), all stamped with the commit's time:
+    # `sent_at` is what a client measures the delay from.
+    committed_at = time.time()
+    for topic, message in batch.live:
+        await ctx.live.publish(topic, message, sent_at=committed_at)
     if batch.deliveries and ctx.jobs is not None:
         await ctx.jobs.deliver_webhooks()
-    for topic, message in batch.live:
-        await ctx.live.publish(topic, message)
 
 
 async def announce_product(conn: asyncpg.Connection, product: Product) -> None:
