@@ -79,6 +79,7 @@ class Catalog:
     product_weights: list[float] = []
     # product id → its active variants with stock (one for most products, S/M/L for some).
     variants: dict[int, list[int]] = {}
+    sized: set[int] = set()  # products with several variants (sizes): lines name the variant
     category_keys: list[str] = []
     list_queries: list[str] = []
     query_weights: list[float] = []
@@ -93,9 +94,10 @@ class Catalog:
             for item in page["items"]:
                 if item.get("stock", 0) > 0:
                     ids.append(item["id"])
-                    cls.variants[item["id"]] = [
-                        v["id"] for v in item.get("variants", []) if v["stock"] > 0
-                    ]
+                    variants = item.get("variants", [])
+                    cls.variants[item["id"]] = [v["id"] for v in variants if v["stock"] > 0]
+                    if len(variants) > 1:
+                        cls.sized.add(item["id"])
             cursor = page.get("next_cursor")
             if not cursor:
                 break
@@ -127,7 +129,8 @@ class Catalog:
     def cart_line(cls, product_id: int) -> dict[str, int]:
         """How a shop front names a line: the chosen size of a sized product, else the product."""
         choices = cls.variants.get(product_id, [])
-        if len(choices) > 1:
+        if product_id in cls.sized and choices:
+            # Even when one size alone is left in stock: a product with sizes needs its size.
             return {"variant_id": random.choice(choices)}
         return {"product_id": product_id}
 

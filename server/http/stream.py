@@ -106,6 +106,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
     _expires_at: float | None = None
     _sender: asyncio.Task[None] | None = None
     _opened = False  # a WebSocket past its handshake
+    _opened_logged = False  # an SSE stream's request line is written when it opens
 
     # ---- both transports ------------------------------------------------------------------
 
@@ -206,6 +207,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
         self._uncount()
         try:
             await self._send_event(b"retry: 3000\n\ndata: " + self._ready() + b"\n\n")
+            self._log_opened()
             while True:
                 message = await self._next()
                 if message is None:
@@ -223,6 +225,17 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
             self._release()
         if not self._finished:
             self.finish()
+
+    def _log_opened(self) -> None:
+        """The access log line and the route's latency histogram take the stream's opening (as
+        a WebSocket's 101 does), not its whole life: minutes there would drown the figures."""
+        self._log()
+        self._opened_logged = True
+
+    @override
+    def _log(self) -> None:
+        if not self._opened_logged:
+            super()._log()
 
     async def _send_event(self, chunk: bytes) -> None:
         self.write(chunk)

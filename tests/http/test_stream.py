@@ -6,6 +6,7 @@ Redis (a change through one reaches the other's clients)."""
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator
 
@@ -266,6 +267,14 @@ async def test_shutdown_tells_streams_to_go_and_counts_them_in_metrics(
         assert (await stream.next() or {})["type"] == "ready"
         scraped = (await api.get("/metrics")).body.decode()
         assert f'stream_connections{{transport="{transport}"}} 1.0' in scraped
+        # The request is measured at its opening (101, or the SSE stream's first event), so
+        # the open stream is already in the route's latency histogram, and in its fast buckets.
+        opened = re.search(
+            r'http_request_duration_seconds_bucket\{le="0.5",method="GET",'
+            r'route="/api/v1/stream",status="(101|200)"\} (\d+)',
+            scraped,
+        )
+        assert opened is not None and int(opened.group(2)) >= 1, scraped[-3000:]
     closing = await stream.next()
     assert closing is not None and closing["type"] == "closing" and closing["reason"] == "shutdown"
     assert await stream.next() is None
