@@ -682,6 +682,27 @@ async def test_websocket_is_handed_over_after_the_101(server: FastHTTPServer) ->
     conn.close()
 
 
+def test_websocket_is_handed_over_on_uvloop_too(state: State) -> None:
+    """`storefront serve` runs on uvloop, whose transports wrap their sockets their own way."""
+    uvloop = pytest.importorskip("uvloop")
+
+    async def echo_twice() -> list[str | bytes | None]:
+        srv = FastHTTPServer(make_app(state))
+        await srv.listen(0, "127.0.0.1")
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+        conn = await tornado.websocket.websocket_connect(f"ws://127.0.0.1:{srv.port}/ws")
+        echoed = []
+        for text in ("hello", "x" * 70_000):
+            await conn.write_message(text)
+            echoed.append(await asyncio.wait_for(conn.read_message(), 3))
+        conn.close()
+        srv.stop()
+        await srv.close_all_connections(1.0)
+        return echoed
+
+    assert uvloop.run(echo_twice()) == ["hello", "x" * 70_000]
+
+
 async def test_the_101_keeps_the_handshake_headers(server: FastHTTPServer) -> None:
     reader, writer = await connect(server)
     writer.write(get("/ws", WS_UPGRADE))
