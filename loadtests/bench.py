@@ -13,8 +13,16 @@ Endpoints: cached `GET /api/v1/products/{id}`, authenticated `GET /api/v1/auth/m
 database cell `list-db`: `GET /api/v1/products?category=category-1&sort=price` with a random
 `min_price` on every request (loadtests/wrk/uncached.lua), so each one runs the list query in
 PostgreSQL; the reference runs the gateway's own query and encoding through asyncpg.
+The checkout cell `checkout` (gateway-fast and the reference only): wrk cannot keep users, so
+loadtests/checkout_load.py (its own process, pinned to the load core like wrk) runs
+`--checkout-workers` workers, each a registered user of its own on a keep-alive connection,
+looping `POST /api/v1/cart/items` (one unit of a product of its own, whose stock the bench sets
+to 1e9 so it never runs out) then `POST /api/v1/orders {}` with a fresh Idempotency-Key; the
+reference runs the gateway's own service functions (cart.add_item, orders.checkout_cart) on an
+AppContext built from the same environment. Reported: cycles/s, the checkout request's p50/p99,
+cycles per CPU-second of the server plus PostgreSQL.
 Targets: gateway >= 1.5x FastAPI on each, fast connection >= 2x stock connection (the stock
-target is judged on the cached reads only: on the database cell both wait on the same SQL).
+target is judged on the cached reads only: on the database cells both wait on the same SQL).
 
 `--profile` afterwards runs the fast gateway under pyinstrument (cProfile when pyinstrument is
 missing) while wrk drives each endpoint, and prints where the server's time goes.
@@ -23,6 +31,7 @@ missing) while wrk drives each endpoint, and prints where the server's time goes
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import os
 import shutil
@@ -34,6 +43,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -47,8 +57,15 @@ JWT_SECRET = "bench-secret-0123456789-0123456789-abcdefgh"
 FAST, REFERENCE, STOCK = "gateway-fast", "fastapi", "gateway-tornado"
 BARE = "gateway-fast-bare"
 PRODUCT, ME, LIST = "product", "me", "list-db"
+CHECKOUT = "checkout"  # a cycle: add a line to the cart, check out (loadtests/checkout_load.py)
 # Endpoints whose every request must reach PostgreSQL (wrk/uncached.lua varies the query).
 UNCACHED = frozenset((LIST,))
+# Cells whose PostgreSQL CPU counts for the reference too (it causes that work there).
+DATABASE_CELLS = UNCACHED | {CHECKOUT}
+CHECKOUT_TARGETS = (FAST, REFERENCE)
+CHECKOUT_STOCK = 1_000_000_000
+# Differ between any two orders; the rest of the order must be the same on both targets.
+ORDER_VOLATILE = frozenset(("id", "created_at", "updated_at", "reserved_until"))
 TARGET_VS_REFERENCE = 1.5
 TARGET_VS_STOCK = 2.0
 
@@ -64,7 +81,10 @@ WHAT_EACH_SIDE_DOES = {
     "limiting, no request id: product body pre-encoded in memory (+ETag, "
     "Cache-Control), /auth/me: PyJWT HS256 verify via a Depends() + user from memory; "
     "list-db: the gateway's list query and encoding (server.services.catalog.list_products) "
-    "on an asyncpg pool of 10, as the gateway's own pool",
+    "on an asyncpg pool of 10, as the gateway's own pool; checkout: cart.add_item and "
+    "orders.checkout_cart (Idempotency-Key honoured) on an AppContext built by build_context "
+    "from the gateway's environment (its pool size, its in-process job runner delivering the "
+    "outbox after each order), the caller taken from the PyJWT-verified token",
     BARE: "only with --bare: the fast gateway with LOG_LEVEL=WARNING (no access log line) and "
     "RATE_LIMIT_ENABLED=0; not a deployable configuration, it prices those two features",
 }
@@ -96,6 +116,12 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per cell")
     parser.add_argument("--connections", type=int, default=64)
     parser.add_argument("--products", type=int, default=1000)
+    parser.add_argument(
+        "--checkout-workers",
+        type=int,
+        default=32,
+        help="concurrent users of the checkout cell (0: no checkout cell)",
+    )
     parser.add_argument(
         "--reference-access-log",
         action="store_true",
@@ -174,6 +200,16 @@ def _bench(
             started.remove(fast)
             fast.stop()
             return _profile(args, cores, env, workdir, paths, headers)
+        checkout_users = None
+        if args.checkout_workers > 0:
+            checkout_users = workdir / "checkout-users.json"
+            _prepare_checkout(
+                fast.base_url,
+                env["DATABASE_URL"],
+                product_id,
+                args.checkout_workers,
+                checkout_users,
+            )
 
         targets: dict[str, Service] = {FAST: fast}
         targets[REFERENCE] = harness.start_reference(
@@ -182,6 +218,7 @@ def _bench(
             log_path=workdir / "reference.log",
             access_log=args.reference_access_log,
             database_url=env["DATABASE_URL"],
+            checkout_env=env if checkout_users is not None else None,
         )
         started.append(targets[REFERENCE])
         targets[STOCK] = harness.start_gateway(
@@ -195,6 +232,8 @@ def _bench(
             )
             started.append(targets[BARE])
         _check_same_answers(targets, paths, headers)
+        if checkout_users is not None:
+            _check_same_checkout(targets, checkout_users)
 
         print(
             f"bench: {cores.describe()}; {args.rounds} rounds x {args.duration:g}s per cell, "
@@ -208,7 +247,7 @@ def _bench(
                 "is shared; alternation keeps the ratios fair, absolute figures drift",
                 flush=True,
             )
-        cells = _measure(args, cores, targets, paths, headers, postgres)
+        cells = _measure(args, cores, targets, paths, headers, postgres, checkout_users)
         report = _report(args, cores, cells, load_before)
     code = 0
     if args.strict and not report["all_targets_met"]:
@@ -240,6 +279,120 @@ def _check_same_answers(
             raise RuntimeError(f"targets disagree on {path}: {bodies}")
 
 
+def _prepare_checkout(
+    base_url: str, database_url: str, bench_product: int, workers: int, out: Path
+) -> None:
+    """One registered user and one product per checkout worker, the products' stock out of
+    reach: `[{"token", "product_id"}]` into `out`."""
+    print(f"bench: checkout cell: registering {workers} users ...", flush=True)
+    products = asyncio.run(_checkout_products(database_url, bench_product, workers))
+    if len(products) < workers:
+        raise RuntimeError(f"only {len(products)} products fit the checkout cell, {workers} asked")
+    stamp = f"{os.getpid()}-{int(time.time())}"
+    users = [
+        {
+            "token": harness.register_user(
+                base_url, f"bench-checkout-{stamp}-{n}@example.com", "bench-password-123"
+            ),
+            "product_id": product,
+        }
+        for n, product in enumerate(products)
+    ]
+    out.write_bytes(orjson.dumps(users))
+
+
+async def _checkout_products(database_url: str, bench_product: int, count: int) -> list[int]:
+    """Active products with one variant, outside the list cell's category and other than the
+    product cell's, their stock set to CHECKOUT_STOCK (each worker has its own: no two
+    checkouts wait on the same stock row)."""
+    import asyncpg
+
+    conn: asyncpg.Connection = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            """
+            SELECT p.id FROM products p LEFT JOIN categories c ON c.id = p.category_id
+            WHERE p.is_active AND p.id <> $1 AND coalesce(c.slug, '') <> 'category-1'
+              AND (SELECT count(*) FROM product_variants v WHERE v.product_id = p.id) = 1
+            ORDER BY p.id LIMIT $2
+            """,
+            bench_product,
+            count,
+        )
+        ids = [row["id"] for row in rows]
+        await conn.execute(
+            "UPDATE product_variants SET stock = $2, is_active = true WHERE product_id = ANY($1)",
+            ids,
+            CHECKOUT_STOCK,
+        )
+        return ids
+    finally:
+        await conn.close()
+
+
+def _normalised_order(order: Any) -> Any:
+    if isinstance(order, dict):
+        return {k: _normalised_order(v) for k, v in order.items() if k not in ORDER_VOLATILE}
+    if isinstance(order, list):
+        return [_normalised_order(v) for v in order]
+    return order
+
+
+def _check_same_checkout(targets: dict[str, Service], users_file: Path) -> None:
+    """The checkout cell's two sides do the same: one cycle each for the same user and product
+    answers 200 (the same cart) then 201 (the same order, but for its id and timestamps)."""
+    user = orjson.loads(users_file.read_bytes())[0]
+    carts, placed = {}, {}
+    for name in CHECKOUT_TARGETS:
+        base = targets[name].base_url
+        add = harness.request(
+            "POST",
+            f"{base}{API}/cart/items",
+            json_body={"product_id": user["product_id"], "quantity": 1},
+            token=user["token"],
+        )
+        if add.status != 200:
+            raise RuntimeError(f"{name} cart add answered {add.status}: {add.body[:300]!r}")
+        carts[name] = add.json()
+        order = harness.request(
+            "POST",
+            f"{base}{API}/orders",
+            json_body={},
+            token=user["token"],
+            headers={"Idempotency-Key": f"bench-check-{name}-{time.time_ns()}"},
+        )
+        if order.status != 201:
+            raise RuntimeError(f"{name} checkout answered {order.status}: {order.body[:300]!r}")
+        body = order.json()
+        if not body.get("items"):
+            raise RuntimeError(f"{name} checkout answered an order without items: {body}")
+        placed[name] = _normalised_order(body)
+    for what, answers in (("cart add", carts), ("checkout", placed)):
+        first = next(iter(answers.values()))
+        if any(answer != first for answer in answers.values()):
+            raise RuntimeError(f"checkout targets disagree on the {what}: {answers}")
+
+
+def _with_cpu(
+    result: WrkResult, before: tuple[float, float], after: tuple[float, float]
+) -> WrkResult:
+    return dataclasses.replace(
+        result, server_cpu_s=after[0] - before[0], database_cpu_s=after[1] - before[1]
+    )
+
+
+def _busy(result: WrkResult) -> str:
+    """How busy each core was: the server's, and the load core's (PostgreSQL + the client)."""
+    seconds = result.seconds or 1.0
+    server = (result.server_cpu_s - result.database_cpu_s) / seconds
+    load = (result.database_cpu_s + result.client_cpu_s) / seconds
+    return (
+        f"  cores: server {server:4.0%}, load {load:4.0%}"
+        f" (PostgreSQL {result.database_cpu_s / seconds:.0%}, client"
+        f" {result.client_cpu_s / seconds:.0%})"
+    )
+
+
 def _measure(
     args: argparse.Namespace,
     cores: Cores,
@@ -247,19 +400,27 @@ def _measure(
     paths: dict[str, str],
     headers: dict[str, dict[str, str]],
     postgres: harness.Postgres,
+    checkout_users: Path | None = None,
 ) -> dict[tuple[str, str], Cell]:
-    def cpu(name: str, endpoint: str) -> float:
+    def cpu(name: str, endpoint: str) -> tuple[float, float]:
         # A server's cost includes the PostgreSQL work it causes (the reference causes some on
-        # the database cell only).
+        # the database cells only): (server process + PostgreSQL, PostgreSQL).
         own = harness.cpu_seconds(targets[name].process.pid)
-        database = name != REFERENCE or endpoint in UNCACHED
-        return own + (postgres.cpu_seconds() if database else 0.0)
+        database = name != REFERENCE or endpoint in DATABASE_CELLS
+        db = postgres.cpu_seconds() if database else 0.0
+        return own + db, db
 
     def run(name: str, endpoint: str, seconds: float) -> WrkResult:
         service = targets[name]
         if not service.alive():
             raise RuntimeError(f"{name} has exited:\n{service.log_tail()}")
         cpu_before = cpu(name, endpoint)
+        if endpoint == CHECKOUT:
+            assert checkout_users is not None
+            result = harness.run_checkout(
+                service.base_url, checkout_users, seconds=seconds, cpu=cores.load
+            )
+            return _with_cpu(result, cpu_before, cpu(name, endpoint))
         result = harness.run_wrk(
             service.base_url + paths[endpoint],
             seconds=seconds,
@@ -268,18 +429,26 @@ def _measure(
             cpu=cores.load,
             uncached=endpoint in UNCACHED,
         )
-        return dataclasses.replace(result, server_cpu_s=cpu(name, endpoint) - cpu_before)
+        return _with_cpu(result, cpu_before, cpu(name, endpoint))
 
     order = list(targets)
+    endpoints = [*paths, *([CHECKOUT] if checkout_users is not None else [])]
+
+    def measured(endpoint: str, names: list[str]) -> list[str]:
+        return [n for n in names if endpoint != CHECKOUT or n in CHECKOUT_TARGETS]
+
     for name in order:
-        for endpoint in paths:
-            run(name, endpoint, args.warmup)
-    cells = {(name, endpoint): Cell() for name in order for endpoint in paths}
+        for endpoint in endpoints:
+            if measured(endpoint, [name]):
+                run(name, endpoint, args.warmup)
+    cells = {
+        (name, endpoint): Cell() for endpoint in endpoints for name in measured(endpoint, order)
+    }
     for round_no in range(args.rounds):
         # Rotate who goes first so no target always meets the machine in the same state.
         rotated = order[round_no % len(order) :] + order[: round_no % len(order)]
-        for endpoint in paths:
-            for name in rotated:
+        for endpoint in endpoints:
+            for name in measured(endpoint, rotated):
                 result = run(name, endpoint, args.duration)
                 cells[(name, endpoint)].rounds.append(result)
                 flag = (
@@ -290,7 +459,8 @@ def _measure(
                 print(
                     f"  round {round_no + 1}  {name:<16} {endpoint:<8} {result.rps:>9.0f} req/s"
                     f" {result.per_cpu_second:>9.0f} req/CPU-s"
-                    f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms{flag}",
+                    f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms{flag}"
+                    + (_busy(result) if endpoint == CHECKOUT else ""),
                     flush=True,
                 )
     return cells
@@ -333,15 +503,22 @@ def _report(
             f"{cell.median(lambda r: r.p50_ms):>8.2f} {cell.median(lambda r: r.p99_ms):>8.2f}"
             f"               {per_round}"
         )
+    if (FAST, CHECKOUT) in cells:
+        print(
+            f"({CHECKOUT}: req/s = cycles/s, a cycle = POST /cart/items + POST /orders; p50/p99 of"
+            " the checkout request; CPU-s = server + PostgreSQL on both sides)"
+        )
     print()
     print(
         "ratios: req/s (wall clock), and requests per CPU-second of the server process plus, for"
         " the gateways, PostgreSQL (robust to other load on the machine)"
     )
     ratios: list[dict[str, object]] = []
-    for endpoint in (PRODUCT, ME, LIST):
+    for endpoint in (PRODUCT, ME, LIST, CHECKOUT):
+        if (FAST, endpoint) not in cells:
+            continue
         comparisons = [(REFERENCE, TARGET_VS_REFERENCE), (STOCK, TARGET_VS_STOCK)]
-        if endpoint in UNCACHED:  # both connections wait on the same SQL: information only
+        if endpoint in DATABASE_CELLS:  # both connections wait on the same SQL: not compared
             comparisons = comparisons[:1]
         for other, target in comparisons:
             value = _ratio(cells, FAST, other, endpoint, _rps)
@@ -389,12 +566,14 @@ def _report(
             "warmup_s": args.warmup,
             "connections": args.connections,
             "wrk_threads": 1,
+            "checkout_workers": args.checkout_workers,
             "reference_access_log": args.reference_access_log,
         },
         "cells": [
             {
                 "target": name,
                 "endpoint": endpoint,
+                "unit": "checkout cycles" if endpoint == CHECKOUT else "requests",
                 "rps_median": round(cell.median(_rps), 1),
                 "per_cpu_second_median": round(cell.median(_per_cpu), 1),
                 "p50_ms_median": round(cell.median(lambda r: r.p50_ms), 3),

@@ -344,9 +344,12 @@ def start_reference(
     cpu: int | None = None,
     access_log: bool = False,
     database_url: str | None = None,
+    checkout_env: Mapping[str, str] | None = None,
 ) -> Service:
     """The FastAPI reference: one uvicorn worker, uvloop, httptools (and PostgreSQL, given
-    `database_url`, for its list route)."""
+    `database_url`, for its list route). With `checkout_env` (a gateway's environment, see
+    gateway_env) it runs in that environment and serves the cart and checkout routes through
+    an AppContext of its own built from it."""
     port = free_port()
     argv = [
         PYTHON,
@@ -368,7 +371,10 @@ def start_reference(
         "warning",
     ]
     argv.append("--access-log" if access_log else "--no-access-log")
-    env = {**os.environ, "REFERENCE_FIXTURES": str(fixtures), "PYTHONPATH": str(REPO)}
+    env = {**(checkout_env or os.environ), "REFERENCE_FIXTURES": str(fixtures)}
+    env["PYTHONPATH"] = str(REPO)
+    if checkout_env is not None:
+        env["REFERENCE_CHECKOUT"] = "1"
     if database_url:
         env["DATABASE_URL"] = database_url
     service = spawn("fastapi-reference", argv, env, port, log_path=log_path, cpu=cpu)
@@ -498,6 +504,10 @@ class WrkResult:
     errors: int
     status_errors: int
     server_cpu_s: float = 0.0  # CPU time the server process used during the run, when measured
+    # Of server_cpu_s, PostgreSQL's share (when it is counted in); the load generator's own CPU
+    # time (checkout_load.py only): where a database cell's time goes.
+    database_cpu_s: float = 0.0
+    client_cpu_s: float = 0.0
 
     @property
     def clean(self) -> bool:
@@ -580,3 +590,60 @@ def run_wrk(
     if done.returncode != 0:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr[-1000:]}")
     return parse_wrk(done.stdout)
+
+
+# ---- the checkout load generator (loadtests/checkout_load.py) --------------------------------
+
+
+def parse_checkout(output: str) -> WrkResult:
+    """The line loadtests/checkout_load.py prints at the end of a run, as a WrkResult whose
+    `requests` are checkout cycles (add a line + check out) and whose percentiles are those of
+    the checkout request."""
+    for line in output.splitlines():
+        if line.startswith("CHECKOUT_JSON "):
+            data = json.loads(line[len("CHECKOUT_JSON ") :])
+            seconds = data["duration_us"] / 1e6
+            return WrkResult(
+                requests=data["cycles"],
+                seconds=seconds,
+                rps=data["cycles"] / seconds if seconds else 0.0,
+                p50_ms=data["p50_us"] / 1000,
+                p90_ms=data["p90_us"] / 1000,
+                p99_ms=data["p99_us"] / 1000,
+                errors=data["errors"],
+                status_errors=data["status_errors"],
+                client_cpu_s=data.get("client_cpu_s", 0.0),
+            )
+    raise ValueError(f"no CHECKOUT_JSON line in checkout_load output:\n{output[-2000:]}")
+
+
+def run_checkout(
+    base_url: str, users: Path, *, seconds: float, cpu: int | None = None
+) -> WrkResult:
+    """loadtests/checkout_load.py against `base_url` for `seconds`, one worker per user of the
+    `users` file (`[{"token", "product_id"}]`), pinned to `cpu` like wrk."""
+    done = subprocess.run(
+        [
+            PYTHON,
+            str(LOADTESTS / "checkout_load.py"),
+            "--url",
+            base_url,
+            "--users",
+            str(users),
+            "--seconds",
+            str(seconds),
+        ],
+        capture_output=True,
+        text=True,
+        preexec_fn=pinned(cpu),
+        timeout=seconds + 60,
+        check=False,
+        cwd=REPO,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"checkout_load failed ({done.returncode}): {done.stderr[-2000:]}")
+    result = parse_checkout(done.stdout)
+    if not result.clean:
+        first = json.loads(done.stdout.rsplit("CHECKOUT_JSON ", 1)[1]).get("first_error")
+        print(f"bench: checkout_load on {base_url}: first error: {first}", file=sys.stderr)
+    return result

@@ -16,6 +16,15 @@ from PostgreSQL through an asyncpg pool, with the gateway's own list query and e
 (server.services.catalog.list_products): the database cell of `make bench` compares the two
 frameworks on an uncached read where both wait on the same SQL.
 
+With `REFERENCE_CHECKOUT=1` as well (the harness then runs it in a gateway's environment) it
+builds an AppContext of its own in its lifespan from that environment (server.config.load_settings
+and server.context.build_context, the gateway's pool size and settings, with the in-process job
+runner the gateway starts) and serves `POST /api/v1/cart/items` and `POST /api/v1/orders` through
+the gateway's service functions (server.services.cart.add_item and
+server.services.orders.checkout_cart, Idempotency-Key included): the checkout cell of
+`make bench`. The token is checked with PyJWT as for /auth/me; the caller is the token's subject
+and role (as the gateway's authenticator, which reads no database either).
+
 Run: `REFERENCE_FIXTURES=fixtures.json uvicorn --factory loadtests.reference.app:create_app_from_env
 --loop uvloop --http httptools --no-access-log`.
 """
@@ -23,7 +32,7 @@ Run: `REFERENCE_FIXTURES=fixtures.json uvicorn --factory loadtests.reference.app
 import contextlib
 import hashlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Self
 
@@ -33,11 +42,22 @@ import msgspec
 import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 
+from server.config import load_settings
+from server.context import AppContext, build_context
 from server.db.pool import create_pool
-from server.domain.errors import BadRequest
-from server.services import catalog
+from server.domain.errors import BadRequest, DomainError
+from server.domain.principal import ROLES, Principal
+from server.http.base import status_of
+from server.services import cart, catalog, orders
+from server.services.cart import CartItemAdd
+from server.services.orders import OrderDetails
+from server.services.orders.idempotency import problem_document
 
 FIXTURES_ENV = "REFERENCE_FIXTURES"
+CHECKOUT_ENV = "REFERENCE_CHECKOUT"
+CHECKOUT_PATH = "/api/v1/orders"
+PROBLEM = "application/problem+json"
+PRIVATE = {"Cache-Control": "private, no-store"}
 JSON = "application/json"
 PRODUCT_CACHE_CONTROL = "public, max-age=60"
 
@@ -60,22 +80,50 @@ class Fixtures:
         return cls(orjson.loads(path.read_bytes()))
 
 
-def create_app(fixtures: Fixtures, database_url: str | None = None) -> FastAPI:
+def _problem(error: DomainError) -> Response:
+    status = status_of(error)
+    return Response(
+        orjson.dumps(problem_document(status, error)),
+        status_code=status,
+        media_type=PROBLEM,
+        headers=PRIVATE,
+    )
+
+
+def create_app(
+    fixtures: Fixtures,
+    database_url: str | None = None,
+    checkout_env: Mapping[str, str] | None = None,
+) -> FastAPI:
     pool: asyncpg.Pool | None = None
+    ctx: AppContext | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        nonlocal pool
+        nonlocal pool, ctx
         if database_url:
             pool = await create_pool(database_url, min_size=2, max_size=10)
+        jobs = None
+        if checkout_env is not None:
+            from workers.inprocess import GatewayJobs
+
+            ctx = await build_context(load_settings(checkout_env, dotenv=False))
+            # What the gateway starts beside its servers: the broker (checkout enqueues the
+            # outbox delivery on it and runs it in-process) and its scheduler.
+            jobs = GatewayJobs(ctx)
+            await jobs.start()
         yield
+        if jobs is not None:
+            await jobs.stop()
+        if ctx is not None:
+            await ctx.close()
         if pool is not None:
             await pool.close()
 
     app = FastAPI(openapi_url=None, docs_url=None, redoc_url=None, lifespan=lifespan)
     unauthorized = {"WWW-Authenticate": "Bearer"}
 
-    async def current_user(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+    def access_claims(authorization: str | None) -> dict[str, Any]:
         scheme, _, token = (authorization or "").partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise HTTPException(401, "authentication required", headers=unauthorized)
@@ -90,6 +138,10 @@ def create_app(fixtures: Fixtures, database_url: str | None = None) -> FastAPI:
             )
         except jwt.InvalidTokenError as exc:
             raise HTTPException(401, f"invalid access token: {exc}", headers=unauthorized) from None
+        return claims
+
+    async def current_user(authorization: Annotated[str | None, Header()] = None) -> dict[str, Any]:
+        claims = access_claims(authorization)
         sub = claims.get("sub")
         if claims.get("typ") != "access" or not isinstance(sub, str) or not sub.isdigit():
             raise HTTPException(401, "invalid access token", headers=unauthorized)
@@ -129,6 +181,73 @@ def create_app(fixtures: Fixtures, database_url: str | None = None) -> FastAPI:
             raise HTTPException(400, exc.detail) from None
         return Response(msgspec.json.encode(page), media_type=JSON)
 
+    async def current_principal(
+        authorization: Annotated[str | None, Header()] = None,
+    ) -> Principal:
+        claims = access_claims(authorization)
+        sub, role = claims.get("sub"), claims.get("role")
+        if claims.get("typ") != "access" or not isinstance(sub, str) or not sub.isdigit():
+            raise HTTPException(401, "invalid access token", headers=unauthorized)
+        if role not in ROLES:
+            raise HTTPException(
+                401, "invalid access token: bad subject or role", headers=unauthorized
+            )
+        return Principal(int(sub), role)
+
+    def context() -> AppContext:
+        if ctx is None:
+            raise HTTPException(404, "checkout is not configured (REFERENCE_CHECKOUT)")
+        return ctx
+
+    @app.post("/api/v1/cart/items")
+    async def add_cart_item(
+        request: Request, principal: Annotated[Principal, Depends(current_principal)]
+    ) -> Response:
+        app_ctx = context()
+        try:
+            data = msgspec.json.decode(await request.body() or b"{}", type=CartItemAdd)
+        except msgspec.ValidationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except msgspec.DecodeError:
+            raise HTTPException(400, "the request body is not valid JSON") from None
+        try:
+            view = await cart.add_item(app_ctx, principal.user_id, data)
+        except DomainError as error:
+            return _problem(error)
+        return Response(msgspec.json.encode(view), media_type=JSON, headers=PRIVATE)
+
+    @app.post(CHECKOUT_PATH)
+    async def checkout(
+        request: Request,
+        principal: Annotated[Principal, Depends(current_principal)],
+        idempotency_key: Annotated[str | None, Header()] = None,
+    ) -> Response:
+        app_ctx = context()
+        try:
+            details = msgspec.json.decode(await request.body() or b"{}", type=OrderDetails)
+        except msgspec.ValidationError as exc:
+            raise HTTPException(422, str(exc)) from None
+        except msgspec.DecodeError:
+            raise HTTPException(400, "the request body is not valid JSON") from None
+        try:
+            key = orders.idempotency_key(
+                idempotency_key, "POST", CHECKOUT_PATH, msgspec.to_builtins(details)
+            )
+            placement = await orders.checkout_cart(app_ctx, principal, details, key)
+        except DomainError as error:
+            return _problem(error)
+        headers = dict(PRIVATE)
+        if placement.replayed:
+            headers["Idempotent-Replayed"] = "true"
+        if placement.order is not None:
+            headers["Location"] = f"{CHECKOUT_PATH}/{placement.order.id}"
+        return Response(
+            placement.body,
+            status_code=placement.status,
+            media_type=JSON if placement.status < 400 else PROBLEM,
+            headers=headers,
+        )
+
     @app.get("/api/v1/auth/me")
     async def me(user: Annotated[dict[str, Any], Depends(current_user)]) -> Response:
         return Response(orjson.dumps(user), media_type=JSON)
@@ -138,4 +257,7 @@ def create_app(fixtures: Fixtures, database_url: str | None = None) -> FastAPI:
 
 def create_app_from_env() -> FastAPI:
     """uvicorn `--factory` entry point: fixtures from the file named by $REFERENCE_FIXTURES."""
-    return create_app(Fixtures.load(Path(os.environ[FIXTURES_ENV])), os.environ.get("DATABASE_URL"))
+    checkout_env = os.environ if os.environ.get(CHECKOUT_ENV) == "1" else None
+    return create_app(
+        Fixtures.load(Path(os.environ[FIXTURES_ENV])), os.environ.get("DATABASE_URL"), checkout_env
+    )

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import jwt
+import orjson
 import pytest
 import pytest_asyncio
 
@@ -210,3 +211,25 @@ def test_locustfile_loads_its_user_classes_and_sends_every_budgeted_request() ->
         | set(re.findall(r'"(GET /api/v1/stream|stream: \w+ event)"', source))
     )
     assert set(targets["requests"]) <= sent
+
+
+async def test_the_checkout_load_generator_places_real_orders(
+    pair: Pair, ctx: AppContext, tmp_path: Path
+) -> None:
+    """The checkout cell's driver (loadtests/checkout_load.py): each cycle adds a line and checks
+    out, every order is real, and its report line reads into a result."""
+    user_id = int(jwt.decode(pair.access, options={"verify_signature": False})["sub"])
+    await ctx.pool.execute(
+        "UPDATE product_variants SET stock = 1000000 WHERE product_id = $1", pair.product_id
+    )
+    before = await ctx.pool.fetchval("SELECT count(*) FROM orders WHERE user_id = $1", user_id)
+    users = tmp_path / "users.json"
+    users.write_bytes(orjson.dumps([{"token": pair.access, "product_id": pair.product_id}]))
+    result = await asyncio.to_thread(harness.run_checkout, pair.gateway_url, users, seconds=1.0)
+    placed = await ctx.pool.fetchval("SELECT count(*) FROM orders WHERE user_id = $1", user_id)
+    assert result.clean and result.requests >= 1
+    assert placed - before == result.requests
+    assert 0 < result.p50_ms <= result.p99_ms
+    assert (
+        await ctx.pool.fetchval("SELECT count(*) FROM cart_items WHERE user_id = $1", user_id) == 0
+    )  # a worker stops between cycles: no cart is left half done
