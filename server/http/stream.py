@@ -149,7 +149,9 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
             self._expires_at = float(expires_at)
         elif principal is not None:
             header = self.request.headers["Authorization"]
-            _, self._expires_at = self.ctx.tokens.verify_access_until(header.partition(" ")[2])
+            _, self._expires_at = self.ctx.tokens.verify_access_until(
+                header.partition(" ")[2].strip()
+            )
         topics = [product_topic(p) for p in dict.fromkeys(query["product_id"])]
         if query["orders"]:
             if principal is None:
