@@ -159,7 +159,7 @@ class LogoutHandler(ApiHandler):
     }
 
     async def post(self) -> None:
-        principal = self.require_user()
+        principal = self.caller
         body = self.parse_body(RefreshBody)
         await accounts.logout(self.ctx, principal, body.refresh)
         self.send_empty(204)
@@ -172,7 +172,7 @@ class MeHandler(ApiHandler):
     }
 
     async def get(self) -> None:
-        principal = self.require_user()
+        principal = self.caller
         # Taken before the read: an account change during it must retire what is read.
         self.offer_replay(**accounts.current_user_replay(self.ctx))
         body = await accounts.current_user_json(self.ctx, principal, _encode_user)

@@ -309,20 +309,14 @@ class ApiHandler(tornado.web.RequestHandler):
         authenticator = self.application.settings["authenticator"]
         return authenticator(header)
 
-    def require_user(self) -> Principal:
+    @property
+    def caller(self) -> Principal:
+        """The authenticated caller of a route whose declared access level needs one: prepare()
+        has already refused everyone else (services/permissions.check_access)."""
         principal = self.principal
-        if principal is None:
+        if principal is None:  # only a route declared "anyone" gets here without a caller
             raise errors.Unauthenticated("authentication required")
         return principal
-
-    def require_role(self, *roles: str) -> Principal:
-        principal = self.require_user()
-        if principal.role not in roles:
-            raise errors.PermissionDenied("this action needs the role " + " or ".join(roles))
-        return principal
-
-    def require_admin(self) -> Principal:
-        return self.require_role("admin")
 
     # ---- JSON in and out --------------------------------------------------------------------
 

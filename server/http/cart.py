@@ -42,7 +42,7 @@ class CartHandler(ApiHandler):
     }
 
     async def get(self) -> None:
-        principal = self.require_user()
+        principal = self.caller
         _send_cart(self, await cart.get_cart(self.ctx, principal.user_id))
 
 
@@ -63,7 +63,7 @@ class CartItemsHandler(ApiHandler):
     }
 
     async def post(self) -> None:
-        principal = self.require_user()
+        principal = self.caller
         data = self.parse_body(CartItemAdd)
         _send_cart(self, await cart.add_item(self.ctx, principal.user_id, data))
 
@@ -91,7 +91,7 @@ class CartItemHandler(ApiHandler):
     }
 
     async def patch(self, product_id: str) -> None:
-        principal = self.require_user()
+        principal = self.caller
         data = self.parse_body(CartItemUpdate)
         variant_id = read_query(self, LINE_PARAMS)["variant_id"]
         view = await cart.set_item_quantity(
@@ -100,7 +100,7 @@ class CartItemHandler(ApiHandler):
         _send_cart(self, view)
 
     async def delete(self, product_id: str) -> None:
-        principal = self.require_user()
+        principal = self.caller
         variant_id = read_query(self, LINE_PARAMS)["variant_id"]
         view = await cart.remove_item(
             self.ctx, principal.user_id, resource_id(product_id, "product"), variant_id
@@ -124,12 +124,12 @@ class CartPromotionHandler(ApiHandler):
     }
 
     async def post(self) -> None:
-        principal = self.require_user()
+        principal = self.caller
         data = self.parse_body(CartPromotionApply)
         _send_cart(self, await cart.apply_promotion(self.ctx, principal.user_id, data))
 
     async def delete(self) -> None:
-        principal = self.require_user()
+        principal = self.caller
         _send_cart(self, await cart.remove_promotion(self.ctx, principal.user_id))
 
 

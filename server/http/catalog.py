@@ -130,7 +130,6 @@ class CategoriesHandler(ApiHandler):
         self.send_json(msgspec.json.encode(await catalog.list_categories(self.ctx.pool)))
 
     async def post(self) -> None:
-        self.require_admin()
         data = self.parse_body(CategoryCreate)
         category = await catalog.create_category(self.ctx.pool, data)
         self.send_json(msgspec.json.encode(category), 201)
@@ -155,7 +154,6 @@ class CategoryHandler(ApiHandler):
     }
 
     async def patch(self, category_id: str) -> None:
-        self.require_admin()
         data = self.parse_body(CategoryUpdate)
         category = await catalog.update_category(
             self.ctx, resource_id(category_id, "category"), data
@@ -163,7 +161,6 @@ class CategoryHandler(ApiHandler):
         self.send_json(msgspec.json.encode(category))
 
     async def delete(self, category_id: str) -> None:
-        self.require_admin()
         await catalog.delete_category(self.ctx, resource_id(category_id, "category"))
         self.send_empty(204)
 
@@ -199,7 +196,6 @@ class ProductsHandler(ApiHandler):
         self.send_json(msgspec.json.encode(page))
 
     async def post(self) -> None:
-        self.require_admin()
         data = self.parse_body(ProductCreate)
         product = await catalog.create_product(self.ctx, data)
         self.send_json(msgspec.json.encode(product), 201)
@@ -251,13 +247,11 @@ class ProductHandler(ApiHandler):
         self.send_json(body)
 
     async def patch(self, product_id: str) -> None:
-        self.require_admin()
         data = self.parse_body(ProductUpdate)
         product = await catalog.update_product(self.ctx, resource_id(product_id, "product"), data)
         self.send_json(msgspec.json.encode(product))
 
     async def delete(self, product_id: str) -> None:
-        self.require_admin()
         await catalog.delete_product(self.ctx, resource_id(product_id, "product"))
         self.send_empty(204)
 

@@ -63,12 +63,12 @@ class OrderPaymentsHandler(ApiHandler):
     }
 
     async def get(self, order_id: str) -> None:
-        principal = self.require_user()
+        principal = self.caller
         items = await charges.list_payments(self.ctx, principal, int(order_id))
         _send_private(self, msgspec.json.encode(PaymentList(items)))
 
     async def post(self, order_id: str) -> None:
-        principal = self.require_user()
+        principal = self.caller
         data = self.parse_body(PaymentCreate)
         payment = await charges.pay_order(self.ctx, principal, int(order_id), data)
         if payment.status == "failed":
@@ -117,7 +117,7 @@ class PaymentVoidHandler(ApiHandler):
     }
 
     async def post(self, payment_id: str) -> None:
-        principal = self.require_user()
+        principal = self.caller
         payment = await charges.void_payment(self.ctx, principal, int(payment_id))
         _send_private(self, msgspec.json.encode(payment))
 
@@ -149,7 +149,7 @@ class OrderRefundsHandler(ApiHandler):
     }
 
     async def get(self, order_id: str) -> None:
-        principal = self.require_user()
+        principal = self.caller
         items = await refunds.list_refunds(self.ctx, principal, int(order_id))
         _send_private(self, msgspec.json.encode(RefundList(items)))
 

@@ -51,13 +51,11 @@ class PromotionsHandler(ApiHandler):
     }
 
     async def get(self) -> None:
-        self.require_admin()
         values = read_query(self, LIST_PARAMS)
         page = await promotions.list_promotions(self.ctx.pool, values["limit"], values["cursor"])
         self.send_json(msgspec.json.encode(page))
 
     async def post(self) -> None:
-        self.require_admin()
         data = self.parse_body(PromotionCreate)
         promotion = await promotions.create_promotion(self.ctx.pool, data)
         self.send_json(msgspec.json.encode(promotion), 201)
@@ -83,7 +81,6 @@ class PromotionHandler(ApiHandler):
     }
 
     async def patch(self, promotion_id: str) -> None:
-        self.require_admin()
         data = self.parse_body(PromotionUpdate)
         promotion = await promotions.update_promotion(
             self.ctx.pool, resource_id(promotion_id, "promotion"), data
@@ -91,7 +88,6 @@ class PromotionHandler(ApiHandler):
         self.send_json(msgspec.json.encode(promotion))
 
     async def delete(self, promotion_id: str) -> None:
-        self.require_admin()
         await promotions.delete_promotion(self.ctx.pool, resource_id(promotion_id, "promotion"))
         self.send_empty(204)
 
