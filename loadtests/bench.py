@@ -75,7 +75,7 @@ WHAT_EACH_SIDE_DOES = {
     "X-Request-ID + security headers; product and /auth/me: the first request (and one at "
     "least every 2 s, or after a write) through the handler (body from the cache as ready "
     "bytes), the repeats replayed from the handler's offered answer without a RequestHandler "
-    "(server/http/replay.py; /auth/me per user, the JWT verified in Rust on every request)",
+    "(server/http/fast/replay.py; /auth/me per user, the JWT verified in Rust on every request)",
     STOCK: "gateway, Tornado HTTP1Connection: everything the fast gateway does (replays too)",
     REFERENCE: "FastAPI 1 uvicorn worker (uvloop, httptools), no access log, no metrics, no rate "
     "limiting, no request id: product body pre-encoded in memory (+ETag, "

@@ -23,7 +23,8 @@ from loadtests.harness import REPO
 
 # (substring of the file path, area); first match wins, so specific entries come first.
 _AREAS: tuple[tuple[str, str], ...] = (
-    ("server/fasthttp.py", "fast HTTP connection (server/fasthttp.py)"),
+    ("server/http/fast/replay.py", "response replays (server/http/fast/replay.py)"),
+    ("server/http/fast/", "fast HTTP connection (server/http/fast/)"),
     ("server/http/edge.py", "rate-limit hook (server/http/edge.py)"),
     ("server/ratelimit.py", "rate limiter (server/ratelimit.py + Rust)"),
     ("server/http/", "REST handlers (server/http)"),

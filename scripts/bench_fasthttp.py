@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark ``server.fasthttp.FastHTTPServer`` against stock tornado ``HTTPServer``.
+"""Benchmark ``server.http.fast.FastHTTPServer`` against stock tornado ``HTTPServer``.
 
 Each server runs the same tiny ``tornado.web.Application`` (one JSON GET
 handler) in its own subprocess pinned to one core; ``wrk`` is pinned to the
@@ -70,7 +70,7 @@ async def _serve(kind: str, port: int) -> None:
     loop.add_signal_handler(signal.SIGINT, stop.set)
     if kind.startswith("fast"):
         sys.path.insert(0, str(ROOT))
-        from server.fasthttp import FastHTTPServer
+        from server.http.fast import FastHTTPServer
 
         fast = FastHTTPServer(app)
         await fast.listen(port, "127.0.0.1")

@@ -25,9 +25,9 @@ from server.http import (
     webhooks,
 )
 from server.http import metrics as metrics_http
-from server.http.application import GatewayApplication
-from server.http.headers import canonical_name
-from server.http.replay import Replayer
+from server.http.fast.application import GatewayApplication
+from server.http.fast.headers import canonical_name
+from server.http.fast.replay import Replayer
 from server.observability import RequestLogger, bind_request_context
 from server.openapi import openapi_path
 

@@ -20,8 +20,8 @@ Freshness bounds:
   their full TTL, so N processes without Redis do not see each other's writes.
 Local entries never outlive `local_ttl` (1 s) when Redis is configured, so even a bump that
 could not reach Redis (it is down) leaves other processes stale for at most that long, and
-it is replayed to Redis once Redis answers again (an invalidation that could not reach Redis is
-replayed as a bump of its whole namespace: the safe superset).
+it is sent to Redis again once Redis answers (an invalidation that could not reach Redis is
+sent again as a bump of its whole namespace: the safe superset).
 
 Stampedes: one computation per key at a time in a process (the others await the same task),
 and across processes a short Redis `SET NX` lock lets one process compute while the others
@@ -41,6 +41,7 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from server import metrics
@@ -88,13 +89,23 @@ return 1
 
 # A generation outlives any fill that could have read the one before it.
 GENERATION_TTL = 3600
-# How long this process remembers which keys it retired: far longer than any replay lives
+# How long this process remembers which keys it retired: far longer than any `Freshness` lasts
 # (`local_ttl`) or a fill takes, so neither can miss a retirement.
 RETIRED_MEMORY = 60.0
 
 
 class _RedisUnavailable(Exception):
     """Redis did not answer in time or failed; the caller falls back to PostgreSQL."""
+
+
+@dataclass(frozen=True, slots=True)
+class Freshness:
+    """Terms under which a copy of cached data may be served again without asking the cache
+    (`Cache.freshness`)."""
+
+    still_valid: Callable[[], bool]
+    max_age: float  # seconds, at most
+    count_hit: Callable[[], None]  # a copy served is a local hit of its namespace
 
 
 class Cache:
@@ -230,18 +241,11 @@ class Cache:
             return cached[1]
         return None
 
-    def replay_terms(
-        self,
-        namespace: str,
-        on_replay: Callable[[], None] | None = None,
-        *,
-        key: str | None = None,
-    ) -> dict[str, Any]:
-        """Terms to offer a response built from `namespace` (and its `key`, when given) for
-        replay (server/http/replay.py, `ApiHandler.offer_replay`): valid while the namespace
-        keeps the version known now and `key` is not invalidated (take them before reading, so
-        a write during the read retires what is read), for no longer than a local entry lives;
-        each replay counted as a local hit, then `on_replay`."""
+    def freshness(self, namespace: str, *, key: str | None = None) -> Freshness:
+        """How long a copy of what is read from `namespace` (and its `key`, when given) now stays
+        current: while the namespace keeps the version known now and `key` is not invalidated,
+        for no longer than a local entry lives. Take it before reading, so that a write during
+        the read retires what is read."""
         version = self.known_version(namespace)
         sequence = self._sequence
 
@@ -250,12 +254,7 @@ class Cache:
                 return False
             return key is None or not self._retired_since(namespace, key, sequence)
 
-        def replayed() -> None:
-            self._count(namespace, "local_hit")
-            if on_replay is not None:
-                on_replay()
-
-        return {"max_age": self.local_ttl, "still_valid": still_valid, "on_replay": replayed}
+        return Freshness(still_valid, self.local_ttl, lambda: self._count(namespace, "local_hit"))
 
     # ---- versions ---------------------------------------------------------------------------
 

@@ -113,11 +113,11 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
             ],
         )
     _install_uvloop()
-    from server.context import build_context
     from server.runtime import serve
+    from workers.broker import build_context_with_jobs
 
     async def run() -> None:
-        ctx = await build_context(settings)
+        ctx = await build_context_with_jobs(settings)
         await serve(
             ctx,
             host,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -38,9 +39,9 @@ class AppContext:
     limiter: RequestLimiter = field(init=False)
     cache: Cache = field(init=False)
     views: ViewCounter = field(init=False)
-    # The taskiq broker (see workers.broker), set by build_context.
+    # The taskiq broker and the job port over it (server/jobs.py): plugged in by the process's
+    # composition (workers.broker.attach_jobs); None in a context without background jobs.
     broker: AsyncBroker | None = field(default=None, init=False)
-    # How services start a job now (server/jobs.py); set by build_context with the broker.
     jobs: JobQueue | None = field(default=None, init=False)
     # PAYMENT_PROVIDER's provider; None when the store takes no payments through the gateway.
     payments: PaymentProvider | None = field(init=False)
@@ -58,16 +59,19 @@ class AppContext:
         self.limiter = RequestLimiter(self.settings, self.redis)
         self.cache = Cache(self.redis)
         self.views = ViewCounter()
+        self._before_close: list[Callable[[], Awaitable[None]]] = []
 
     def record_product_view(self, product_id: int) -> None:
         """Count a product view in memory; the gateway flushes the counts to product_stats."""
         self.views.record_view(product_id)
 
-    async def close(self) -> None:
-        if self.broker is not None:
-            from workers.broker import drain
+    def on_close(self, callback: Callable[[], Awaitable[None]]) -> None:
+        """Run `callback` first when the context closes, while the pool is still open."""
+        self._before_close.append(callback)
 
-            await drain(self.broker)  # in-process jobs still need the pool
+    async def close(self) -> None:
+        for callback in self._before_close:
+            await callback()
         await self.pool.close()
         if self.redis is not None:
             await self.redis.aclose()
@@ -98,10 +102,4 @@ async def build_context(settings: Settings, *, apply_migrations: bool | None = N
         from redis.asyncio import Redis
 
         redis = Redis.from_url(settings.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
-    context = AppContext(settings=settings, pool=pool, redis=redis, embedded=embedded)
-    # The composition root of the process: the one place server/ reaches up into workers/.
-    from workers.broker import BrokerJobs, build_broker  # the tasks import this module
-
-    context.broker = build_broker(settings, context)
-    context.jobs = BrokerJobs(context)
-    return context
+    return AppContext(settings=settings, pool=pool, redis=redis, embedded=embedded)

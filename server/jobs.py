@@ -1,6 +1,6 @@
 """The port through which services start background work now, instead of waiting for its
 schedule. Services see only this protocol on the context (`ctx.jobs`); workers/broker.py
-implements it over taskiq, and build_context plugs that in. Starting a job never raises: every
+implements it over taskiq and plugs it in (`attach_jobs`). Starting a job never raises: every
 job also runs on its schedule, which picks up whatever a start missed.
 """
 

@@ -20,6 +20,7 @@ import tornado.web
 
 from server.app import make_app
 from server.context import AppContext
+from server.http.fast import FastHTTPServer
 from server.observability import flush_logs
 from server.rpc.server import GrpcServer, build_grpc_server
 from workers.inprocess import GatewayJobs
@@ -54,7 +55,7 @@ class Gateway:
         self.grpc = grpc_server
         self.http_impl = http_impl
         self._http: tornado.httpserver.HTTPServer | None = None
-        self._fast: object | None = None
+        self._fast: FastHTTPServer | None = None
         # View flushing, the broker, and (without Redis) the scheduler and the jobs.
         self.jobs = GatewayJobs(ctx)
 
@@ -67,8 +68,6 @@ class Gateway:
         )
         bound_http = sockets[0].getsockname()[1]
         if self.http_impl == "fast":
-            from server.fasthttp import FastHTTPServer
-
             fast = FastHTTPServer(
                 self.app,
                 max_body_size=settings.max_body_size,
@@ -105,13 +104,13 @@ class Gateway:
         # to another replica).
         self.ctx.live.close_all("shutdown")
         if self._fast is not None:
-            self._fast.stop()  # type: ignore[attr-defined]
+            self._fast.stop()
         if self._http is not None:
             self._http.stop()
         grpc_stop = asyncio.ensure_future(self.grpc.stop(grace))
         await self.app.settings["inflight"].wait_idle(grace)
         if self._fast is not None:
-            await self._fast.close_all_connections(max(0.0, deadline - loop.time()))  # type: ignore[attr-defined]
+            await self._fast.close_all_connections(max(0.0, deadline - loop.time()))
         if self._http is not None:
             await self._http.close_all_connections()
         await grpc_stop

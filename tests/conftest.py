@@ -33,12 +33,13 @@ import tornado.httpclient
 
 from loadtests.harness import free_port
 from server.config import Settings, load_settings
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.db import migrations, users
 from server.db.embedded import EmbeddedPostgres
 from server.db.users import UserRecord
 from server.runtime import Addresses, Gateway, HttpImpl, build_gateway
 from server.services.passwords import hash_password
+from workers.broker import build_context_with_jobs
 
 TEMPLATE_DB = "storefront_test_template"
 HTTP_IMPLS: list[str] = os.environ.get("STOREFRONT_TEST_HTTP_IMPLS", "fast,tornado").split(",")
@@ -209,7 +210,7 @@ def make_settings(database_url: str, **overrides: str) -> Settings:
 
 @pytest_asyncio.fixture(scope="module")
 async def ctx(database_url: str) -> AsyncIterator[AppContext]:
-    context = await build_context(make_settings(database_url))
+    context = await build_context_with_jobs(make_settings(database_url))
     yield context
     await context.close()
 
@@ -233,7 +234,7 @@ async def running_gateway(
 ) -> AsyncIterator[tuple[ApiClient, AppContext]]:
     """A further gateway process of its own (context, pools, limiter) with settings overrides:
     two of them on one Redis behave as two replicas behind nginx."""
-    context = await build_context(make_settings(database_url, **env))
+    context = await build_context_with_jobs(make_settings(database_url, **env))
     gw, addresses = await start_gateway(context, http_impl)
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
     try:

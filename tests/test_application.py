@@ -5,7 +5,7 @@ from __future__ import annotations
 import tornado.web
 from tornado import httputil
 
-from server.http.application import GatewayApplication
+from server.http.fast.application import GatewayApplication
 
 
 class ItemHandler(tornado.web.RequestHandler):

@@ -15,7 +15,7 @@ from redis.asyncio import Redis
 
 from server import metrics
 from server.cache import Cache
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.runtime import Gateway
 from server.services import catalog
 from tests.conftest import (
@@ -26,6 +26,7 @@ from tests.conftest import (
     make_settings,
     start_gateway,
 )
+from workers.broker import build_context_with_jobs
 
 
 class Source:
@@ -64,38 +65,36 @@ def lookups(namespace: str, result: str) -> float:
 # ---- one process -------------------------------------------------------------------------------
 
 
-async def test_replay_terms_taken_before_a_read_are_retired_by_a_write_during_it() -> None:
+async def test_freshness_taken_before_a_read_is_retired_by_a_write_during_it() -> None:
     cache, source = Cache(None), Source(b"old", delay=0.05)
-    terms = cache.replay_terms("t-replay")  # as a handler takes them, before reading
+    terms = cache.freshness("t-replay")  # as a handler takes it, before reading
     read = asyncio.ensure_future(cache.get_or_compute("t-replay", "k", 60, source))
     await asyncio.sleep(0.01)  # the read is under way ...
     await cache.bump("t-replay")  # ... when a write commits
     assert await read == b"old"  # what was read may be stale
-    assert not terms["still_valid"]()  # so it is never replayed
-    fresh = cache.replay_terms("t-replay")
-    assert fresh["still_valid"]() and fresh["max_age"] == cache.local_ttl
-    replays: list[int] = []
+    assert not terms.still_valid()  # so it is never served again
+    fresh = cache.freshness("t-replay")
+    assert fresh.still_valid() and fresh.max_age == cache.local_ttl
     hits = lookups("t-replay", "local_hit")
-    counted = cache.replay_terms("t-replay", on_replay=lambda: replays.append(1))
-    counted["on_replay"]()
-    assert replays == [1] and lookups("t-replay", "local_hit") == hits + 1
+    fresh.count_hit()
+    assert lookups("t-replay", "local_hit") == hits + 1
 
 
-async def test_replay_terms_need_a_version_read_within_the_bound(
+async def test_freshness_needs_a_version_read_within_the_bound(
     redis_clients: Callable[[], Redis],
 ) -> None:
     a, b = Cache(redis_clients()), Cache(redis_clients())
-    assert not a.replay_terms("t-rterms")["still_valid"]()  # never read: unknown, not valid
+    assert not a.freshness("t-rterms").still_valid()  # never read: unknown, not valid
     await a.get_or_compute("t-rterms", "k", 60, Source())
-    terms = a.replay_terms("t-rterms")
-    assert terms["still_valid"]()
+    terms = a.freshness("t-rterms")
+    assert terms.still_valid()
     await b.bump("t-rterms")  # another process writes
     deadline = time.monotonic() + a.version_ttl + 0.5
-    while terms["still_valid"]():  # stale after the version bound at the latest
+    while terms.still_valid():  # stale after the version bound at the latest
         assert time.monotonic() < deadline
         await asyncio.sleep(0.05)
     await a.get_or_compute("t-rterms", "k", 60, Source())  # reads the new version
-    assert not terms["still_valid"]() and a.replay_terms("t-rterms")["still_valid"]()
+    assert not terms.still_valid() and a.freshness("t-rterms").still_valid()
 
 
 async def test_a_value_is_computed_once_then_served_from_memory() -> None:
@@ -149,14 +148,14 @@ async def test_a_fill_racing_an_invalidation_is_served_but_not_kept() -> None:
     assert source.calls == 2
 
 
-async def test_replay_terms_for_a_key_are_retired_by_its_invalidation_only() -> None:
+async def test_freshness_of_a_key_is_retired_by_its_invalidation_only() -> None:
     cache = Cache(None)
-    mine = cache.replay_terms("t-inv-replay", key="id:1")
-    theirs = cache.replay_terms("t-inv-replay", key="id:2")
-    whole = cache.replay_terms("t-inv-replay")
+    mine = cache.freshness("t-inv-replay", key="id:1")
+    theirs = cache.freshness("t-inv-replay", key="id:2")
+    whole = cache.freshness("t-inv-replay")
     await cache.invalidate("t-inv-replay", ["id:1"])
-    assert not mine["still_valid"]()
-    assert theirs["still_valid"]() and whole["still_valid"]()
+    assert not mine.still_valid()
+    assert theirs.still_valid() and whole.still_valid()
 
 
 async def test_concurrent_misses_compute_once() -> None:
@@ -346,7 +345,7 @@ class Gateways:
 
     async def start(self, database_url: str, redis_url: str, http_impl: str, count: int) -> None:
         for _ in range(count):
-            ctx = await build_context(make_settings(database_url, REDIS_URL=redis_url))
+            ctx = await build_context_with_jobs(make_settings(database_url, REDIS_URL=redis_url))
             gateway, addresses = await start_gateway(ctx, http_impl)
             self.contexts.append(ctx)
             self.gateways.append(gateway)

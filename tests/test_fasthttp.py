@@ -1,4 +1,4 @@
-"""Tests for server.fasthttp: a tornado.web.Application served over real sockets.
+"""Tests for server.http.fast: a tornado.web.Application served over real sockets.
 
 Raw ``asyncio.open_connection`` sockets check exact bytes (framing, refusals,
 pipelining, timeouts); tornado's AsyncHTTPClient checks ordinary requests.
@@ -21,7 +21,7 @@ import tornado.web
 import tornado.websocket
 from tornado import httputil
 
-from server.fasthttp import FastHTTPConnection, FastHTTPServer
+from server.http.fast import FastHTTPConnection, FastHTTPServer
 
 # ---- application ---------------------------------------------------------------------------
 
@@ -951,9 +951,10 @@ class HeaderEchoHandler(tornado.web.RequestHandler):
 async def test_public_headers_api_fallback(
     make_server: ServerFactory, state: State, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from server import fasthttp
+    from server.http.fast import framing, parser
 
-    monkeypatch.setattr(fasthttp, "_FAST_HEADERS", False)
+    monkeypatch.setattr(parser, "FAST_HEADERS", False)
+    monkeypatch.setattr(framing, "FAST_HEADERS", False)
     app = make_app(state)
     app.add_handlers(r".*", [(r"/headers", HeaderEchoHandler)])
     srv = await make_server(app)

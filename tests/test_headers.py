@@ -1,10 +1,10 @@
-"""server/http/headers.py: header sets built without Tornado's per-name work, same behaviour."""
+"""server/http/fast/headers.py: header sets built without Tornado's per-name work, same result."""
 
 from __future__ import annotations
 
 from tornado import httputil
 
-from server.http.headers import (
+from server.http.fast.headers import (
     FAST_LAYOUT,
     RequestHeaders,
     canonical_name,

@@ -18,13 +18,14 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Annotated, Any
 
 from taskiq import AsyncBroker, Context, InMemoryBroker, TaskiqDepends, TaskiqEvents, TaskiqState
 from taskiq.schedule_sources import LabelScheduleSource
 from taskiq.scheduler.scheduler import TaskiqScheduler
 
 from server.config import Settings
+from server.context import AppContext, build_context
 from server.db.maintenance import purge_expired
 from workers.middleware import TaskObservability
 from workers.tasks.analytics import refresh_product_analytics
@@ -32,9 +33,6 @@ from workers.tasks.orders import cancel_unpaid_orders
 from workers.tasks.outbox import DeliveryReport, deliver_due, mailer_for
 from workers.tasks.webhooks import WebhookReport
 from workers.tasks.webhooks import deliver_due as deliver_webhooks_due
-
-if TYPE_CHECKING:
-    from server.context import AppContext
 
 log = logging.getLogger(__name__)
 
@@ -130,10 +128,8 @@ def _context_opener(
     async def open_context(state: TaskiqState) -> None:
         if state.ctx is not None:
             return  # the gateway's own context (in-memory broker)
-        from server.context import build_context
-
         ctx = await build_context(settings)
-        ctx.broker = broker  # tasks that enqueue follow-ups use this worker's broker
+        attach_jobs(ctx, broker)  # tasks that enqueue follow-ups use this worker's broker
         state.ctx = ctx
         state.owns_ctx = True
 
@@ -206,3 +202,22 @@ class BrokerJobs:
 
     async def deliver_webhooks(self) -> bool:
         return await enqueue(self.ctx, DELIVER_WEBHOOKS)
+
+
+def attach_jobs(ctx: AppContext, broker: AsyncBroker | None = None) -> None:
+    """Give `ctx` its background jobs: `broker` (by default one built for it, whose tasks run
+    with it) and the job port services call (`ctx.jobs`). In-process jobs are let finish when
+    the context closes."""
+    broker = broker if broker is not None else build_broker(ctx.settings, ctx)
+    ctx.broker = broker
+    ctx.jobs = BrokerJobs(ctx)
+    ctx.on_close(lambda: drain(broker))
+
+
+async def build_context_with_jobs(
+    settings: Settings, *, apply_migrations: bool | None = None
+) -> AppContext:
+    """The context of a gateway or CLI process: `build_context` with its jobs attached."""
+    ctx = await build_context(settings, apply_migrations=apply_migrations)
+    attach_jobs(ctx)
+    return ctx

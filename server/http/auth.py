@@ -174,7 +174,7 @@ class MeHandler(ApiHandler):
     async def get(self) -> None:
         principal = self.caller
         # Taken before the read: an account change during it must retire what is read.
-        self.offer_replay(**accounts.current_user_replay(self.ctx))
+        self.offer_replay(accounts.current_user_freshness(self.ctx))
         body = await accounts.current_user_json(self.ctx, principal, _encode_user)
         self.send_json(body)
 

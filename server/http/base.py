@@ -23,11 +23,12 @@ import tornado.web
 from tornado import httputil
 from typing_extensions import override
 
+from server.cache import Freshness
 from server.context import AppContext
 from server.db.pool import database_unavailable
 from server.domain import errors
 from server.domain.principal import Principal
-from server.http.headers import canonical_name, headers_from, replayable
+from server.http.fast.headers import canonical_name, headers_from, replayable
 from server.services import permissions
 
 log = logging.getLogger(__name__)
@@ -209,7 +210,7 @@ class ApiHandler(tornado.web.RequestHandler):
         # As tornado's clear(), less its per-request Date formatting and its `Server: Tornado/x.y`
         # header (no reason to announce the version). The gateway's own headers are the same few
         # on every response, so they are composed directly rather than set (and re-checked) one by
-        # one; see server/http/headers.py.
+        # one; see server/http/fast/headers.py.
         if not hasattr(self, "request_id"):
             # clear() runs again when an error replaces the response: the first id stays.
             self.request_id = request_id_for(self.request.headers.get("X-Request-ID"))
@@ -349,21 +350,25 @@ class ApiHandler(tornado.web.RequestHandler):
         ) from None
 
     def offer_replay(
-        self,
-        *,
-        max_age: float,
-        still_valid: Callable[[], bool],
-        on_replay: Callable[[], None] | None = None,
+        self, freshness: Freshness, on_replay: Callable[[], None] | None = None
     ) -> None:
         """Let the application answer this caller's next GETs of this target with this response,
-        without a handler, while `still_valid()` and for at most `max_age` seconds (see
-        server/http/replay.py). Only for a response that depends on nothing but the target and
-        the caller (anonymous, or the authenticated user). Taken up when a 200 JSON body is sent.
+        without a handler, while the data it was built from stays fresh (see
+        server/http/fast/replay.py); each replay counts as a cache hit, then calls `on_replay`.
+        Only for a response that depends on nothing but the target and the caller (anonymous,
+        or the authenticated user). Taken up when a 200 JSON body is sent.
         """
+        count_hit = freshness.count_hit
+
+        def replayed() -> None:
+            count_hit()
+            if on_replay is not None:
+                on_replay()
+
         self._replay_offer = {
-            "max_age": max_age,
-            "still_valid": still_valid,
-            "on_replay": on_replay,
+            "max_age": freshness.max_age,
+            "still_valid": freshness.still_valid,
+            "on_replay": replayed,
         }
 
     def send_json(self, data: Any, status: int = 200) -> None:

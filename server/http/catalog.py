@@ -227,7 +227,10 @@ class ProductHandler(ApiHandler):
         if principal is None or not principal.is_admin:
             if principal is None:
                 # Taken before the read: a write during it must retire what is read.
-                self.offer_replay(**catalog.public_product_replay(self.ctx, wanted))
+                self.offer_replay(
+                    catalog.public_product_freshness(self.ctx, wanted),
+                    on_replay=lambda: catalog.record_view(self.ctx, wanted),  # a replay is a view
+                )
             # Active products only, served from the cache as ready JSON.
             etag, body = await catalog.public_product(self.ctx, wanted)
             active = True

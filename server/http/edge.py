@@ -16,7 +16,7 @@ from server.context import AppContext
 from server.domain.errors import RateLimited, Unauthenticated
 from server.http.base import ApiHandler
 from server.http.cors import CorsPolicy
-from server.http.headers import canonical_name
+from server.http.fast.headers import canonical_name
 from server.ratelimit import Decision, Network, RequestLimiter, Scope, client_address
 
 BeforeRequest = Callable[[ApiHandler], Awaitable[None]]
@@ -46,7 +46,7 @@ def request_budget(
     trusted: Sequence[Network],
 ) -> tuple[Scope, str]:
     """The budget a request spends: its user's when a valid token came with it, else its client
-    address's (also used by replayed answers, server/http/replay.py)."""
+    address's (also used by replayed answers, server/http/fast/replay.py)."""
     if user_id is not None:
         return Scope.USER, str(user_id)
     return Scope.ANON, client_ip_of(peer, headers, trusted)

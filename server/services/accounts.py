@@ -15,7 +15,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import asyncpg
 
@@ -33,6 +33,7 @@ from server.services import revocations
 from server.services.passwords import hash_password, needs_rehash, verify_password
 
 if TYPE_CHECKING:
+    from server.cache import Freshness
     from server.context import AppContext
 
 MIN_PASSWORD_LENGTH = 10
@@ -141,9 +142,9 @@ async def current_user_json(
     return await ctx.cache.get_or_compute(USERS, f"id:{principal.user_id}", USER_CACHE_TTL, load)
 
 
-def current_user_replay(ctx: AppContext) -> dict[str, Any]:
-    """Terms to replay the caller's /auth/me answer without its handler (see Cache.replay_terms)."""
-    return ctx.cache.replay_terms(USERS)
+def current_user_freshness(ctx: AppContext) -> Freshness:
+    """How long what `current_user_json` reads next stays current (take it before the read)."""
+    return ctx.cache.freshness(USERS)
 
 
 async def accounts_changed(ctx: AppContext) -> None:

@@ -21,7 +21,7 @@ from typing import Annotated, Any, ClassVar
 import asyncpg
 import msgspec
 
-from server.cache import PRODUCT_LISTS, PRODUCTS
+from server.cache import PRODUCT_LISTS, PRODUCTS, Freshness
 from server.context import AppContext
 from server.db import catalog as repo
 from server.db import variants as variants_repo
@@ -443,12 +443,9 @@ async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
     return tag.decode(), body
 
 
-def public_product_replay(ctx: AppContext, product_id: int) -> dict[str, Any]:
-    """Terms to replay an anonymous product answer without its handler (see
-    Cache.replay_terms); every replay is a view too."""
-    return ctx.cache.replay_terms(
-        PRODUCTS, on_replay=lambda: record_view(ctx, product_id), key=product_key(product_id)
-    )
+def public_product_freshness(ctx: AppContext, product_id: int) -> Freshness:
+    """How long what `public_product` reads next stays current (take it before the read)."""
+    return ctx.cache.freshness(PRODUCTS, key=product_key(product_id))
 
 
 async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:

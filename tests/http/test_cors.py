@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 
 import pytest_asyncio
 
-from server.context import build_context
 from tests.conftest import ApiClient, make_settings, start_gateway
+from workers.broker import build_context_with_jobs
 
 SHOP = "https://shop.example"
 PREFLIGHT = {
@@ -19,7 +19,7 @@ PREFLIGHT = {
 
 @pytest_asyncio.fixture(scope="module")
 async def cors_api(database_url: str, http_impl: str) -> AsyncIterator[ApiClient]:
-    ctx = await build_context(
+    ctx = await build_context_with_jobs(
         make_settings(
             database_url, CORS_ORIGINS=f"{SHOP},https://admin.example", RATE_LIMIT_ANON="2/minute"
         )

@@ -1,4 +1,4 @@
-"""Replayed product reads (server/http/replay.py): the same answer as the handler's, the same
+"""Replayed product reads (server/http/fast/replay.py): the same answer as the handler's, the same
 per-request work (limit, request id, metrics, log, views), never stale, never for a caller whose
 answer could differ. On both HTTP connections."""
 
@@ -14,8 +14,8 @@ import pytest
 import pytest_asyncio
 
 from server import metrics
-from server.context import AppContext, build_context
-from server.http.replay import Key, Replay, ReplayCache
+from server.context import AppContext
+from server.http.fast.replay import Key, Replay, ReplayCache
 from server.runtime import Gateway
 from server.services import accounts
 from tests.conftest import (
@@ -27,6 +27,7 @@ from tests.conftest import (
     start_gateway,
 )
 from tests.http.test_catalog import create_product
+from workers.broker import build_context_with_jobs
 
 ROUTE = "/api/v1/products/{product_id}"
 PER_REQUEST = {"date", "x-request-id", "ratelimit-remaining", "ratelimit-reset"}
@@ -73,7 +74,7 @@ async def shop(
         TRUSTED_PROXIES="127.0.0.1/32",
         **shared,
     )
-    ctx = await build_context(settings)
+    ctx = await build_context_with_jobs(settings)
     gateway, addresses = await start_gateway(ctx, http_impl)
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
     _, admin = await UserFactory(ctx).create("admin")

@@ -11,11 +11,12 @@ from typing import Any
 import orjson
 import pytest
 
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.services.payments import stripe
 from tests.conftest import ApiClient, make_settings
 from tests.orders_support import Accounts, create_product, fill_cart, stock_of
 from tests.stripe_support import FakeStripe, recorded_event
+from workers.broker import build_context_with_jobs
 
 SECRET = "whsec_gateway_test_secret"
 WEBHOOK = "/api/v1/payments/webhooks/stripe"
@@ -39,7 +40,7 @@ async def ctx(database_url: str, fake_stripe: FakeStripe) -> AsyncIterator[AppCo
         STRIPE_WEBHOOK_SECRET=SECRET,
         STRIPE_API_BASE=fake_stripe.base_url,
     )
-    context = await build_context(settings)
+    context = await build_context_with_jobs(settings)
     yield context
     await context.close()
 

@@ -16,12 +16,13 @@ from typing import Any
 import orjson
 import pytest
 
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.domain.errors import ValidationFailed
 from server.services.webhook_targets import PublicOnlyResolver, check_target, is_public
 from tests.conftest import ApiClient, make_settings, running_gateway, wait_for
 from tests.orders_support import Accounts, create_product, fill_cart
 from tests.webhook_support import Receiver
+from workers.broker import build_context_with_jobs
 from workers.tasks.webhooks import RetryPolicy, deliver_due
 
 HOOKS = "/api/v1/webhooks"
@@ -37,7 +38,7 @@ async def receiver(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Re
 
 @pytest.fixture(scope="module")
 async def ctx(database_url: str) -> AsyncIterator[AppContext]:
-    context = await build_context(
+    context = await build_context_with_jobs(
         make_settings(database_url, WEBHOOK_TIMEOUT="1", WEBHOOK_MAX_FAILURES="3")
     )
     yield context

@@ -28,7 +28,7 @@ pytestmark = pytest.mark.chaos
 
 IDLE = 10_000
 SLOWLORIS = 200
-HEADER_TIMEOUT = 10.0  # server.fasthttp's default header_timeout
+HEADER_TIMEOUT = 10.0  # server.http.fast's default header_timeout
 # Kernel socket buffers are not in the RSS; the process's own share per idle connection (an
 # asyncio transport, the protocol and its parser) is a few KB.
 MAX_BYTES_PER_IDLE_CONNECTION = 12_000  # ~5 KB measured

@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.db import catalog as repo
 from server.db import users
 from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
@@ -46,6 +46,7 @@ from server.services import catalog
 from tests.conftest import ApiClient, Response, free_port, make_settings, start_gateway, wait_for
 from tests.orders_support import insert_sellable
 from tests.stream_support import SseStream, WsStream, stream_query
+from workers.broker import build_context_with_jobs
 
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None
@@ -253,7 +254,7 @@ async def replica(
 ) -> AsyncIterator[Replica]:
     """One gateway (own context, pools, limiter) on free ports whose request log notes, per
     X-Request-ID, that it was this gateway which answered."""
-    context = await build_context(make_settings(database_url, **env))
+    context = await build_context_with_jobs(make_settings(database_url, **env))
     try:
         gateway, addresses = await start_gateway(context, "fast")
         app: tornado.web.Application = gateway.app

@@ -8,7 +8,6 @@ import time
 
 import grpc
 
-from server.context import build_context
 from server.rpc.pb.storefront.v1 import products_pb2, products_pb2_grpc
 from tests.conftest import (
     RedisServer,
@@ -19,6 +18,7 @@ from tests.conftest import (
     start_gateway,
     wait_for,
 )
+from workers.broker import build_context_with_jobs
 
 ME = "/api/v1/auth/me"
 LOGIN = "/api/v1/auth/login"
@@ -106,7 +106,7 @@ async def test_two_gateways_spend_one_anonymous_budget_over_grpc(
     contexts, gateways, channels = [], [], []
     try:
         for _ in range(2):
-            ctx = await build_context(
+            ctx = await build_context_with_jobs(
                 make_settings(database_url, REDIS_URL=redis_url, RATE_LIMIT_ANON="3/minute")
             )
             gateway, addresses = await start_gateway(ctx, "fast")

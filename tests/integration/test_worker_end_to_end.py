@@ -18,7 +18,6 @@ from typing import Any
 import orjson
 import pytest_asyncio
 
-from server.context import build_context
 from tests.conftest import (
     BASE_ENV,
     ApiClient,
@@ -29,6 +28,7 @@ from tests.conftest import (
 )
 from tests.orders_support import create_product
 from tests.workers.smtp import Mailbox, smtp_server
+from workers.broker import build_context_with_jobs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -111,7 +111,9 @@ async def test_an_order_confirmation_is_mailed_by_the_worker(
         "MAIL_FROM": "orders@storefront.test",
         "LOG_LEVEL": "INFO",
     }
-    ctx = await build_context(make_settings(database_url, REDIS_URL=redis_url, SMTP_URL=smtp_url))
+    ctx = await build_context_with_jobs(
+        make_settings(database_url, REDIS_URL=redis_url, SMTP_URL=smtp_url)
+    )
     gateway, addresses = await start_gateway(ctx, "tornado")
     api = ApiClient(f"http://127.0.0.1:{addresses.http_port}")
     try:

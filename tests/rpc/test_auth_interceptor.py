@@ -15,7 +15,7 @@ import pytest_asyncio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.rpc import auth
 from server.rpc.pb.storefront.v1 import (
     cart_pb2,
@@ -30,6 +30,7 @@ from server.runtime import build_gateway
 from server.services import permissions
 from tests.conftest import UserFactory, make_settings
 from tests.forged_tokens import forged_authorizations
+from workers.broker import build_context_with_jobs
 
 SERVICE = "test.v1.Probe"
 
@@ -120,7 +121,7 @@ class Probe:
 
 
 async def running_probe(database_url: str, **env: str) -> AsyncIterator[Probe]:
-    ctx = await build_context(make_settings(database_url, **env))
+    ctx = await build_context_with_jobs(make_settings(database_url, **env))
     gateway = build_gateway(ctx, http_impl="tornado")
     gateway.grpc.server.add_generic_rpc_handlers((PROBE,))
     gateway.grpc.access.update(PROBE_ACCESS)

@@ -16,7 +16,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.rpc.pb.storefront.v1 import (
     common_pb2,
     orders_pb2,
@@ -27,6 +27,7 @@ from server.rpc.pb.storefront.v1 import (
 from tests.conftest import ApiClient, make_settings, start_gateway, wait_for
 from tests.orders_support import Accounts, create_product
 from tests.webhook_support import Receiver
+from workers.broker import build_context_with_jobs
 from workers.tasks.webhooks import deliver_due
 
 Metadata = tuple[tuple[str, str], ...]
@@ -134,7 +135,7 @@ async def deliveries(
 @asynccontextmanager
 async def other_gateway(database_url: str, **env: str) -> AsyncIterator[tuple[Stub, AppContext]]:
     """A gateway process of its own with these settings (the SSRF guard follows them)."""
-    context = await build_context(make_settings(database_url, **env))
+    context = await build_context_with_jobs(make_settings(database_url, **env))
     gateway, addresses = await start_gateway(context)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{addresses.grpc_port}")
     try:

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 import pytest_asyncio
 
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.domain.errors import (
     AlreadyExists,
     PermissionDenied,
@@ -21,6 +21,7 @@ from server.services import accounts
 from server.services.accounts import TokenPair
 from server.services.revocations import family_key, is_known_revoked
 from tests.conftest import make_settings
+from workers.broker import build_context_with_jobs
 
 PASSWORD = "correct horse battery"
 
@@ -38,7 +39,7 @@ async def live_tokens(ctx: AppContext, family_id: uuid.UUID) -> int:
 
 @pytest_asyncio.fixture
 async def redis_ctx(database_url: str, redis_url: str) -> AsyncIterator[AppContext]:
-    context = await build_context(make_settings(database_url, REDIS_URL=redis_url))
+    context = await build_context_with_jobs(make_settings(database_url, REDIS_URL=redis_url))
     yield context
     await context.close()
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from taskiq import TaskiqMessage
 
 from server import metrics
@@ -153,9 +155,9 @@ async def _views(ctx: AppContext, product_id: int, expected: int) -> bool:
 async def test_with_redis_the_gateway_leaves_scheduling_to_the_scheduler(
     database_url: str, redis_url: str
 ) -> None:
-    from server.context import build_context
+    from workers.broker import build_context_with_jobs
 
-    context = await build_context(make_settings(database_url, REDIS_URL=redis_url))
+    context = await build_context_with_jobs(make_settings(database_url, REDIS_URL=redis_url))
     try:
         assert context.broker is not None and not is_in_memory(context.broker)
         jobs = GatewayJobs(context)
@@ -164,3 +166,28 @@ async def test_with_redis_the_gateway_leaves_scheduling_to_the_scheduler(
         await jobs.stop()
     finally:
         await context.close()
+
+
+async def test_a_bare_context_has_no_jobs_and_attach_jobs_drains_them_on_close(
+    database_url: str,
+) -> None:
+    from server.context import build_context
+    from workers.broker import attach_jobs
+
+    context = await build_context(make_settings(database_url))
+    assert context.broker is None and context.jobs is None  # server/ plugs no workers in
+    attach_jobs(context)
+    broker = context.broker
+    assert broker is not None and is_in_memory(broker) and context.jobs is not None
+    finished: list[str] = []
+
+    @broker.task(task_name="test.slow_job")
+    async def slow_job() -> None:
+        await asyncio.sleep(0.2)
+        finished.append("done")
+
+    await broker.startup()
+    await slow_job.kiq()
+    await context.close()  # lets the in-process job finish while the pool is still open
+    assert finished == ["done"]
+    await broker.shutdown()

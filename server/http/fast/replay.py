@@ -38,7 +38,7 @@ from server.domain.errors import Unauthenticated
 from server.domain.principal import Principal
 from server.http.base import InFlight, http_date, request_id_for
 from server.http.edge import LIMITED_PREFIX, request_budget
-from server.http.headers import canonical_name, headers_from, replayable
+from server.http.fast.headers import canonical_name, headers_from, replayable
 from server.observability import RequestLogger
 from server.ratelimit import Decision, Network, RequestLimiter, Scope
 

@@ -7,7 +7,7 @@ The memo is bounded (it is emptied when full, so a scan of random paths costs wh
 and only holds paths that matched a route, never 404s. Apps whose rules could depend on more than
 the path (host rules, custom matchers, nested routers) are routed by Tornado every time.
 
-With a `replayer` setting (server/http/replay.py), each request first meets a delegate that may
+With a `replayer` setting (server/http/fast/replay.py), each request first meets a delegate that may
 answer it from an offered response; every other request is routed as above.
 
 Tornado's template UI modules are dropped too: a JSON API renders no templates, and the stock
@@ -23,7 +23,7 @@ from tornado import httputil, routing
 from typing_extensions import override
 
 from server.http.bodylimit import BodyLimitedApplication
-from server.http.replay import Replayer, ReplayingDelegate
+from server.http.fast.replay import Replayer, ReplayingDelegate
 
 _Route = tuple[type[tornado.web.RequestHandler], dict[str, Any], list[bytes], dict[str, bytes]]
 

@@ -72,7 +72,7 @@ class RequestHeaders(httputil.HTTPHeaders):
 
 
 # Request headers that could change a GET's answer (CORS, conditionals, a body). Credentials are
-# not among them: a replay is kept per verified caller (server/http/replay.py).
+# not among them: a replay is kept per verified caller (server/http/fast/replay.py).
 _VARIES_ANSWER = tuple(
     canonical_name(name)
     for name in (
@@ -96,7 +96,7 @@ _PLAIN_HOST = re.compile(r"[A-Za-z0-9.\-]+(?::[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](?:
 def replayable(method: str | None, uri: str | None, headers: httputil.HTTPHeaders) -> bool:
     """Whether a request can only get the answer any GET of its target by the same caller gets: a
     GET with a plain Host and without a query, CORS, conditional or body headers
-    (server/http/replay.py)."""
+    (server/http/fast/replay.py)."""
     if method != "GET" or not uri or "?" in uri:
         return False
     host = headers.get("Host")
