@@ -18,9 +18,9 @@ frameworks on an uncached read where both wait on the same SQL.
 
 With `REFERENCE_CHECKOUT=1` as well (the harness then runs it in a gateway's environment) it
 builds an AppContext of its own in its lifespan from that environment (server.config.load_settings
-and server.context.build_context, the gateway's pool size and settings, with the in-process job
-runner the gateway starts) and serves `POST /api/v1/cart/items` and `POST /api/v1/orders` through
-the gateway's service functions (server.services.cart.add_item and
+and workers.broker.build_context_with_jobs, the gateway's pool size and settings, with the
+in-process job runner the gateway starts) and serves `POST /api/v1/cart/items` and
+`POST /api/v1/orders` through the gateway's service functions (server.services.cart.add_item and
 server.services.orders.checkout_cart, Idempotency-Key included): the checkout cell of
 `make bench`. The token is checked with PyJWT as for /auth/me; the caller is the token's subject
 and role (as the gateway's authenticator, which reads no database either).
@@ -43,15 +43,15 @@ import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 
 from server.config import load_settings
-from server.context import AppContext, build_context
+from server.context import AppContext
 from server.db.pool import create_pool
 from server.domain.errors import BadRequest, DomainError
 from server.domain.principal import ROLES, Principal
-from server.http.base import status_of
+from server.http.base import problem, status_of
 from server.services import cart, catalog, orders
 from server.services.cart import CartItemAdd
 from server.services.orders import OrderDetails
-from server.services.orders.idempotency import problem_document
+from workers.broker import build_context_with_jobs
 
 FIXTURES_ENV = "REFERENCE_FIXTURES"
 CHECKOUT_ENV = "REFERENCE_CHECKOUT"
@@ -80,13 +80,14 @@ class Fixtures:
         return cls(orjson.loads(path.read_bytes()))
 
 
-def _problem(error: DomainError) -> Response:
+def _problem(error: DomainError, replayed: bool = False) -> Response:
     status = status_of(error)
+    headers = {**PRIVATE, "Idempotent-Replayed": "true"} if replayed else PRIVATE
     return Response(
-        orjson.dumps(problem_document(status, error)),
+        orjson.dumps(problem(status, error.detail, error.errors)),
         status_code=status,
         media_type=PROBLEM,
-        headers=PRIVATE,
+        headers=headers,
     )
 
 
@@ -107,7 +108,7 @@ def create_app(
         if checkout_env is not None:
             from workers.inprocess import GatewayJobs
 
-            ctx = await build_context(load_settings(checkout_env, dotenv=False))
+            ctx = await build_context_with_jobs(load_settings(checkout_env, dotenv=False))
             # What the gateway starts beside its servers: the broker (checkout enqueues the
             # outbox delivery on it and runs it in-process) and its scheduler.
             jobs = GatewayJobs(ctx)
@@ -236,17 +237,14 @@ def create_app(
             placement = await orders.checkout_cart(app_ctx, principal, details, key)
         except DomainError as error:
             return _problem(error)
+        if placement.error is not None:
+            return _problem(placement.error, replayed=True)
+        assert placement.order is not None
         headers = dict(PRIVATE)
         if placement.replayed:
             headers["Idempotent-Replayed"] = "true"
-        if placement.order is not None:
-            headers["Location"] = f"{CHECKOUT_PATH}/{placement.order.id}"
-        return Response(
-            placement.body,
-            status_code=placement.status,
-            media_type=JSON if placement.status < 400 else PROBLEM,
-            headers=headers,
-        )
+        headers["Location"] = f"{CHECKOUT_PATH}/{placement.order.id}"
+        return Response(placement.body, status_code=201, media_type=JSON, headers=headers)
 
     @app.get("/api/v1/auth/me")
     async def me(user: Annotated[dict[str, Any], Depends(current_user)]) -> Response:

@@ -13,7 +13,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from typing import Any, ClassVar, TypeVar
 
@@ -407,21 +407,24 @@ class ApiHandler(tornado.web.RequestHandler):
     def _handle_request_exception(self, e: BaseException) -> None:
         # Domain errors are answers, not failures: map them here so both edges stay thin.
         if isinstance(e, errors.DomainError):
-            self._send_domain_error(e)
+            self.send_domain_error(e)
             return
         if database_unavailable(e):
             log.warning(
                 "%s %s: PostgreSQL unavailable (%r)", self.request.method, self.request.path, e
             )
-            self._send_domain_error(errors.DATABASE_UNAVAILABLE)
+            self.send_domain_error(errors.DATABASE_UNAVAILABLE)
             return
         super()._handle_request_exception(e)
 
-    def _send_domain_error(self, e: errors.DomainError) -> None:
+    def send_domain_error(
+        self, e: errors.DomainError, extra_headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Answer with the problem document of `e` (the one translation of domain errors)."""
         if self._finished:
             return
         status = status_of(e)
-        headers: dict[str, str] = {}
+        headers: dict[str, str] = dict(extra_headers or {})
         if isinstance(e, errors.Unauthenticated):
             headers["WWW-Authenticate"] = 'Bearer realm="storefront"'
         elif isinstance(e, errors.RateLimited):

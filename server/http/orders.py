@@ -9,7 +9,7 @@ from typing import ClassVar, Literal
 
 import msgspec
 
-from server.http.base import JSON_CONTENT_TYPE, PROBLEM_CONTENT_TYPE, ApiHandler
+from server.http.base import JSON_CONTENT_TYPE, ApiHandler
 from server.openapi import Operation, Param, read_query
 from server.services import orders
 from server.services.orders import Order, OrderDetails, OrderPage
@@ -121,15 +121,18 @@ class OrdersHandler(ApiHandler):
             msgspec.to_builtins(details),
         )
         placement = await orders.checkout_cart(self.ctx, principal, details, key)
+        answer_headers = {"Cache-Control": "private, no-store"}
         if placement.replayed:
-            self.set_header("Idempotent-Replayed", "true")
-        if placement.order is not None:
-            self.set_header("Location", f"{CHECKOUT_PATH}/{placement.order.id}")
-        self.set_header("Cache-Control", "private, no-store")
-        self.set_status(placement.status)
-        self.set_header(
-            "Content-Type", JSON_CONTENT_TYPE if placement.status < 400 else PROBLEM_CONTENT_TYPE
-        )
+            answer_headers["Idempotent-Replayed"] = "true"
+        if placement.error is not None:  # a stored refusal: the first answer again
+            self.send_domain_error(placement.error, answer_headers)
+            return
+        assert placement.order is not None
+        for name, value in answer_headers.items():
+            self.set_header(name, value)
+        self.set_header("Location", f"{CHECKOUT_PATH}/{placement.order.id}")
+        self.set_status(201)
+        self.set_header("Content-Type", JSON_CONTENT_TYPE)
         self.finish(placement.body)
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
+import orjson
 import pytest
 
 from server import metrics
 from server.context import AppContext
+from server.services import orders
 from tests.conftest import ApiClient
 from tests.orders_support import (
     ADDRESS,
@@ -294,6 +297,34 @@ async def test_a_refused_checkout_is_replayed_too(
     assert replay.headers["Idempotent-Replayed"] == "true"
     assert replay.headers["Content-Type"] == "application/problem+json"
     assert fresh.status == 201
+
+
+async def test_a_refusal_stored_as_a_problem_document_by_an_earlier_version_is_replayed(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
+    user, token = await accounts.create()
+    fingerprint = msgspec.to_builtins(orders.OrderDetails())  # what the handler hashes for {}
+    key = orders.idempotency_key("from-before", "POST", ORDERS, fingerprint)
+    assert key is not None
+    stored = {
+        "type": "about:blank",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "not enough stock for some items",
+        "errors": [{"field": "items.7", "message": "requested 2, only 1 in stock", "available": 1}],
+    }
+    await ctx.pool.execute(
+        """INSERT INTO idempotency_keys (user_id, key, request_hash, state, response_status,
+                                         response_body)
+           VALUES ($1, $2, $3, 'done', 409, $4)""",
+        user.id,
+        key.key,
+        key.request_hash,
+        orjson.dumps(stored),
+    )
+    replay = await api.post(ORDERS, json={}, token=token, headers={"Idempotency-Key": key.key})
+    assert replay.status == 409 and replay.headers["Idempotent-Replayed"] == "true"
+    assert replay.json() == stored
 
 
 @pytest.mark.parametrize("key", ["", "k" * 256])

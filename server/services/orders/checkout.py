@@ -12,7 +12,6 @@ from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
-import orjson
 
 from server.config import Settings
 from server.context import AppContext
@@ -35,10 +34,11 @@ from server.services import events
 from server.services.cart import load_cart_lines
 from server.services.catalog_cache import stock_changed
 from server.services.orders.idempotency import (
+    PLACED,
     IdempotencyKey,
     Placement,
-    problem_document,
-    replayable_status,
+    refusal_code,
+    refusal_record,
     stored_answer,
 )
 from server.services.orders.model import (
@@ -240,7 +240,7 @@ async def _run_checkout(
         async with events.collecting(ctx), pool.acquire() as conn, conn.transaction():
             order = order_view(await place(conn))
         await _after_checkout(ctx, order)
-        return Placement(201, msgspec.json.encode(order), False, order)
+        return Placement(False, order, msgspec.json.encode(order))
 
     held = await idempotency_db.claim(
         pool,
@@ -256,21 +256,19 @@ async def _run_checkout(
         async with events.collecting(ctx), pool.acquire() as conn, conn.transaction():
             order = order_view(await place(conn))
             body = msgspec.json.encode(order)
-            await idempotency_db.complete(conn, user_id, request.key, 201, body)
+            await idempotency_db.complete(conn, user_id, request.key, PLACED, body)
     except DomainError as error:
-        status = replayable_status(error)
-        if status is None:
+        code = refusal_code(error)
+        if code is None:
             await idempotency_db.release(pool, user_id, request.key)
         else:
-            await idempotency_db.complete(
-                pool, user_id, request.key, status, orjson.dumps(problem_document(status, error))
-            )
+            await idempotency_db.complete(pool, user_id, request.key, code, refusal_record(error))
         raise
     except BaseException:
         await idempotency_db.release(pool, user_id, request.key)
         raise
     await _after_checkout(ctx, order)
-    return Placement(201, body, False, order)
+    return Placement(False, order, body)
 
 
 async def _after_checkout(ctx: AppContext, order: Order) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from http import HTTPStatus
 from typing import Any
 
 import msgspec
@@ -57,43 +56,43 @@ def idempotency_key(key: str | None, method: str, path: str, body: Any) -> Idemp
 
 @dataclass(frozen=True, slots=True)
 class Placement:
-    """The answer to a checkout: a fresh order, or the stored answer of an earlier request."""
+    """The answer to a checkout: an order (fresh, or stored by an earlier request with the same
+    key), or the stored refusal of an earlier request, which the edge answers as it answered
+    the first time."""
 
-    status: int
-    body: bytes  # the order document, or a problem document when a replayed refusal
     replayed: bool
     order: Order | None
+    body: bytes = b""  # the order document as first encoded (a replay sends the same bytes)
     error: DomainError | None = None
 
 
-_REPLAYABLE: tuple[tuple[type[DomainError], int], ...] = (
+# The refusals stored with a key, by the code kept in idempotency_keys.response_status (the
+# numbers earlier versions wrote, so answers stored before an upgrade stay readable; a placed
+# order is stored with PLACED). Other errors release the key: a retry runs the checkout again.
+PLACED = 201
+_STORED: tuple[tuple[type[DomainError], int], ...] = (
     (Conflict, 409),
     (NotFound, 404),
     (ValidationFailed, 422),
     (BadRequest, 400),
 )
-_ERROR_OF_STATUS: dict[int, type[DomainError]] = {s: cls for cls, s in _REPLAYABLE}
+_ERROR_OF_CODE: dict[int, type[DomainError]] = {code: cls for cls, code in _STORED}
 
 
-def problem_document(status: int, error: DomainError) -> dict[str, Any]:
-    """The problem+json body REST answers with (mirrors server.http.base.problem)."""
-    title = HTTPStatus(status).phrase
-    body: dict[str, Any] = {
-        "type": "about:blank",
-        "title": title,
-        "status": status,
-        "detail": error.detail or title,
-    }
-    if error.errors:
-        body["errors"] = [e.as_problem() for e in error.errors]
-    return body
-
-
-def replayable_status(error: DomainError) -> int | None:
-    for cls, status in _REPLAYABLE:
+def refusal_code(error: DomainError) -> int | None:
+    """The code `error` is stored under, or None when it is not stored."""
+    for cls, code in _STORED:
         if isinstance(error, cls):
-            return status
+            return code
     return None
+
+
+def refusal_record(error: DomainError) -> bytes:
+    """What is stored of a refusal: its detail and field errors."""
+    record: dict[str, Any] = {"detail": error.detail}
+    if error.errors:
+        record["errors"] = [e.as_problem() for e in error.errors]
+    return orjson.dumps(record)
 
 
 def stored_answer(held: idempotency_db.StoredKey, request: IdempotencyKey) -> Placement:
@@ -105,12 +104,12 @@ def stored_answer(held: idempotency_db.StoredKey, request: IdempotencyKey) -> Pl
     if held.state != "done" or held.response_status is None or held.response_body is None:
         raise Conflict("a request with this Idempotency-Key is still in progress; retry later")
     body = held.response_body
-    if held.response_status < 300:
-        return Placement(held.response_status, body, True, msgspec.json.decode(body, type=Order))
-    problem = orjson.loads(body)
-    error_type = _ERROR_OF_STATUS.get(held.response_status, BadRequest)
+    if held.response_status == PLACED:
+        return Placement(True, msgspec.json.decode(body, type=Order), body)
+    record = orjson.loads(body)  # also reads the problem documents earlier versions stored
+    error_type = _ERROR_OF_CODE.get(held.response_status, BadRequest)
     error = error_type(
-        problem.get("detail", ""),
-        errors=[FieldError.from_problem(e) for e in problem.get("errors", [])],
+        record.get("detail", ""),
+        errors=[FieldError.from_problem(e) for e in record.get("errors", [])],
     )
-    return Placement(held.response_status, body, True, None, error)
+    return Placement(True, None, error=error)
