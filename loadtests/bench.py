@@ -82,9 +82,10 @@ WHAT_EACH_SIDE_DOES = {
     "Cache-Control), /auth/me: PyJWT HS256 verify via a Depends() + user from memory; "
     "list-db: the gateway's list query and encoding (server.services.catalog.list_products) "
     "on an asyncpg pool of 10, as the gateway's own pool; checkout: cart.add_item and "
-    "orders.checkout_cart (Idempotency-Key honoured) on an AppContext built by build_context_with_jobs "
-    "from the gateway's environment (its pool size, its in-process job runner delivering the "
-    "outbox after each order), the caller taken from the PyJWT-verified token",
+    "orders.checkout_cart (Idempotency-Key honoured) on an AppContext built by "
+    "build_context_with_jobs from the gateway's environment (its pool size, its in-process job "
+    "runner delivering the outbox after each order), the caller taken from the PyJWT-verified "
+    "token",
     BARE: "only with --bare: the fast gateway with LOG_LEVEL=WARNING (no access log line) and "
     "RATE_LIMIT_ENABLED=0; not a deployable configuration, it prices those two features",
 }
