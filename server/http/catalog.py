@@ -8,6 +8,7 @@ import msgspec
 
 from server.db.catalog import Category, Product
 from server.domain.errors import NotFound
+from server.domain.values import INT64_MAX
 from server.http.base import ApiHandler
 from server.openapi import Operation, Param, read_query
 from server.services import catalog, variants
@@ -29,7 +30,7 @@ INACTIVE_CACHE_CONTROL = "private, no-cache"
 
 def resource_id(text: str, what: str = "resource") -> int:
     """A path id (the route matched digits); beyond bigint it cannot exist."""
-    if len(text) > 19 or int(text) > catalog.INT64_MAX:
+    if len(text) > 19 or int(text) > INT64_MAX:
         raise NotFound(f"no such {what}")
     return int(text)
 
@@ -68,14 +69,14 @@ LIST_PARAMS = (
         int,
         "Inclusive lower bound, minor units.",
         minimum=0,
-        maximum=catalog.INT64_MAX,
+        maximum=INT64_MAX,
     ),
     Param(
         "max_price",
         int,
         "Inclusive upper bound, minor units.",
         minimum=0,
-        maximum=catalog.INT64_MAX,
+        maximum=INT64_MAX,
     ),
     Param("in_stock", bool, "Only products with an active variant in stock."),
     Param(

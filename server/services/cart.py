@@ -31,14 +31,11 @@ from server.db import promotions as promotions_repo
 from server.db.promotions import Promotion
 from server.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from server.domain.lines import CartLine
-from server.services.catalog import INT64_MAX, NO_NUL
+from server.domain.values import INT64_MAX, MAX_QUANTITY, Id, Quantity
+from server.services.catalog import NO_NUL
 from server.services.pricing import PricedCart, price_lines
 from server.services.variants import Choice, Selection, choose_variants
 
-MAX_QUANTITY = 999
-
-ProductId = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
-Quantity = Annotated[int, msgspec.Meta(ge=1, le=MAX_QUANTITY)]
 QuantityOrZero = Annotated[
     int, msgspec.Meta(ge=0, le=MAX_QUANTITY, description="0 removes the line")
 ]
@@ -50,8 +47,8 @@ class CartItemAdd(msgspec.Struct, forbid_unknown_fields=True):
     product's only variant."""
 
     quantity: Quantity
-    product_id: ProductId | msgspec.UnsetType = msgspec.UNSET
-    variant_id: ProductId | msgspec.UnsetType = msgspec.UNSET
+    product_id: Id | msgspec.UnsetType = msgspec.UNSET
+    variant_id: Id | msgspec.UnsetType = msgspec.UNSET
     options: Selection | msgspec.UnsetType = msgspec.UNSET
 
     json_schema_rules: ClassVar[dict[str, Any]] = {

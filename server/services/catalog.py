@@ -28,6 +28,7 @@ from server.db import variants as variants_repo
 from server.db.catalog import Category, Product, ProductFilter
 from server.domain.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed
 from server.domain.principal import Principal
+from server.domain.values import INT32_MAX, INT64_MAX, Id, Money, Stock
 from server.services import events, variants
 from server.services.catalog_cache import (
     catalog_changed,
@@ -38,9 +39,6 @@ from server.services.catalog_cache import (
 )
 from server.services.variants import OptionSpecs, VariantCreate
 
-INT64_MAX = 2**63 - 1
-INT32_MAX = 2**31 - 1
-MAX_PRICE = 10**12  # minor units; keeps price x 999 x many lines far from int64 overflow
 MAX_BATCH_IDS = 500
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -51,7 +49,6 @@ SORTS = tuple(repo.SORT_ORDERS)
 NO_NUL = "^[^\x00]*$"
 SLUG_PATTERN = "^[a-z0-9]+(-[a-z0-9]+)*$"
 
-Id = Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]
 CategoryName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Slug = Annotated[
     str,
@@ -67,7 +64,6 @@ Slug = Annotated[
 Sku = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NO_NUL)]
 ProductName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Description = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
-Price = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="minor units")]
 Currency = Annotated[
     str,
     msgspec.Meta(
@@ -77,7 +73,6 @@ Currency = Annotated[
         extra_json_schema={"x-store-currency": True},
     ),
 ]
-Stock = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
 
 
 class CategoryCreate(msgspec.Struct, forbid_unknown_fields=True):
@@ -109,7 +104,7 @@ class ProductCreate(msgspec.Struct, forbid_unknown_fields=True):
 
     sku: Sku
     name: ProductName
-    price: Price
+    price: Money
     stock: Stock | msgspec.UnsetType = msgspec.UNSET
     description: Description = ""
     category_id: Id | None = None
@@ -136,7 +131,7 @@ class ProductUpdate(msgspec.Struct, forbid_unknown_fields=True):
     name: ProductName | msgspec.UnsetType = msgspec.UNSET
     description: Description | msgspec.UnsetType = msgspec.UNSET
     category_id: Id | msgspec.UnsetType | None = msgspec.UNSET
-    price: Price | msgspec.UnsetType = msgspec.UNSET
+    price: Money | msgspec.UnsetType = msgspec.UNSET
     currency: Currency | msgspec.UnsetType = msgspec.UNSET
     # Only for a product with one variant (it sets that variant's stock); 422 otherwise.
     stock: Stock | msgspec.UnsetType = msgspec.UNSET

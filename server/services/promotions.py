@@ -19,7 +19,8 @@ import msgspec
 from server.db import promotions as repo
 from server.db.promotions import Promotion
 from server.domain.errors import BadRequest, FieldError, NotFound, ValidationFailed
-from server.services.catalog import INT32_MAX, INT64_MAX, MAX_PRICE, changed_fields
+from server.domain.values import INT32_MAX, INT64_MAX, MAX_PRICE, Money, Quantity
+from server.services.catalog import changed_fields
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 100
@@ -42,8 +43,6 @@ Value = Annotated[
         ),
     ),
 ]
-UnitCount = Annotated[int, msgspec.Meta(ge=1, le=999)]
-Amount = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="minor units")]
 Ids = Annotated[
     list[Annotated[int, msgspec.Meta(ge=1, le=INT64_MAX)]], msgspec.Meta(max_length=1000)
 ]
@@ -79,9 +78,9 @@ class PromotionCreate(msgspec.Struct, forbid_unknown_fields=True):
     code: Code
     kind: Kind
     value: Value = 0
-    buy_quantity: UnitCount | None = None
-    get_quantity: UnitCount | None = None
-    min_subtotal: Amount = 0
+    buy_quantity: Quantity | None = None
+    get_quantity: Quantity | None = None
+    min_subtotal: Money = 0
     product_ids: Ids | None = None
     category_ids: Ids | None = None
     starts_at: Instant | None = None
@@ -99,9 +98,9 @@ class PromotionUpdate(msgspec.Struct, forbid_unknown_fields=True):
     code: Code | msgspec.UnsetType = msgspec.UNSET
     kind: Kind | msgspec.UnsetType = msgspec.UNSET
     value: Value | msgspec.UnsetType = msgspec.UNSET
-    buy_quantity: UnitCount | msgspec.UnsetType | None = msgspec.UNSET
-    get_quantity: UnitCount | msgspec.UnsetType | None = msgspec.UNSET
-    min_subtotal: Amount | msgspec.UnsetType = msgspec.UNSET
+    buy_quantity: Quantity | msgspec.UnsetType | None = msgspec.UNSET
+    get_quantity: Quantity | msgspec.UnsetType | None = msgspec.UNSET
+    min_subtotal: Money | msgspec.UnsetType = msgspec.UNSET
     product_ids: Ids | msgspec.UnsetType | None = msgspec.UNSET
     category_ids: Ids | msgspec.UnsetType | None = msgspec.UNSET
     starts_at: Instant | msgspec.UnsetType | None = msgspec.UNSET

@@ -24,21 +24,18 @@ from server.db import variants as repo
 from server.db.catalog import ProductOption
 from server.db.variants import VariantRecord
 from server.domain.errors import FieldError, NotFound, ValidationFailed
+from server.domain.values import Money, Stock
 from server.services import events
 from server.services.catalog_cache import product_changed
 
 MAX_OPTIONS = 3
 MAX_OPTION_VALUES = 50
 MAX_VARIANTS = 100
-INT32_MAX = 2**31 - 1
-MAX_PRICE = 10**12
 _NO_NUL = "^[^\x00]*$"
 
 OptionName = Annotated[str, msgspec.Meta(min_length=1, max_length=50, pattern=_NO_NUL)]
 OptionValue = Annotated[str, msgspec.Meta(min_length=1, max_length=100, pattern=_NO_NUL)]
 VariantSku = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=_NO_NUL)]
-VariantPrice = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="minor units")]
-VariantStock = Annotated[int, msgspec.Meta(ge=0, le=INT32_MAX)]
 Selection = Annotated[
     dict[OptionName, OptionValue],
     msgspec.Meta(
@@ -63,9 +60,9 @@ OptionSpecs = Annotated[list[OptionSpec], msgspec.Meta(max_length=MAX_OPTIONS)]
 
 class VariantCreate(msgspec.Struct, forbid_unknown_fields=True):
     sku: VariantSku
-    stock: VariantStock
+    stock: Stock
     options: Selection = {}
-    price: VariantPrice | None = None
+    price: Money | None = None
     is_active: bool = True
 
 
@@ -74,8 +71,8 @@ class VariantUpdate(msgspec.Struct, forbid_unknown_fields=True):
 
     sku: VariantSku | msgspec.UnsetType = msgspec.UNSET
     options: Selection | msgspec.UnsetType = msgspec.UNSET
-    price: VariantPrice | msgspec.UnsetType | None = msgspec.UNSET
-    stock: VariantStock | msgspec.UnsetType = msgspec.UNSET
+    price: Money | msgspec.UnsetType | None = msgspec.UNSET
+    stock: Stock | msgspec.UnsetType = msgspec.UNSET
     is_active: bool | msgspec.UnsetType = msgspec.UNSET
 
 

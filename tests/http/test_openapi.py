@@ -24,6 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from server import openapi
 from server.app import feature_routes
+from server.domain.values import MAX_PRICE, MAX_QUANTITY
 from tests.conftest import ApiClient, UserFactory
 
 # Every route declares its `api` spec; nothing may fall back to the generic entry.
@@ -85,6 +86,33 @@ def test_document_states_the_rules_the_handlers_enforce(document: dict[str, Any]
     kinds = [b["properties"]["kind"]["const"] for b in schemas["PromotionCreate"]["anyOf"]]
     assert kinds == ["percent", "fixed", "buy_x_get_y"]
     assert {"required": ["slug"]}.items() <= schemas["CategoryCreate"]["anyOf"][0].items()
+
+
+def test_money_ids_and_quantities_have_one_definition_across_the_api() -> None:
+    """Prices and amounts off (products, variants, promotions) share server/domain/values.py's
+    Money bounds, and the lines a request sends its Quantity bounds: none is retyped apart."""
+    schemas = openapi.build_document(feature_routes(), "USD")["components"]["schemas"]
+
+    def integer_of(schema: dict[str, Any]) -> dict[str, Any]:
+        branches = schema.get("anyOf", [schema])
+        found = next(b for b in branches if b.get("type") == "integer")
+        return {k: v for k, v in found.items() if k != "default"}
+
+    money = {"description": "minor units", "type": "integer", "minimum": 0, "maximum": MAX_PRICE}
+    for component, field in [
+        ("ProductCreate", "price"),
+        ("ProductUpdate", "price"),
+        ("VariantCreate", "price"),
+        ("VariantUpdate", "price"),
+        ("PromotionCreate", "min_subtotal"),
+        ("PromotionUpdate", "min_subtotal"),
+    ]:
+        assert integer_of(schemas[component]["properties"][field]) == money, component
+    quantity = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}
+    for component in ("CartItemAdd", "RestockItem"):  # the lines a request sends
+        assert integer_of(schemas[component]["properties"]["quantity"]) == quantity, component
+    setting = integer_of(schemas["CartItemUpdate"]["properties"]["quantity"])
+    assert (setting["minimum"], setting["maximum"]) == (0, MAX_QUANTITY)  # 0 removes the line
 
 
 def test_every_route_and_method_is_in_the_document(document: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from server.domain.errors import (
     FieldError,
     ValidationFailed,
 )
+from server.domain.values import Quantity
 
 OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled", "refunded"]
 ORDER_STATUSES: tuple[OrderStatus, ...] = (
@@ -58,7 +59,7 @@ class OrderDetails(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 class OrderLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A variant by id, or a product and its option values (or a product with one variant)."""
 
-    quantity: Annotated[int, msgspec.Meta(ge=1, le=999)]
+    quantity: Quantity
     product_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
     variant_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
     options: dict[str, str] | None = None

@@ -9,6 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from server.db.payments import PaymentRecord, RefundRecord, RestockLine
+from server.domain.values import Id, Quantity
 
 PaymentStatus = Literal[
     "pending", "authorized", "captured", "failed", "refunded", "partially_refunded", "voided"
@@ -40,8 +41,8 @@ class PaymentCapture(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class RestockItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    variant_id: Annotated[int, msgspec.Meta(ge=1, le=2**63 - 1)]
-    quantity: Annotated[int, msgspec.Meta(ge=1, le=999)]
+    variant_id: Id
+    quantity: Quantity
 
 
 class RefundCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
