@@ -4,9 +4,10 @@ and the replay of unchanged GET answers.
 Modules: server.py (listening, drain), connection.py (one connection: request sequencing),
 parser.py (request heads), framing.py (response heads and bodies), flow.py (buffering both
 ways), deadlines.py (timeouts), headers.py (tornado's header layout), application.py (the
-gateway's Application: route memo, replay hook) and replay.py (answers offered by handlers). No
-module here knows a service, the cache or the database: handlers offer what may be replayed, with
-the terms under which it stays valid (server/http/base.py, `ApiHandler.offer_replay`).
+gateway's Application: route memo, replay hook) and replay.py (answers offered by handlers). The
+connection modules know nothing of the gateway (an import-linter contract); only replay.py and
+application.py meet it, through server/http/base.py. Nothing below knows about replays: handlers
+offer what may be replayed under the cache's `Freshness` (`ApiHandler.offer_replay`).
 
 Why this exists
 ---------------
