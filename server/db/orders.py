@@ -13,18 +13,14 @@ from typing import Any, TypeAlias
 import asyncpg
 import msgspec
 
+from server.domain.lines import OrderItem
+
 Executor: TypeAlias = asyncpg.Connection | asyncpg.Pool
 
 
-class OrderItemRecord(msgspec.Struct, frozen=True):
-    product_id: int
-    variant_id: int
-    sku: str
-    name: str
-    options: dict[str, str]
-    quantity: int
-    unit_price: int
-    line_total: int
+class OrderItemRecord(OrderItem, frozen=True):
+    """An order's item as stored: the contract's line and what a refund gave back."""
+
     # Units a refund put back on sale (never more than `quantity`).
     restocked: int = 0
 
@@ -59,7 +55,7 @@ class NewOrder:
     promotion_code: str | None
     shipping_address: dict[str, Any] | None
     note: str | None
-    items: Sequence[OrderItemRecord]
+    items: Sequence[OrderItem]
 
 
 _ORDER_COLUMNS = (
@@ -208,7 +204,8 @@ async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> OrderRecord
         [i.unit_price for i in items],
         [i.line_total for i in items],
     )
-    return _order(row, list(items))
+    # Nothing of a new order was refunded yet: each record is its item with restocked = 0.
+    return _order(row, [OrderItemRecord(*msgspec.structs.astuple(i)) for i in items])
 
 
 async def _items_of(conn: Executor, order_ids: Sequence[int]) -> dict[int, list[OrderItemRecord]]:

@@ -1,5 +1,10 @@
-"""The line of a cart as pricing reads it (the carts repository builds them, the pricing service
-prices them)."""
+"""The line records the layers share, each field declared once: a cart line as pricing reads it
+(the carts repository and checkout build them), the priced line pricing returns (the REST cart
+and gRPC PriceCart show it), and an order's item as the contract shows it (the orders
+repository stores it with what a refund put back).
+
+Money fields are integer minor units. These are plain ints here: the bounds of server/domain/
+values.py apply where a value enters (a request), not to figures the store computed."""
 
 from __future__ import annotations
 
@@ -19,3 +24,46 @@ class CartLine(msgspec.Struct, frozen=True):
     quantity: int
     variant_id: int = 0
     options: dict[str, str] = {}
+
+
+# The field order of the two records below is the order of their JSON bodies.
+class PricedLine(msgspec.Struct, frozen=True):
+    """A cart line with its figures: subtotal, its share of the discount, and the total."""
+
+    product_id: int
+    variant_id: int
+    sku: str  # the variant's sku
+    name: str
+    options: dict[str, str]
+    quantity: int
+    unit_price: int
+    line_subtotal: int  # unit_price x quantity
+    line_discount: int  # the line's share of the promotion's discount, rounded half-even
+    line_total: int  # line_subtotal - line_discount, before tax
+
+
+class OrderItem(msgspec.Struct, frozen=True):
+    """A line of a placed order: what was bought, at the price it had then."""
+
+    product_id: int
+    variant_id: int
+    sku: str  # the variant's sku
+    name: str
+    options: dict[str, str]
+    quantity: int
+    unit_price: int  # snapshot of the variant's price when the order was placed
+    line_total: int  # after the line's share of the discount, before tax
+
+    @classmethod
+    def of(cls, line: OrderItem | PricedLine) -> OrderItem:
+        """The item of a priced line, or the contract's fields of a record extending this."""
+        return cls(
+            line.product_id,
+            line.variant_id,
+            line.sku,
+            line.name,
+            line.options,
+            line.quantity,
+            line.unit_price,
+            line.line_total,
+        )

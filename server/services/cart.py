@@ -30,7 +30,7 @@ from server.db import carts as repo
 from server.db import promotions as promotions_repo
 from server.db.promotions import Promotion
 from server.domain.errors import Conflict, FieldError, NotFound, ValidationFailed
-from server.domain.lines import CartLine
+from server.domain.lines import CartLine, PricedLine
 from server.domain.values import INT64_MAX, MAX_QUANTITY, Id, Quantity
 from server.services.catalog import NO_NUL
 from server.services.pricing import PricedCart, price_lines
@@ -64,17 +64,10 @@ class CartPromotionApply(msgspec.Struct, forbid_unknown_fields=True):
     code: PromotionCode
 
 
-class CartLineView(msgspec.Struct):
-    product_id: int
-    variant_id: int
-    sku: str
-    name: str
-    options: dict[str, str]
-    quantity: int
-    unit_price: int
-    line_subtotal: int
-    line_discount: int
-    line_total: int
+class CartLineView(PricedLine, frozen=True):
+    # The priced line under the name the REST schema has always given it (its fields are
+    # PricedLine's, so a view is that line's values in the same order).
+    pass
 
 
 class CartView(msgspec.Struct):
@@ -149,21 +142,7 @@ async def quote(
 def view(result: Quote) -> CartView:
     priced = result.priced
     return CartView(
-        items=[
-            CartLineView(
-                line.product_id,
-                line.variant_id,
-                line.sku,
-                line.name,
-                line.options,
-                line.quantity,
-                line.unit_price,
-                line.line_subtotal,
-                line.line_discount,
-                line.line_total,
-            )
-            for line in priced.lines
-        ],
+        items=[CartLineView(*msgspec.structs.astuple(line)) for line in priced.lines],
         subtotal=priced.subtotal,
         discount=priced.discount,
         tax=priced.tax,

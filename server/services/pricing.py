@@ -5,25 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import msgspec
-
 from server.db.promotions import Promotion
 from server.domain.errors import ValidationFailed
-from server.domain.lines import CartLine
+from server.domain.lines import CartLine, PricedLine
 from server.native import PricingError, price_cart_rows
-
-
-class PricedLine(msgspec.Struct, frozen=True):
-    product_id: int
-    sku: str
-    name: str
-    quantity: int
-    unit_price: int
-    line_subtotal: int
-    line_discount: int
-    line_total: int
-    variant_id: int
-    options: dict[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,15 +53,15 @@ def price_lines(
     priced = [
         PricedLine(
             line.product_id,
+            line.variant_id,
             line.sku,
             line.name,
+            line.options,
             line.quantity,
             line.unit_price,
             line_subtotal,
             line_discount,
             line_total,
-            line.variant_id,
-            line.options,
         )
         for line, line_subtotal, line_discount, line_total in zip(
             lines,

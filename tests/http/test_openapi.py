@@ -24,7 +24,7 @@ from schemathesis.specs.openapi.checks import (
 
 from server import openapi
 from server.app import feature_routes
-from server.domain.values import MAX_PRICE, MAX_QUANTITY
+from server.domain.values import MAX_CHARGE, MAX_PRICE, MAX_QUANTITY
 from tests.conftest import ApiClient, UserFactory
 
 # Every route declares its `api` spec; nothing may fall back to the generic entry.
@@ -90,7 +90,8 @@ def test_document_states_the_rules_the_handlers_enforce(document: dict[str, Any]
 
 def test_money_ids_and_quantities_have_one_definition_across_the_api() -> None:
     """Prices and amounts off (products, variants, promotions) share server/domain/values.py's
-    Money bounds, and the lines a request sends its Quantity bounds: none is retyped apart."""
+    Money bounds, the amounts a payment moves (captures, refunds) its Charge bounds, and the lines
+    a request sends its Quantity bounds: none is retyped apart."""
     schemas = openapi.build_document(feature_routes(), "USD")["components"]["schemas"]
 
     def integer_of(schema: dict[str, Any]) -> dict[str, Any]:
@@ -108,6 +109,9 @@ def test_money_ids_and_quantities_have_one_definition_across_the_api() -> None:
         ("PromotionUpdate", "min_subtotal"),
     ]:
         assert integer_of(schemas[component]["properties"][field]) == money, component
+    charge = {"description": "minor units", "type": "integer", "minimum": 1, "maximum": MAX_CHARGE}
+    for component in ("PaymentCapture", "RefundCreate"):
+        assert integer_of(schemas[component]["properties"]["amount"]) == charge, component
     quantity = {"type": "integer", "minimum": 1, "maximum": MAX_QUANTITY}
     for component in ("CartItemAdd", "RestockItem"):  # the lines a request sends
         assert integer_of(schemas[component]["properties"]["quantity"]) == quantity, component

@@ -19,7 +19,7 @@ from server.db import idempotency as idempotency_db
 from server.db import orders as orders_db
 from server.db import promotions as promotions_db
 from server.db import variants as variants_db
-from server.db.orders import OrderItemRecord, OrderRecord
+from server.db.orders import OrderRecord
 from server.db.variants import StockLevel, TakenVariant, VariantRecord
 from server.domain.errors import (
     Conflict,
@@ -28,7 +28,7 @@ from server.domain.errors import (
     NotFound,
     ValidationFailed,
 )
-from server.domain.lines import CartLine
+from server.domain.lines import CartLine, OrderItem
 from server.domain.principal import Principal
 from server.services import events
 from server.services.cart import load_cart_lines
@@ -127,19 +127,7 @@ async def place_order(
             if details.shipping_address is not None
             else None,
             note=details.note,
-            items=[
-                OrderItemRecord(
-                    p.product_id,
-                    p.variant_id,
-                    p.sku,
-                    p.name,
-                    p.options,
-                    p.quantity,
-                    p.unit_price,
-                    p.line_total,
-                )
-                for p in priced.lines
-            ],
+            items=[OrderItem.of(p) for p in priced.lines],
         ),
     )
     reserved_until = await orders_db.hold_stock(

@@ -12,7 +12,8 @@ from server.domain.errors import (
     FieldError,
     ValidationFailed,
 )
-from server.domain.values import Quantity
+from server.domain.lines import OrderItem
+from server.domain.values import Id, Quantity
 
 OrderStatus = Literal["pending", "paid", "shipped", "delivered", "cancelled", "refunded"]
 ORDER_STATUSES: tuple[OrderStatus, ...] = (
@@ -60,8 +61,8 @@ class OrderLine(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """A variant by id, or a product and its option values (or a product with one variant)."""
 
     quantity: Quantity
-    product_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    variant_id: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    product_id: Id | None = None
+    variant_id: Id | None = None
     options: dict[str, str] | None = None
 
 
@@ -107,17 +108,6 @@ def parse_order_input(data: dict[str, Any]) -> OrderInput:
 # ---- the order as the contract shows it (REST body, gRPC source, stored idempotent answer) ----
 
 
-class OrderItem(msgspec.Struct, frozen=True):
-    product_id: int
-    variant_id: int
-    sku: str  # the variant's sku
-    name: str
-    options: dict[str, str]
-    quantity: int
-    unit_price: int  # snapshot of the variant's price when the order was placed
-    line_total: int  # after the line's share of the discount, before tax
-
-
 class Order(msgspec.Struct, frozen=True):
     id: int
     user_id: int
@@ -147,19 +137,7 @@ def order_view(order: OrderRecord) -> Order:
         id=order.id,
         user_id=order.user_id,
         status=check_status(order.status),
-        items=[
-            OrderItem(
-                i.product_id,
-                i.variant_id,
-                i.sku,
-                i.name,
-                i.options,
-                i.quantity,
-                i.unit_price,
-                i.line_total,
-            )
-            for i in order.items
-        ],
+        items=[OrderItem.of(i) for i in order.items],
         subtotal=order.subtotal,
         discount=order.discount,
         tax=order.tax,

@@ -9,13 +9,11 @@ from typing import Annotated, Literal
 import msgspec
 
 from server.db.payments import PaymentRecord, RefundRecord, RestockLine
-from server.domain.values import Id, Quantity
+from server.domain.values import Charge, Id, Quantity
 
 PaymentStatus = Literal[
     "pending", "authorized", "captured", "failed", "refunded", "partially_refunded", "voided"
 ]
-MAX_AMOUNT = 10**15
-Amount = Annotated[int, msgspec.Meta(ge=1, le=MAX_AMOUNT, description="minor units")]
 CardToken = Annotated[
     str,
     msgspec.Meta(
@@ -37,7 +35,7 @@ class PaymentCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 class PaymentCapture(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     # Absent: the whole authorised amount.
-    amount: Amount | None = None
+    amount: Charge | None = None
 
 
 class RestockItem(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -49,7 +47,7 @@ class RefundCreate(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """`items`: units to put back on sale; `restock: true`: every unit of the order not yet
     put back. Neither: the money only."""
 
-    amount: Amount
+    amount: Charge
     restock: bool = False
     items: Annotated[list[RestockItem], msgspec.Meta(max_length=100)] | msgspec.UnsetType = (
         msgspec.UNSET
