@@ -191,26 +191,83 @@ async def enqueue_outbox_delivery(ctx: AppContext) -> bool:
     return await enqueue(ctx, DELIVER_OUTBOX)
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerJobs:
-    """server/jobs.py's JobQueue over this process's taskiq broker (`ctx.jobs`)."""
+# How long a start of a delivery job covers later asks: a burst of checkouts in this process
+# enqueues the outbox job twice (now, and once at the window's end), not once per order.
+COALESCE_WINDOW = 0.05
 
-    ctx: AppContext
+
+class CoalescedStart:
+    """Starts of one job, at most one per `window` seconds. An ask inside the window is served
+    by a single further start at its end, which comes after the ask, so the job still sees
+    every row committed before it was asked; nothing is delayed by more than `window`."""
+
+    def __init__(self, start: Callable[[], Awaitable[bool]], window: float) -> None:
+        self._start = start
+        self._window = window
+        self._covered_until = 0.0  # loop time up to which a start is already promised
+        self._trailing: asyncio.Task[bool] | None = None  # the promised start, until it begins
+        self._running: set[asyncio.Task[bool]] = set()  # held until done (the loop holds weakly)
+
+    async def ask(self) -> bool:
+        """Start the job now or at the window's end; False when a start now failed."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        if now >= self._covered_until:
+            self._covered_until = now + self._window
+            return await self._start()
+        if self._trailing is None:
+            task = loop.create_task(self._start_later(self._covered_until - now))
+            self._trailing = task
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+        return True
+
+    async def _start_later(self, delay: float) -> bool:
+        await asyncio.sleep(delay)
+        # An ask from here on is not covered: the job may read before that ask's commit.
+        self._trailing = None
+        self._covered_until = asyncio.get_running_loop().time() + self._window
+        return await self._start()
+
+    async def settle(self) -> None:
+        """Make the promised start now and wait for starts under way (the process stops)."""
+        trailing, self._trailing = self._trailing, None
+        if trailing is not None:
+            trailing.cancel()
+            await self._start()
+        if self._running:
+            await asyncio.gather(*self._running, return_exceptions=True)
+
+
+class BrokerJobs:
+    """server/jobs.py's JobQueue over this process's taskiq broker (`ctx.jobs`); the delivery
+    jobs' starts are coalesced (CoalescedStart: every job is safe to run twice, and one run
+    delivers every row that is due)."""
+
+    def __init__(self, ctx: AppContext, window: float = COALESCE_WINDOW) -> None:
+        self.outbox = CoalescedStart(lambda: enqueue_outbox_delivery(ctx), window)
+        self.webhooks = CoalescedStart(lambda: enqueue(ctx, DELIVER_WEBHOOKS), window)
 
     async def deliver_outbox(self) -> bool:
-        return await enqueue_outbox_delivery(self.ctx)
+        return await self.outbox.ask()
 
     async def deliver_webhooks(self) -> bool:
-        return await enqueue(self.ctx, DELIVER_WEBHOOKS)
+        return await self.webhooks.ask()
+
+    async def settle(self) -> None:
+        await self.outbox.settle()
+        await self.webhooks.settle()
 
 
 def attach_jobs(ctx: AppContext, broker: AsyncBroker | None = None) -> None:
     """Give `ctx` its background jobs: `broker` (by default one built for it, whose tasks run
-    with it) and the job port services call (`ctx.jobs`). In-process jobs are let finish when
-    the context closes."""
+    with it) and the job port services call (`ctx.jobs`). When the context closes, promised
+    starts are made and in-process jobs are let finish."""
     broker = broker if broker is not None else build_broker(ctx.settings, ctx)
     ctx.broker = broker
-    ctx.jobs = BrokerJobs(ctx)
+    jobs = BrokerJobs(ctx)
+    ctx.jobs = jobs
+    ctx.on_close(jobs.settle)
     ctx.on_close(lambda: drain(broker))
 
 

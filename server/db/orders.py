@@ -58,12 +58,16 @@ class NewOrder:
     items: Sequence[OrderItem]
 
 
-_ORDER_COLUMNS = (
+_ORDER_FIELDS = (
     "id, user_id, status, subtotal, discount, tax, total, currency, promotion_code, "
-    "shipping_address, note, created_at, updated_at, "
-    "(SELECT min(r.expires_at) FROM stock_reservations r "
+    "shipping_address, note, created_at, updated_at"
+)
+_ORDER_COLUMNS = (
+    f"{_ORDER_FIELDS}, (SELECT min(r.expires_at) FROM stock_reservations r "
     "WHERE r.order_id = orders.id AND r.state = 'held') AS reserved_until"
 )
+# A new order holds no stock yet (hold_stock follows): no reservation to look up.
+_NEW_ORDER_COLUMNS = f"{_ORDER_FIELDS}, NULL::timestamptz AS reserved_until"
 _ITEM_COLUMNS = (
     "order_id, product_id, variant_id, sku, name, options, quantity, unit_price, line_total, "
     "restocked"
@@ -143,16 +147,25 @@ async def mark_restocked(conn: asyncpg.Connection, order_id: int, units: dict[in
 
 
 async def add_units_sold(conn: asyncpg.Connection, quantities: dict[int, int]) -> None:
-    """Count units into product_stats; negative quantities take back a cancelled order's."""
-    for product_id in sorted(quantities):
-        await conn.execute(
-            """INSERT INTO product_stats (product_id, units_sold) VALUES ($1, GREATEST($2, 0))
-               ON CONFLICT (product_id) DO UPDATE
-                  SET units_sold = GREATEST(product_stats.units_sold + $2, 0),
-                      updated_at = now()""",
-            product_id,
-            quantities[product_id],
-        )
+    """Count units into product_stats; negative quantities take back a cancelled order's.
+    One statement for every product, rows taken in ascending product id."""
+    if not quantities:
+        return
+    product_ids = sorted(quantities)
+    await conn.execute(
+        """INSERT INTO product_stats (product_id, units_sold)
+           SELECT t.p, GREATEST(t.q, 0) FROM unnest($1::bigint[], $2::bigint[]) AS t(p, q)
+            ORDER BY t.p
+           ON CONFLICT (product_id) DO UPDATE
+              SET units_sold = GREATEST(
+                      product_stats.units_sold
+                      + (SELECT d.q FROM unnest($1::bigint[], $2::bigint[]) AS d(p, q)
+                          WHERE d.p = EXCLUDED.product_id),
+                      0),
+                  updated_at = now()""",
+        product_ids,
+        [quantities[p] for p in product_ids],
+    )
 
 
 # ---- promotions -----------------------------------------------------------------------------
@@ -177,7 +190,7 @@ async def insert_order(conn: asyncpg.Connection, order: NewOrder) -> OrderRecord
         f"""INSERT INTO orders (user_id, subtotal, discount, tax, total, currency, promotion_code,
                                 shipping_address, note)
             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
-            RETURNING {_ORDER_COLUMNS}""",
+            RETURNING {_NEW_ORDER_COLUMNS}""",
         order.user_id,
         order.subtotal,
         order.discount,
@@ -303,10 +316,11 @@ async def lock_cart(conn: asyncpg.Connection, user_id: int) -> None:
 
 
 async def empty_cart(conn: asyncpg.Connection, user_id: int) -> None:
-    """Remove the lines and the promotion code the order used."""
-    await conn.execute("DELETE FROM cart_items WHERE user_id = $1", user_id)
+    """Remove the lines and the promotion code the order used (one statement)."""
     await conn.execute(
-        "UPDATE carts SET promotion_code = NULL, updated_at = now() WHERE user_id = $1", user_id
+        """WITH emptied AS (DELETE FROM cart_items WHERE user_id = $1)
+           UPDATE carts SET promotion_code = NULL, updated_at = now() WHERE user_id = $1""",
+        user_id,
     )
 
 

@@ -206,34 +206,48 @@ class TakenVariant(msgspec.Struct, frozen=True):
     stock_after: int
 
 
+# Every stock writer locks variant rows in ascending id (the CTE below, FOR UPDATE after its
+# ORDER BY), so two orders naming the same variants in other orders cannot deadlock. The
+# UPDATE only touches rows that CTE locked; its conditions are re-checked on each row's latest
+# version after any lock wait, so two checkouts racing for the last unit cannot both succeed.
+_LOCK_IN_ORDER = """locked AS MATERIALIZED (
+        SELECT id FROM product_variants WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE)"""
+
+
 async def take_stock(
-    conn: asyncpg.Connection, variant_id: int, quantity: int
-) -> TakenVariant | None:
-    """Take `quantity` units of a sellable variant; None (nothing taken) when short or not for
-    sale. The condition is re-checked on the latest row version after any lock wait, so two
-    checkouts racing for the last unit cannot both succeed."""
-    row = await conn.fetchrow(
-        """UPDATE product_variants v SET stock = v.stock - $2, updated_at = now()
-             FROM products p
-            WHERE v.id = $1 AND p.id = v.product_id AND v.is_active AND p.is_active
-              AND v.stock >= $2
+    conn: asyncpg.Connection, quantities: Sequence[tuple[int, int]]
+) -> list[TakenVariant]:
+    """Take each (variant_id, quantity) line's units from sellable variants that have them, in
+    one statement; returns the lines taken, in ascending variant id. A line missing from the
+    result was short or not for sale, and nothing was taken for it (the caller's transaction
+    is then rolled back)."""
+    variant_ids = [v for v, _ in quantities]
+    rows = await conn.fetch(
+        f"""WITH {_LOCK_IN_ORDER}
+        UPDATE product_variants v SET stock = v.stock - t.q, updated_at = now()
+          FROM unnest($1::bigint[], $2::int[]) AS t(id, q), locked, products p
+         WHERE v.id = t.id AND locked.id = t.id AND p.id = v.product_id
+           AND v.is_active AND p.is_active AND v.stock >= t.q
         RETURNING v.id, v.product_id, v.sku, p.name, v.options, p.category_id,
                   coalesce(v.price, p.price) AS price, v.stock""",
-        variant_id,
-        quantity,
+        variant_ids,
+        [q for _, q in quantities],
     )
-    if row is None:
-        return None
-    return TakenVariant(
-        row["id"],
-        row["product_id"],
-        row["sku"],
-        row["name"],
-        row["options"],
-        row["category_id"],
-        row["price"],
-        row["stock"],
-    )
+    taken = [
+        TakenVariant(
+            row["id"],
+            row["product_id"],
+            row["sku"],
+            row["name"],
+            row["options"],
+            row["category_id"],
+            row["price"],
+            row["stock"],
+        )
+        for row in rows
+    ]
+    taken.sort(key=lambda t: t.variant_id)
+    return taken
 
 
 class StockLevel(msgspec.Struct, frozen=True):
@@ -245,17 +259,21 @@ class StockLevel(msgspec.Struct, frozen=True):
 async def restock(conn: asyncpg.Connection, quantities: dict[int, int]) -> list[StockLevel]:
     """Give units back to variants (ascending variant id, like every other stock writer);
     returns their new stock."""
-    levels: list[StockLevel] = []
+    if not quantities:
+        return []
+    variant_ids = sorted(quantities)
     try:
-        for variant_id in sorted(quantities):
-            row = await conn.fetchrow(
-                """UPDATE product_variants SET stock = stock + $2, updated_at = now()
-                    WHERE id = $1 RETURNING product_id, stock""",
-                variant_id,
-                quantities[variant_id],
-            )
-            if row is not None:
-                levels.append(StockLevel(row["product_id"], variant_id, row["stock"]))
+        rows = await conn.fetch(
+            f"""WITH {_LOCK_IN_ORDER}
+            UPDATE product_variants v SET stock = v.stock + t.q, updated_at = now()
+              FROM unnest($1::bigint[], $2::int[]) AS t(id, q), locked
+             WHERE v.id = t.id AND locked.id = t.id
+            RETURNING v.product_id, v.id, v.stock""",
+            variant_ids,
+            [quantities[v] for v in variant_ids],
+        )
     except asyncpg.NumericValueOutOfRangeError:
         raise _overflow() from None
+    levels = [StockLevel(row["product_id"], row["id"], row["stock"]) for row in rows]
+    levels.sort(key=lambda level: level.variant_id)
     return levels

@@ -158,3 +158,43 @@ async def test_promotion_list_statements_do_not_grow(
     assert (
         await statements(counter, client.get("/api/v1/promotions?limit=100", token=admin)) == first
     )
+
+
+async def test_checkout_and_cancel_statements_do_not_grow_with_lines(
+    counted: tuple[AppContext, QueryCounter, ApiClient], make_counted_user: UserFactory
+) -> None:
+    """Taking the stock, counting the units sold and giving the stock back on a cancel are one
+    statement each, whatever the number of lines."""
+    ctx, counter, client = counted
+    _, admin = await make_counted_user.create("admin")
+    counts = []
+    for size in (1, 20):
+        ids = await seed_products(ctx, await category(ctx), size)
+        user, token = await make_counted_user.create("customer")
+        await ctx.pool.execute("INSERT INTO carts (user_id) VALUES ($1)", user.id)
+        await ctx.pool.executemany(
+            """INSERT INTO cart_items (user_id, product_id, variant_id, quantity)
+               SELECT $1, $2, id, 2 FROM product_variants WHERE product_id = $2""",
+            [(user.id, i) for i in ids],
+        )
+        before = counter.count
+        placed = await client.post(
+            "/api/v1/orders", json={}, token=token, headers={"Idempotency-Key": uuid.uuid4().hex}
+        )
+        assert placed.status == 201, placed
+        checkout = counter.count - before
+        order = placed.json()
+        assert len(order["items"]) == size
+        before = counter.count
+        cancelled = await client.post(f"/api/v1/orders/{order['id']}/cancel", token=admin)
+        assert cancelled.status == 200, cancelled
+        counts.append((checkout, counter.count - before))
+        stock = await ctx.pool.fetch(
+            "SELECT stock FROM product_variants WHERE product_id = ANY($1::bigint[])", ids
+        )
+        assert [r["stock"] for r in stock] == [999] * size  # all given back
+        sold = await ctx.pool.fetch(
+            "SELECT units_sold FROM product_stats WHERE product_id = ANY($1::bigint[])", ids
+        )
+        assert [r["units_sold"] for r in sold] == [0] * size  # counted, then taken back
+    assert counts[0] == counts[1], counts

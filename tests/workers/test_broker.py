@@ -15,9 +15,11 @@ from tests.workers.logs import json_lines
 from workers.broker import (
     ANALYTICS,
     CLEANUP,
+    COALESCE_WINDOW,
     DELIVER_OUTBOX,
     DELIVER_WEBHOOKS,
     EXPIRE_ORDERS,
+    CoalescedStart,
     build_broker,
     build_scheduler,
     enqueue_outbox_delivery,
@@ -191,3 +193,90 @@ async def test_a_bare_context_has_no_jobs_and_attach_jobs_drains_them_on_close(
     await context.close()  # lets the in-process job finish while the pool is still open
     assert finished == ["done"]
     await broker.shutdown()
+
+
+class StartLog:
+    """A job start that records when it was made (loop time)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    async def __call__(self) -> bool:
+        self.times.append(asyncio.get_running_loop().time())
+        return True
+
+
+async def test_a_burst_of_asks_is_one_start_now_and_one_after_the_last_ask() -> None:
+    starts = StartLog()
+    coalesced = CoalescedStart(starts, window=0.2)
+    loop = asyncio.get_running_loop()
+    asked = []
+    for _ in range(10):
+        assert await coalesced.ask()
+        asked.append(loop.time())
+        await asyncio.sleep(0.01)
+    assert len(starts.times) == 1  # the first ask started it; the others were promised one
+    await asyncio.sleep(0.25)
+    assert len(starts.times) == 2
+    assert starts.times[1] >= asked[-1]  # the job reads after the last ask's commit
+    await asyncio.sleep(0.25)
+    assert len(starts.times) == 2  # nothing more was asked
+    assert await coalesced.ask()
+    assert len(starts.times) == 3  # the window is over: an ask starts it at once
+
+
+async def test_an_ask_during_a_start_gets_a_start_of_its_own() -> None:
+    release = asyncio.Event()
+    starts: list[float] = []
+
+    async def slow_start() -> bool:
+        starts.append(asyncio.get_running_loop().time())
+        await release.wait()
+        return True
+
+    coalesced = CoalescedStart(slow_start, window=0.05)
+    first = asyncio.create_task(coalesced.ask())
+    await asyncio.sleep(0.01)
+    assert await coalesced.ask()  # while the first start is still being made
+    release.set()
+    await first
+    await asyncio.sleep(0.1)
+    assert len(starts) == 2
+
+
+async def test_settle_makes_the_promised_start_at_once() -> None:
+    starts = StartLog()
+    coalesced = CoalescedStart(starts, window=60)
+    await coalesced.ask()
+    await coalesced.ask()
+    assert len(starts.times) == 1
+    await coalesced.settle()
+    assert len(starts.times) == 2
+    await coalesced.settle()
+    assert len(starts.times) == 2  # nothing was promised any more
+
+
+async def test_every_confirmation_of_a_burst_of_checkouts_is_sent(ctx: AppContext) -> None:
+    """Coalesced starts lose no mail: 12 orders at once, each confirmation sent."""
+    from server.domain.principal import Principal
+    from server.services import orders
+    from tests.conftest import UserFactory
+
+    assert ctx.jobs is not None and COALESCE_WINDOW < 1
+    product = await create_product(ctx.pool, stock=100)
+    users = [await UserFactory(ctx).create("customer") for _ in range(12)]
+    order_input = orders.parse_order_input({"items": [{"product_id": product, "quantity": 1}]})
+    placements = await asyncio.gather(
+        *(orders.create_order(ctx, Principal(u.id, "customer"), order_input) for u, _ in users)
+    )
+    ids = [p.order.id for p in placements if p.order is not None]
+    assert len(ids) == 12
+
+    async def all_sent() -> bool:
+        sent = await ctx.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE status = 'sent' AND dedupe_key = ANY($1::text[])",
+            [f"order_confirmation:{i}" for i in ids],
+        )
+        return bool(sent == 12)
+
+    await wait_for(all_sent, timeout=10)

@@ -176,27 +176,23 @@ async def _usable_promotion(
 async def _take_stock(
     conn: asyncpg.Connection, lines: Sequence[tuple[int, int]], unavailable: list[FieldError]
 ) -> list[TakenVariant]:
-    """Take every line's units in ascending variant id; Conflict naming each short line, and
-    the `unavailable` ones (lines whose product is gone) with them.
+    """Take every line's units (one statement, rows locked in ascending variant id); Conflict
+    naming each short line, and the `unavailable` ones (lines whose product is gone) with them.
 
-    After the first short line (or with any unavailable one) nothing more is taken (the
-    transaction is lost anyway); the remaining lines are only read, so the 409 can name every
-    line that is short.
+    With an unavailable line nothing is taken (the transaction is lost anyway) and the lines
+    are only read, so the 409 can name every line that is short.
     """
-    taken: list[TakenVariant] = []
-    short: list[tuple[int, int]] = []
     ordered = sorted(lines)
-    for variant_id, quantity in ordered:
-        if short or unavailable:
-            break
-        row = await variants_db.take_stock(conn, variant_id, quantity)
-        if row is None:
-            short.append((variant_id, quantity))
-        else:
-            taken.append(row)
-    if not short and not unavailable:
-        return taken
-    rest = ordered[len(taken) + len(short) :]
+    short: list[tuple[int, int]] = []
+    if not unavailable:
+        taken = await variants_db.take_stock(conn, ordered)
+        if len(taken) == len(ordered):
+            return taken
+        got = {t.variant_id for t in taken}
+        short = [(v, q) for v, q in ordered if v not in got]  # each failed the take itself
+        rest: list[tuple[int, int]] = []
+    else:
+        rest = ordered
     current = await variants_db.get_variants(conn, [v for v, _ in short + rest])
     short += [
         (v, q)
