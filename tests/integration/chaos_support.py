@@ -60,10 +60,13 @@ class Load:
     async def _read_loop(self, n: int) -> None:
         rng = random.Random(n)
         while not self._stop.is_set():
-            if rng.random() < 0.8:
+            draw = rng.random()
+            if draw < 0.75:
                 path = f"/api/v1/products/{rng.choice(self.product_ids)}"
-            else:
+            elif draw < 0.95:
                 path = f"/api/v1/products?limit=5&sort={rng.choice(['price', '-created'])}"
+            else:  # a search no cache holds: it always needs the database
+                path = f"/api/v1/products?limit=5&q=chaos{rng.randrange(10**9)}"
             self.outcomes.append(await self._call("read", "GET", path))
 
     async def _checkout_loop(self, shopper: Shopper) -> None:
