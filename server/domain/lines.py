@@ -1,7 +1,8 @@
 """The line records the layers share, each field declared once: a cart line as pricing reads it
-(the carts repository and checkout build them), the priced line pricing returns (the REST cart
-and gRPC PriceCart show it), and an order's item as the contract shows it (the orders
-repository stores it with what a refund put back).
+(the carts repository and checkout build them), and the fields every shown line has (`Line`),
+which the priced line pricing returns (the REST cart and gRPC PriceCart show it) and an order's
+item as the contract shows it (the orders repository stores it with what a refund put back)
+extend.
 
 Money fields are integer minor units. These are plain ints here: the bounds of server/domain/
 values.py apply where a value enters (a request), not to figures the store computed."""
@@ -26,9 +27,10 @@ class CartLine(msgspec.Struct, frozen=True):
     options: dict[str, str] = {}
 
 
-# The field order of the two records below is the order of their JSON bodies.
-class PricedLine(msgspec.Struct, frozen=True):
-    """A cart line with its figures: subtotal, its share of the discount, and the total."""
+# The field order of these records is the order of their JSON bodies (a subclass's own fields
+# come after its base's).
+class Line(msgspec.Struct, frozen=True):
+    """What a priced or ordered line shows: which variant, how many, at what unit price."""
 
     product_id: int
     variant_id: int
@@ -36,22 +38,20 @@ class PricedLine(msgspec.Struct, frozen=True):
     name: str
     options: dict[str, str]
     quantity: int
-    unit_price: int
+    unit_price: int  # for an order: the variant's price when it was placed
+
+
+class PricedLine(Line, frozen=True):
+    """A cart line with its figures: subtotal, its share of the discount, and the total."""
+
     line_subtotal: int  # unit_price x quantity
     line_discount: int  # the line's share of the promotion's discount, rounded half-even
     line_total: int  # line_subtotal - line_discount, before tax
 
 
-class OrderItem(msgspec.Struct, frozen=True):
+class OrderItem(Line, frozen=True):
     """A line of a placed order: what was bought, at the price it had then."""
 
-    product_id: int
-    variant_id: int
-    sku: str  # the variant's sku
-    name: str
-    options: dict[str, str]
-    quantity: int
-    unit_price: int  # snapshot of the variant's price when the order was placed
     line_total: int  # after the line's share of the discount, before tax
 
     @classmethod
