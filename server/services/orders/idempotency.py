@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from enum import IntEnum
 from typing import Any
 
 import msgspec
@@ -66,20 +67,30 @@ class Placement:
     error: DomainError | None = None
 
 
-# The refusals stored with a key, by the code kept in idempotency_keys.response_status (the
-# numbers earlier versions wrote, so answers stored before an upgrade stay readable; a placed
-# order is stored with PLACED). Other errors release the key: a retry runs the checkout again.
-PLACED = 201
-_STORED: tuple[tuple[type[DomainError], int], ...] = (
-    (Conflict, 409),
-    (NotFound, 404),
-    (ValidationFailed, 422),
-    (BadRequest, 400),
+class StoredAnswer(IntEnum):
+    """What a key's answer was, as kept in idempotency_keys.response_status. The numbers are
+    the ones earlier versions wrote (HTTP statuses then), so answers stored before an upgrade
+    stay readable; nothing here is an HTTP status any more, the edge decides those."""
+
+    PLACED = 201
+    CONFLICT = 409
+    NOT_FOUND = 404
+    INVALID = 422
+    BAD_REQUEST = 400
+
+
+PLACED = StoredAnswer.PLACED
+# The refusals stored with a key; other errors release the key (a retry runs the checkout again).
+_STORED: tuple[tuple[type[DomainError], StoredAnswer], ...] = (
+    (Conflict, StoredAnswer.CONFLICT),
+    (NotFound, StoredAnswer.NOT_FOUND),
+    (ValidationFailed, StoredAnswer.INVALID),
+    (BadRequest, StoredAnswer.BAD_REQUEST),
 )
 _ERROR_OF_CODE: dict[int, type[DomainError]] = {code: cls for cls, code in _STORED}
 
 
-def refusal_code(error: DomainError) -> int | None:
+def refusal_code(error: DomainError) -> StoredAnswer | None:
     """The code `error` is stored under, or None when it is not stored."""
     for cls, code in _STORED:
         if isinstance(error, cls):
