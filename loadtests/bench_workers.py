@@ -6,8 +6,10 @@ a shop's reads, cycled by every wrk connection: product pages of 200 products (Z
 popular ones repeat), list pages (sorts, categories, filters, cursors, searches), categories and
 `/auth/me` for 20 signed-in users. Target: 2 workers >= 1.7x the requests per second of one.
 
-On a 2-vCPU machine wrk itself needs a large share of a core, so the second worker competes
-with the load generator: the figure is what this machine can show, reported as measured.
+Each run also reports where the machine's CPU went (the gateway's process tree, wrk, PostgreSQL,
+Redis) and the requests served per gateway CPU-second. Equal efficiency for 1 and 2 workers
+means the second process scales, and the wall-clock ratio is then the number of cores it got.
+On a 2-vCPU machine the two workers cannot get two cores: Redis, wrk and PostgreSQL need some.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import shutil
 import statistics
 import sys
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             print(f"bench-workers: seeding {args.products} products ...", flush=True)
             harness.storefront(["seed", "--products", str(args.products)], env)
-            return _bench(args, env, workdir, started)
+            return _bench(args, env, workdir, started, postgres)
     finally:
         postgres.stop()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -101,8 +104,28 @@ def _mix(base_url: str, workdir: Path) -> Path:
     return path
 
 
+def _cpu(gateway: Service, postgres: harness.Postgres, redis: Service) -> dict[str, float]:
+    """CPU seconds so far: the gateway's process tree, wrk (our finished children), PostgreSQL
+    and Redis."""
+    return {
+        "gateways": harness.tree_cpu_seconds(gateway.process.pid),
+        "wrk": _children_cpu_seconds(),
+        "postgres": postgres.cpu_seconds(),
+        "redis": harness.cpu_seconds(redis.process.pid),
+    }
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _bench(
-    args: argparse.Namespace, env: dict[str, str], workdir: Path, started: list[Service]
+    args: argparse.Namespace,
+    env: dict[str, str],
+    workdir: Path,
+    started: list[Service],
+    postgres: harness.Postgres,
 ) -> int:
     gateways = {
         n: harness.start_gateway(
@@ -118,11 +141,14 @@ def _bench(
         flush=True,
     )
     results: dict[int, list[WrkResult]] = {1: [], 2: []}
+    cores: dict[int, list[dict[str, float]]] = {1: [], 2: []}
+    redis = next(s for s in started if s.name == "redis")
     for service in gateways.values():  # warm-up: caches, pools, code paths
         harness.run_wrk(service.base_url + "/", seconds=2, connections=16, threads=2, mix=mix)
     for round_no in range(args.rounds):
         order = (1, 2) if round_no % 2 == 0 else (2, 1)
         for n in order:
+            before = _cpu(gateways[n], postgres, redis)
             result = harness.run_wrk(
                 gateways[n].base_url + "/",
                 seconds=args.duration,
@@ -130,29 +156,51 @@ def _bench(
                 threads=2,
                 mix=mix,
             )
+            used = {k: v - before[k] for k, v in _cpu(gateways[n], postgres, redis).items()}
             results[n].append(result)
+            cores[n].append({k: v / result.seconds for k, v in used.items()})
+            cores[n][-1]["per_gateway_cpu_s"] = (
+                result.requests / used["gateways"] if used["gateways"] else 0.0
+            )
             flag = (
                 ""
                 if result.clean
                 else f"  !! {result.errors} socket errors, {result.status_errors} non-2xx"
             )
+            busy = cores[n][-1]
             print(
                 f"  round {round_no + 1}  workers={n}  {result.rps:>8.0f} req/s"
-                f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms{flag}",
+                f"  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms"
+                f"  {busy['per_gateway_cpu_s']:>6.0f} req/gateway-CPU-s  cores: gateways "
+                f"{busy['gateways']:.2f}, wrk {busy['wrk']:.2f}, PostgreSQL "
+                f"{busy['postgres']:.2f}, Redis {busy['redis']:.2f}{flag}",
                 flush=True,
             )
     medians = {n: statistics.median(r.rps for r in rs) for n, rs in results.items()}
     ratio = medians[2] / medians[1] if medians[1] else 0.0
     met = ratio >= TARGET
+    efficiency = {
+        n: statistics.median(c["per_gateway_cpu_s"] for c in cs) for n, cs in cores.items()
+    }
+    gateway_cores = {n: statistics.median(c["gateways"] for c in cs) for n, cs in cores.items()}
     print(
         f"\nworkers=2 / workers=1 on the read mix: {ratio:.2f}x (medians {medians[2]:.0f} / "
         f"{medians[1]:.0f} req/s; target >= {TARGET:g}x)  {'MET' if met else 'MISSED'}"
+    )
+    # Why: what a gateway CPU-second serves, and how many cores the gateways got. Equal
+    # efficiency means the second process scales; the wall-clock ratio is then the cores it got.
+    print(
+        f"requests per gateway CPU-second, workers=2 / workers=1: "
+        f"{efficiency[2] / efficiency[1] if efficiency[1] else 0.0:.2f}x "
+        f"({efficiency[2]:.0f} / {efficiency[1]:.0f}); cores the gateways used: "
+        f"{gateway_cores[2]:.2f} against {gateway_cores[1]:.2f} (medians)"
     )
     report = {
         "when": datetime.now(UTC).isoformat(timespec="seconds"),
         "cpus": os.cpu_count(),
         "load_average_after": [round(x, 2) for x in os.getloadavg()],
         "rounds": {str(n): [r.rps for r in rs] for n, rs in results.items()},
+        "cores": {str(n): cs for n, cs in cores.items()},
         "ratio": round(ratio, 3),
         "target": TARGET,
         "met": met,

@@ -9,7 +9,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -233,3 +235,29 @@ async def test_the_checkout_load_generator_places_real_orders(
     assert (
         await ctx.pool.fetchval("SELECT count(*) FROM cart_items WHERE user_id = $1", user_id) == 0
     )  # a worker stops between cycles: no cart is left half done
+
+
+BURN_IN_A_CHILD = """
+import os, time
+if os.fork() == 0:
+    start = time.process_time()
+    while time.process_time() - start < 0.4:
+        pass
+    time.sleep(30)
+    os._exit(0)
+time.sleep(30)
+"""
+
+
+def test_a_process_trees_cpu_time_counts_its_forked_children() -> None:
+    """bench_workers charges `serve --workers 2` with its forked workers' CPU, not the parent's."""
+    parent = subprocess.Popen([sys.executable, "-c", BURN_IN_A_CHILD], start_new_session=True)
+    try:
+        deadline = time.monotonic() + 10
+        while harness.tree_cpu_seconds(parent.pid) < 0.35 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert harness.tree_cpu_seconds(parent.pid) >= 0.35
+        assert harness.cpu_seconds(parent.pid) < 0.3  # the parent alone only slept
+    finally:
+        os.killpg(parent.pid, signal.SIGKILL)
+        parent.wait(5)
