@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
 from server.config import Rate, Settings
 from server.domain.errors import Unavailable
@@ -69,6 +69,62 @@ return {1, remaining(new_tat), math.ceil(new_tat - now), 0}
 """
 
 
+class _ScriptBatch:
+    """GCRA checks asked for in one turn of the event loop, sent to Redis as one pipeline: one
+    round trip for all of them, each still its own atomic script run on Redis' clock. (One
+    EVALSHA round trip costs ~55 us of this process's CPU; in a batch ~20 us per check.)"""
+
+    def __init__(self, redis: Any) -> None:
+        self._redis = redis
+        self._sha: str = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
+        self._waiting: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()  # flushes in flight (the loop holds weakly)
+        self.pipelines_sent = 0
+
+    def run(self, *args: Any) -> asyncio.Future[Any]:
+        """EVALSHA of the script with `args` (numkeys, key, ARGV...), in the next batch."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._flush)
+        self._waiting.append((args, future))
+        return future
+
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        task = asyncio.get_running_loop().create_task(self._send(batch))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _send(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> None:
+        try:
+            async with asyncio.timeout(_REDIS_TIMEOUT):
+                try:
+                    replies = await self._pipeline(batch)
+                except NoScriptError:  # Redis restarted or its scripts were flushed
+                    await self._redis.script_load(GCRA_SCRIPT)
+                    replies = await self._pipeline(batch)
+        except asyncio.CancelledError:  # the process is stopping
+            for _, future in batch:
+                future.cancel()
+            raise
+        except Exception as exc:  # each check falls back as a failed call of its own would
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        for (_, future), reply in zip(batch, replies, strict=True):
+            if not future.done():  # its request may have gone away meanwhile
+                future.set_result(reply)
+
+    async def _pipeline(self, batch: list[tuple[tuple[Any, ...], asyncio.Future[Any]]]) -> Any:
+        pipe = self._redis.pipeline(transaction=False)
+        for args, _ in batch:
+            pipe.evalsha(self._sha, *args)
+        self.pipelines_sent += 1
+        return await pipe.execute()
+
+
 class Scope(StrEnum):
     ANON = "anon"
     USER = "user"
@@ -111,7 +167,7 @@ class RequestLimiter:
         }
         self._local = {scope: RateLimiter(r.limit, r.period) for scope, r in self.rates.items()}
         self._redis = redis
-        self._script = redis.register_script(GCRA_SCRIPT) if redis is not None else None
+        self._script = _ScriptBatch(redis) if redis is not None else None
         self._redis_retry_at = 0.0
         self._counters: dict[tuple[Scope, str], Any] = {}  # the metric's children, looked up once
 
@@ -176,11 +232,10 @@ class RequestLimiter:
         rate = self.rates[scope]
         interval_us = rate.period * 1_000_000 / rate.limit
         digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-        async with asyncio.timeout(_REDIS_TIMEOUT):
-            allowed, remaining, reset_us, retry_us = await self._script(
-                keys=[f"{_KEY_PREFIX}{scope.value}:{digest}"],
-                args=[repr(interval_us), rate.limit, 1],
-            )
+        # The batch's pipeline carries the timeout (_REDIS_TIMEOUT) for all of its checks.
+        allowed, remaining, reset_us, retry_us = await self._script.run(
+            1, f"{_KEY_PREFIX}{scope.value}:{digest}", repr(interval_us), rate.limit, 1
+        )
         return Decision(bool(allowed), rate.limit, int(remaining), reset_us / 1e6, retry_us / 1e6)
 
 

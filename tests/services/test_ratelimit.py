@@ -91,6 +91,34 @@ async def test_one_unit_comes_back_after_the_emission_interval(redis: Redis) -> 
         assert (await limiter.check(Scope.ANON, key)).allowed
 
 
+async def test_concurrent_redis_checks_share_round_trips_and_stay_exact(redis: Redis) -> None:
+    """Checks asked in one turn of the loop go as one pipeline; each still spends its unit
+    atomically, so 40 racing requests of one key get exactly the budget of 5."""
+    limiter = RequestLimiter(settings(), redis)
+    key = f"batch-{uuid.uuid4().hex}"
+    decisions = await asyncio.gather(*(limiter.check(Scope.ANON, key) for _ in range(40)))
+    assert sum(d.allowed for d in decisions) == 5
+    assert sorted(d.remaining for d in decisions if d.allowed) == [0, 1, 2, 3, 4]
+    assert limiter._script is not None and limiter._script.pipelines_sent == 1
+    # Other keys in the same batch keep budgets of their own.
+    others = await asyncio.gather(
+        *(limiter.check(Scope.ANON, f"{key}-{n}") for n in range(10)),
+        *(limiter.check(Scope.USER, key) for _ in range(3)),
+    )
+    assert all(d.allowed for d in others)
+    assert limiter._script.pipelines_sent == 2
+
+
+async def test_the_script_is_loaded_again_after_redis_forgets_it(redis: Redis) -> None:
+    limiter = RequestLimiter(settings(), redis)
+    key = f"flushed-{uuid.uuid4().hex}"
+    assert (await limiter.check(Scope.ANON, key)).allowed
+    await redis.script_flush()
+    decisions = await asyncio.gather(*(limiter.check(Scope.ANON, key) for _ in range(5)))
+    assert [d.allowed for d in decisions].count(True) == 4  # one unit was spent before
+    assert limiter.shared
+
+
 async def test_without_redis_general_budgets_go_local_and_logins_fail_closed() -> None:
     dead = Redis.from_url(f"redis://127.0.0.1:{free_port()}/0", socket_connect_timeout=0.2)
     limiter = RequestLimiter(settings(), dead)
