@@ -80,6 +80,7 @@ class _ScriptBatch:
         self._redis = redis
         self._sha: str = hashlib.sha1(GCRA_SCRIPT.encode()).hexdigest()
         self._waiting: list[tuple[tuple[Any, ...], asyncio.Future[Any]]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None  # the loop `_waiting` belongs to
         self._tasks: set[asyncio.Task[None]] = set()  # flushes in flight (the loop holds weakly)
         self.pipelines_sent = 0
 
@@ -87,7 +88,10 @@ class _ScriptBatch:
         """EVALSHA of the script with `args` (numkeys, key, ARGV...), in the next batch."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._waiting:
+        if not self._waiting or self._loop is not loop:
+            # The first check of this turn (or of a new loop: a batch left by a closed one
+            # would never be sent) schedules the send for the end of the turn.
+            self._waiting, self._loop = [], loop
             loop.call_soon(self._flush)
         self._waiting.append((args, future))
         return future
