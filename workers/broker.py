@@ -215,7 +215,7 @@ class CoalescedStart:
         if now >= self._covered_until:
             self._covered_until = now + self._window
             return await self._start()
-        if self._trailing is None:
+        if self._trailing is None or self._trailing.get_loop() is not loop:  # (a closed loop's)
             task = loop.create_task(self._start_later(self._covered_until - now))
             self._trailing = task
             self._running.add(task)
