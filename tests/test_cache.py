@@ -244,7 +244,10 @@ async def test_a_bump_reaches_another_process_within_the_version_bound(
 async def test_an_invalidation_reaches_another_process_within_the_local_bound(
     redis_clients: Callable[[], Redis],
 ) -> None:
-    a, b = Cache(redis_clients()), Cache(redis_clients())
+    # A generous Redis timeout: this is about propagation; a slow Redis (a busy machine) must
+    # not turn into the fail-open path, which recomputes (tested on its own below).
+    a = Cache(redis_clients(), redis_timeout=2.0)
+    b = Cache(redis_clients(), redis_timeout=2.0)
     sold, other = Source(b"10 left"), Source(b"other")
     for cache in (a, b):
         await cache.get_or_compute("t-inv-shared", "id:1", 300, sold)

@@ -16,6 +16,7 @@ import tornado.httpclient
 
 from server import metrics
 from server.context import AppContext
+from server.http.stream import WRITE_TIMEOUT_SECONDS
 from server.services import catalog
 from tests.conftest import ApiClient, running_gateway, wait_for
 from tests.orders_support import Accounts, create_product, fill_cart
@@ -253,7 +254,9 @@ async def test_a_consumer_that_stops_reading_is_dropped(
             break
         await asyncio.sleep(0)
     await wait_for(lambda: metrics.STREAM_DROPPED._value.get() > before, timeout=15)
-    await wait_for(lambda: ctx.live.open_streams == 0, timeout=15)
+    # Released once the blocked write times out and the close handshake gives up: at most
+    # WRITE_TIMEOUT_SECONDS + Tornado's 5 s wait for the close frame, plus a margin.
+    await wait_for(lambda: ctx.live.open_streams == 0, timeout=WRITE_TIMEOUT_SECONDS + 5 + 5)
     writer.close()
 
 
