@@ -134,6 +134,30 @@ async def test_without_redis_general_budgets_go_local_and_logins_fail_closed() -
         await dead.aclose()
 
 
+async def test_a_batch_to_a_redis_that_never_answers_falls_back_after_its_timeout() -> None:
+    """A Redis that accepts and then says nothing: the batch's timeout (0.5 s) sends every
+    check of it to the local budgets; logins fail closed."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(-1)  # takes every command, answers none
+        writer.close()
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    mute = Redis.from_url(f"redis://127.0.0.1:{port}/0", socket_connect_timeout=0.5)
+    limiter = RequestLimiter(settings(), mute)
+    try:
+        started = time.perf_counter()
+        decisions = await asyncio.gather(*(limiter.check(Scope.ANON, "7.7.7.7") for _ in range(8)))
+        assert sorted(d.allowed for d in decisions) == [False] * 3 + [True] * 5  # local: 5/min
+        assert time.perf_counter() - started < 1.5  # the batch gave up after its timeout
+        with pytest.raises(Unavailable):
+            await limiter.check(Scope.LOGIN, "7.7.7.7|a@b.c")
+    finally:
+        await mute.aclose()
+        server.close()
+
+
 @pytest.mark.parametrize(
     "peer,forwarded,expected",
     [
