@@ -238,18 +238,16 @@ async def deliveries_of(
 async def redeliver(conn: Executor, subscription_id: int, delivery_id: int) -> Delivery | None:
     """Queue a delivery again now (whatever its outcome), with a fresh attempt budget; None
     when it is not this subscription's or is being sent right now."""
-    status = await conn.execute(
-        """UPDATE webhook_deliveries
-              SET status = 'pending', attempts = 0, next_attempt_at = now()
-            WHERE id = $2 AND subscription_id = $1 AND status <> 'sending'""",
-        subscription_id,
-        delivery_id,
-    )
-    if status.endswith(" 0"):
-        return None
+    # One statement: the answer is the row as this update left it, even when a delivery job
+    # claims it a moment later (a separate read could see it `sending` already).
     row = await conn.fetchrow(
-        f"""SELECT {_DELIVERY_COLUMNS} FROM webhook_deliveries d JOIN events e ON e.id = d.event_id
-             WHERE d.id = $1""",
+        f"""WITH d AS (
+                UPDATE webhook_deliveries
+                   SET status = 'pending', attempts = 0, next_attempt_at = now()
+                 WHERE id = $2 AND subscription_id = $1 AND status <> 'sending'
+             RETURNING *)
+            SELECT {_DELIVERY_COLUMNS} FROM d JOIN events e ON e.id = d.event_id""",
+        subscription_id,
         delivery_id,
     )
     return Delivery(**dict(row)) if row else None

@@ -4,6 +4,7 @@ receiver."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from collections.abc import AsyncIterator
@@ -484,6 +485,42 @@ async def test_a_delivery_is_logged_and_can_be_delivered_again(
         assert missing.code() == grpc.StatusCode.NOT_FOUND
     for subscription in (sub, other):
         await unsubscribe(hooks, admin, subscription)
+
+
+async def test_a_redelivery_answers_the_row_it_queued_while_the_job_races_it(
+    hooks: Stub,
+    admin: Metadata,
+    orders: orders_pb2_grpc.OrderServiceStub,
+    ctx: AppContext,
+    accounts: Accounts,
+    receiver: Receiver,
+) -> None:
+    """Redeliver answers the delivery as its own update left it (pending, no attempt yet), even
+    when the delivery job claims it at that moment; or NOT_FOUND while it is being sent."""
+    sub = await subscribe(hooks, admin, receiver.url("/ok"), ["order.created"])
+    await place_order(orders, ctx, accounts)
+    await run_deliveries(ctx, sub.id, 1)
+    [delivery] = (await deliveries(hooks, admin, sub.id)).items
+    request = webhooks_pb2.RedeliverRequest(subscription_id=sub.id, delivery_id=delivery.id)
+    answered = 0
+    for _ in range(15):
+        reply, _ = await asyncio.gather(
+            hooks.Redeliver(request, metadata=admin),
+            deliver_due(ctx.pool, ctx.settings),
+            return_exceptions=True,
+        )
+        if isinstance(reply, grpc.aio.AioRpcError):
+            assert reply.code() == grpc.StatusCode.NOT_FOUND  # it was being sent right then
+        else:
+            assert (reply.id, reply.status, reply.attempts) == (
+                delivery.id,
+                webhooks_pb2.DELIVERY_STATUS_PENDING,
+                0,
+            )
+            answered += 1
+        await run_deliveries(ctx, sub.id, 1)
+    assert answered
+    await unsubscribe(hooks, admin, sub)
 
 
 async def test_the_delivery_log_pages_newest_first_with_rest_cursors(
