@@ -183,16 +183,15 @@ async def _take_stock(
     are only read, so the 409 can name every line that is short.
     """
     ordered = sorted(lines)
-    short: list[tuple[int, int]] = []
-    if not unavailable:
+    if unavailable:
+        short, rest = [], ordered
+    else:
         taken = await variants_db.take_stock(conn, ordered)
         if len(taken) == len(ordered):
             return taken
         got = {t.variant_id for t in taken}
         short = [(v, q) for v, q in ordered if v not in got]  # each failed the take itself
-        rest: list[tuple[int, int]] = []
-    else:
-        rest = ordered
+        rest = []
     current = await variants_db.get_variants(conn, [v for v, _ in short + rest])
     short += [
         (v, q)
