@@ -44,6 +44,8 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from redis.exceptions import NoScriptError
+
 from server import metrics
 
 log = logging.getLogger(__name__)
@@ -54,9 +56,13 @@ Compute = Callable[[], Awaitable[bytes]]
 # Product pages (`id:<n>`): one key invalidated per product write or stock movement; the
 # namespace is bumped only when a category delete rewrites many product bodies.
 PRODUCTS = "products"
-# List and search pages: a short TTL bounds how stale their stock figures get (checkouts do not
-# touch them); bumped by admin product and category writes so a merchant sees their own change.
+# List and search pages: which products a page shows, in which order (the bodies are read from
+# PRODUCTS, so they are exact); a short TTL bounds how late a new, repriced or moved product
+# takes its place. Bumped by category writes, which change what a `category=` filter means.
 PRODUCT_LISTS = "product-lists"
+# The label under which a list page's reads of product pages are counted (Cache.get_many): they
+# are parts of a page, not lookups of their own, so they keep out of the namespaces' hit rates.
+LIST_ITEMS = "list-items"
 
 # Deletes the lock only if it still holds our token (it may have expired and been retaken).
 _RELEASE_LOCK = """
@@ -172,6 +178,55 @@ class Cache:
         task.add_done_callback(lambda done: self._land(slot, done))
         # Shielded: a caller that goes away does not cancel the others' computation.
         return await asyncio.shield(task)
+
+    async def get_many(
+        self,
+        namespace: str,
+        keys: Iterable[str],
+        ttl: float,
+        compute: Callable[[list[str]], Awaitable[dict[str, bytes]]],
+        *,
+        counted_as: str,
+    ) -> dict[str, bytes]:
+        """The cached bytes of each of `keys` that has a value: local copies first, then one
+        Redis MGET, then one `compute(missing)` for the rest (it returns the keys it found; the
+        absent ones are not cached). The entries are `get_or_compute`'s, under the same rules
+        (versions, per-key generations, retirements), but without its stampede lock: a batch's
+        misses cost one query together. Lookups are counted under the label `counted_as`, so
+        that the parts of a page do not weigh in the namespace's own hit rate."""
+        version = await self._version(namespace)
+        sequence = self._sequence
+        now = time.monotonic()
+        found: dict[str, bytes] = {}
+        wanted: list[str] = []
+        for key in dict.fromkeys(keys):
+            slot = (namespace, version, key)
+            entry = self._local.get(slot)
+            if entry is not None and entry[0] > now:
+                self._local.move_to_end(slot)
+                found[key] = entry[1]
+                self._count(counted_as, "local_hit")
+            else:
+                wanted.append(key)
+        if not wanted:
+            return found
+        local_ttl = ttl if self.redis is None else min(ttl, self.local_ttl)
+        generations = await self._redis_get_many(namespace, version, wanted, found)
+        for key in found.keys() & set(wanted):
+            self._count(counted_as, "redis_hit")
+            self._store_unless_retired((namespace, version, key), found[key], local_ttl, sequence)
+        wanted = [key for key in wanted if key not in found]
+        if not wanted:
+            return found
+        computed = await compute(wanted)
+        self._count(counted_as, "miss", len(wanted))
+        values = {key: computed[key] for key in wanted if key in computed}
+        if generations:
+            await self._redis_store_many(namespace, version, values, generations, ttl)
+        for key, value in values.items():
+            self._store_unless_retired((namespace, version, key), value, local_ttl, sequence)
+        found.update(values)
+        return found
 
     async def bump(self, namespace: str) -> None:
         """Retire every cached key of `namespace` (call after the write commits)."""
@@ -370,6 +425,70 @@ class Cache:
             generation.decode() if generation is not None else "",
         )
 
+    async def _redis_get_many(
+        self, namespace: str, version: int, keys: list[str], found: dict[str, bytes]
+    ) -> dict[str, str]:
+        """Puts the shared values of `keys` into `found`; returns the generation of each key
+        that has none ("" when never invalidated), or {} when Redis did not answer (then
+        nothing may be stored there)."""
+        if not self._redis_usable():
+            return {}
+        assert self.redis is not None
+        names = [f"{self.prefix}:{namespace}:{version}:{key}" for key in keys]
+        names += [f"{self.prefix}:{namespace}:gen:{key}" for key in keys]
+        try:
+            replies = await self._redis("get", self.redis.mget(names))
+        except _RedisUnavailable:
+            return {}
+        generations: dict[str, str] = {}
+        for key, value, generation in zip(keys, replies, replies[len(keys) :], strict=False):
+            if value is not None:
+                found[key] = bytes(value)
+            else:
+                generations[key] = generation.decode() if generation is not None else ""
+        return generations
+
+    async def _redis_store_many(
+        self,
+        namespace: str,
+        version: int,
+        values: dict[str, bytes],
+        generations: dict[str, str],
+        ttl: float,
+    ) -> None:
+        """`_redis_store` for several keys in one pipeline (each still its own atomic check)."""
+        stored = [key for key in values if key in generations]
+        if not stored or not self._redis_usable():
+            return
+        redis = self.redis
+        assert redis is not None
+
+        def pipeline() -> Any:
+            pipe = redis.pipeline(transaction=False)
+            for key in stored:
+                pipe.evalsha(
+                    self._store_script.sha,
+                    2,
+                    f"{self.prefix}:{namespace}:{version}:{key}",
+                    f"{self.prefix}:{namespace}:gen:{key}",
+                    values[key],
+                    generations[key],
+                    max(1, math.ceil(ttl)),
+                )
+            return pipe
+
+        async def send() -> None:
+            try:
+                await pipeline().execute()
+            except NoScriptError:  # Redis restarted or its scripts were flushed
+                await redis.script_load(_STORE_IF_CURRENT)
+                await pipeline().execute()
+
+        try:
+            await self._redis("set", send())
+        except _RedisUnavailable:
+            pass
+
     async def _redis_store(
         self, key: str, generation_key: str, value: bytes, generation: str, ttl: float
     ) -> None:
@@ -443,9 +562,9 @@ class Cache:
             self._redis_down_until = time.monotonic() + self.retry_after
             raise _RedisUnavailable(operation) from exc
 
-    def _count(self, namespace: str, result: str) -> None:
+    def _count(self, namespace: str, result: str, lookups: int = 1) -> None:
         counter = self._counters.get((namespace, result))
         if counter is None:
             counter = metrics.CACHE_LOOKUPS.labels(namespace, result)
             self._counters[(namespace, result)] = counter
-        counter.inc()
+        counter.inc(lookups)

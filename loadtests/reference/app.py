@@ -34,7 +34,8 @@ import hashlib
 import os
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from typing import Annotated, Any, Self
+from types import SimpleNamespace
+from typing import Annotated, Any, Self, cast
 
 import asyncpg
 import jwt
@@ -42,6 +43,7 @@ import msgspec
 import orjson
 from fastapi import Depends, FastAPI, Header, HTTPException, Request, Response
 
+from server.cache import Cache
 from server.config import load_settings
 from server.context import AppContext
 from server.db.pool import create_pool
@@ -98,6 +100,7 @@ def create_app(
 ) -> FastAPI:
     pool: asyncpg.Pool | None = None
     ctx: AppContext | None = None
+    lists: AppContext | None = None
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -177,10 +180,20 @@ def create_app(
             raise HTTPException(404, "no database configured")
         query = catalog.ProductQuery(category=category, sort=sort, min_price=min_price, limit=limit)
         try:
-            page = await catalog.list_products(pool, query, None)
+            body = await catalog.public_product_page(lists_context(pool), query)
         except BadRequest as exc:
             raise HTTPException(400, exc.detail) from None
-        return Response(msgspec.json.encode(page), media_type=JSON)
+        return Response(body, media_type=JSON)
+
+    def lists_context(database: asyncpg.Pool) -> AppContext:
+        """What the gateway's public list route runs on: the same service function, so the same
+        queries, over an in-process cache like the gateway's in `make bench` (no REDIS_URL)."""
+        nonlocal lists
+        if ctx is not None:
+            return ctx
+        if lists is None:
+            lists = cast(AppContext, SimpleNamespace(pool=database, cache=Cache(None)))
+        return lists
 
     async def current_principal(
         authorization: Annotated[str | None, Header()] = None,

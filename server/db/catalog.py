@@ -60,6 +60,8 @@ PRODUCT_COLUMNS = (
     "updated_at, options"
 )
 
+_PRODUCT_COLUMN_NAMES = tuple(PRODUCT_COLUMNS.split(", "))
+
 
 def _category(row: asyncpg.Record) -> Category:
     return Category(**dict(row))
@@ -290,11 +292,16 @@ class _Params:
 
 
 def build_list_query(
-    filters: ProductFilter, sort: str, after: tuple[object, int] | None, limit: int
+    filters: ProductFilter,
+    sort: str,
+    after: tuple[object, int] | None,
+    limit: int,
+    *,
+    columns: Sequence[str] = _PRODUCT_COLUMN_NAMES,
 ) -> tuple[str, list[object]]:
-    """The SQL and `$n` arguments of a product list: up to `limit` products after the keyset
-    position `after` (sort key, id). Pure, so tests can EXPLAIN exactly what list_products runs
-    (tests/integration/test_list_plans.py).
+    """The SQL and `$n` arguments of a product list: `columns` of up to `limit` products after
+    the keyset position `after` (sort key, id). Pure, so tests can EXPLAIN exactly what
+    list_products and list_product_keys run (tests/integration/test_list_plans.py).
 
     Without a category the list walks the index of its sort order (0001_schema.sql). With one,
     the category and its descendants are listed each through its own (category_id, key, id)
@@ -350,14 +357,14 @@ def build_list_query(
     direction = "DESC" if order.descending else "ASC"
     order_by = f"ORDER BY p.{order.column} {direction}, p.id {direction}"
     page = params.add(limit)
-    columns = ", ".join("p." + c for c in PRODUCT_COLUMNS.split(", "))
+    selected = ", ".join("p." + c for c in columns)
     condition = f"WHERE {' AND '.join(where)}" if where else ""
-    query = f"SELECT {columns} FROM products p {condition} {order_by} LIMIT {page}"
+    query = f"SELECT {selected} FROM products p {condition} {order_by} LIMIT {page}"
     if tree and not per_category:
         query = tree + query
     elif tree:
         query = (
-            f"{tree}SELECT {columns} FROM tree CROSS JOIN LATERAL ({query}) p "
+            f"{tree}SELECT {selected} FROM tree CROSS JOIN LATERAL ({query}) p "
             f"{order_by} LIMIT {page}"
         )
     return query, params.values
@@ -371,3 +378,12 @@ async def list_products(
     async with _one_connection(conn) as one:
         rows = await one.fetch(query, *args)
         return await with_variants(one, rows, include_inactive=filters.include_inactive)
+
+
+async def list_product_keys(
+    conn: Executor, filters: ProductFilter, sort: str, after: tuple[object, int] | None, limit: int
+) -> list[tuple[object, int]]:
+    """`list_products`' rows as (sort key, id) only: one statement, no bodies or variants."""
+    column = SORT_ORDERS[sort].column
+    query, args = build_list_query(filters, sort, after, limit, columns=(column, "id"))
+    return [(row[0], row[1]) for row in await conn.fetch(query, *args)]

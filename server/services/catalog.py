@@ -14,6 +14,7 @@ import binascii
 import hashlib
 import re
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, ClassVar
@@ -21,7 +22,7 @@ from typing import Annotated, Any, ClassVar
 import asyncpg
 import msgspec
 
-from server.cache import PRODUCT_LISTS, PRODUCTS, Freshness
+from server.cache import LIST_ITEMS, PRODUCT_LISTS, PRODUCTS, Freshness
 from server.context import AppContext
 from server.db import catalog as repo
 from server.db import variants as variants_repo
@@ -411,25 +412,34 @@ def record_view(ctx: AppContext, product_id: int) -> None:
 #   or its stock retires that product's key after it commits (stock_changed / product_changed;
 #   checkout and cancellation call stock_changed for the products they moved), so the next read
 #   in this process is fresh and other processes follow within the cache's local bound (1 s);
-# - list and search pages (PRODUCT_LISTS, LIST_CACHE_TTL) are a view at most that old: neither
-#   stock moves nor admin product writes retire them (with one back-office user editing every
-#   few seconds, retiring every list page on each edit cost the full shop mix a third of its
-#   list hits). A new, repriced or withdrawn product shows in shoppers' lists within the TTL;
-#   its product page, the cart and checkout are exact at once (a withdrawn product still
-#   listed answers 404 on its page and cannot be bought). Category writes, which change what a
-#   `category=` filter means and are rare, do retire them.
+# - list and search pages (PRODUCT_LISTS, LIST_CACHE_TTL) cache only which products a page
+#   shows and its next cursor. The items' bodies are those product pages, read at every request
+#   (Cache.get_many: local copies, one Redis MGET, one query for the rest), so a listed
+#   product's stock, price and variants are as exact as its page; one that was withdrawn since
+#   is left out, and so is one that no longer passes the page's price, stock or option filter
+#   (such a page shows fewer items than `limit`; its cursor still continues the list). What the
+#   view may be late on is membership and order: a new product, a reprice's new place in a
+#   price sort or a move to another category shows within LIST_CACHE_TTL, the `max-age` that
+#   product pages already allow HTTP caches. Neither stock moves nor admin product writes retire
+#   the view (with one back-office user editing every few seconds, retiring every list on each
+#   edit cost the full shop mix a third of its list hits). Category writes, which change what a
+#   `category=` filter means and are rare, do.
 # Admins read PostgreSQL directly: they see inactive products and their own changes at once.
 
 PRODUCT_CACHE_TTL = 300.0
-LIST_CACHE_TTL = 30.0
+LIST_CACHE_TTL = 60.0
+
+
+def _page_entry(product: Product) -> bytes:
+    """A product page as the cache holds it: its ETag, a newline, its JSON."""
+    return etag(product).encode() + b"\n" + msgspec.json.encode(product)
 
 
 async def public_product(ctx: AppContext, product_id: int) -> tuple[str, bytes]:
     """(ETag, JSON) of an active product as anyone but an admin sees it; NotFound otherwise."""
 
     async def load() -> bytes:
-        product = await get_product(ctx.pool, product_id, None)
-        return etag(product).encode() + b"\n" + msgspec.json.encode(product)
+        return _page_entry(await get_product(ctx.pool, product_id, None))
 
     entry = await ctx.cache.get_or_compute(
         PRODUCTS, product_key(product_id), PRODUCT_CACHE_TTL, load
@@ -443,27 +453,107 @@ def public_product_freshness(ctx: AppContext, product_id: int) -> Freshness:
     return ctx.cache.freshness(PRODUCTS, key=product_key(product_id))
 
 
+class ListView(msgspec.Struct, array_like=True, frozen=True):
+    """What a cached list page holds: the ids it shows, in order, and its next cursor."""
+
+    ids: list[int]
+    next_cursor: str | None
+
+
+_LIST_VIEW = msgspec.json.Decoder(ListView)
+
+
 async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:
     """A page of GET /products as JSON, as anyone but an admin sees it."""
     canonical = msgspec.json.encode(query)
     key = "list:" + hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
     async def load() -> bytes:
-        return msgspec.json.encode(await list_products(ctx.pool, query, None))
+        return msgspec.json.encode(await list_product_ids(ctx.pool, query))
 
-    return await ctx.cache.get_or_compute(PRODUCT_LISTS, key, LIST_CACHE_TTL, load)
+    view = _LIST_VIEW.decode(
+        await ctx.cache.get_or_compute(PRODUCT_LISTS, key, LIST_CACHE_TTL, load)
+    )
+    entries = await public_product_entries(ctx, view.ids)
+    matches = _still_matches(query)
+    bodies = []
+    for product_id in view.ids:
+        entry = entries.get(product_id)
+        if entry is not None:  # else withdrawn since the view was read
+            body = entry.partition(b"\n")[2]
+            if matches is None or matches(body):
+                bodies.append(body)
+    # ProductPage's JSON, field for field (tests/services/test_catalog_lists.py compares them).
+    cursor = msgspec.json.encode(view.next_cursor)
+    return b'{"items":[' + b",".join(bodies) + b'],"next_cursor":' + cursor + b"}"
+
+
+async def public_product_entries(ctx: AppContext, product_ids: list[int]) -> dict[int, bytes]:
+    """The cached page entries (`_page_entry`) of those of `product_ids` that are active."""
+
+    async def load(keys: list[str]) -> dict[str, bytes]:
+        found, _ = await batch_get_products(ctx.pool, [int(k[3:]) for k in keys], None)
+        return {product_key(p.id): _page_entry(p) for p in found}
+
+    entries = await ctx.cache.get_many(
+        PRODUCTS, map(product_key, product_ids), PRODUCT_CACHE_TTL, load, counted_as=LIST_ITEMS
+    )
+    return {int(k[3:]): v for k, v in entries.items()}
+
+
+class _ListedVariant(msgspec.Struct):
+    options: dict[str, str]
+    stock: int
+
+
+class _Listed(msgspec.Struct):
+    """The fields of a product body that list filters test (the rest are skipped unread)."""
+
+    price: int
+    stock: int
+    variants: list[_ListedVariant] = []
+
+
+_LISTED = msgspec.json.Decoder(_Listed)
+
+
+def _still_matches(query: ProductQuery) -> Callable[[bytes], bool] | None:
+    """A test of a product body against the page's price, stock and option filters, the same
+    as the list query's (server/db/catalog.py, build_list_query); None without such filters.
+    The query is valid: its view was filled, which validated it."""
+    low, high, in_stock = query.min_price, query.max_price, query.in_stock
+    options = _option_filter(query.option) or {}
+    if low is None and high is None and not in_stock and not options:
+        return None
+
+    def matches(body: bytes) -> bool:
+        listed = _LISTED.decode(body)
+        if (low is not None and listed.price < low) or (high is not None and listed.price > high):
+            return False
+        if not options:
+            return not in_stock or listed.stock > 0
+        # Some active variant (a public body lists only those) with all the options.
+        return any(
+            all(v.options.get(name) == value for name, value in options.items())
+            and (not in_stock or v.stock > 0)
+            for v in listed.variants
+        )
+
+    return matches
 
 
 # ---- listing ---------------------------------------------------------------------------------
 
 
 def encode_cursor(sort: str, product: Product) -> str:
-    key: object
-    if repo.SORT_ORDERS[sort].column == "created_at":
-        key = int((product.created_at - _EPOCH) / timedelta(microseconds=1))
-    else:
-        key = getattr(product, repo.SORT_ORDERS[sort].column)
-    raw = msgspec.json.encode([sort, key, product.id])
+    return _cursor(sort, getattr(product, repo.SORT_ORDERS[sort].column), product.id)
+
+
+def _cursor(sort: str, key: object, product_id: int) -> str:
+    """The cursor after the row whose sort key is `key` (a datetime for the created sorts)."""
+    if isinstance(key, datetime):
+        key = int((key - _EPOCH) / timedelta(microseconds=1))
+    raw = msgspec.json.encode([sort, key, product_id])
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
 
 
@@ -549,9 +639,15 @@ def _option_filter(values: tuple[str, ...]) -> dict[str, str] | None:
     return selection
 
 
-async def list_products(
-    conn: repo.Executor, query: ProductQuery, principal: Principal | None
-) -> ProductPage:
+@dataclass(frozen=True, slots=True)
+class _ListPlan:
+    sort: str
+    limit: int
+    after: tuple[object, int] | None
+    filters: ProductFilter
+
+
+def _list_plan(query: ProductQuery, principal: Principal | None) -> _ListPlan:
     sort = query.sort or DEFAULT_SORT
     if sort not in repo.SORT_ORDERS:
         raise _bad_parameter("sort", "one of " + ", ".join(SORTS))
@@ -559,8 +655,23 @@ async def list_products(
     if not 1 <= limit <= MAX_LIMIT:
         raise _bad_parameter("limit", f"between 1 and {MAX_LIMIT}")
     after = decode_cursor(query.cursor, sort) if query.cursor else None
-    filters = _product_filter(query, principal)
-    rows = await repo.list_products(conn, filters, sort, after, limit + 1)
-    page = rows[:limit]
-    next_cursor = encode_cursor(sort, page[-1]) if len(rows) > limit else None
+    return _ListPlan(sort, limit, after, _product_filter(query, principal))
+
+
+async def list_products(
+    conn: repo.Executor, query: ProductQuery, principal: Principal | None
+) -> ProductPage:
+    plan = _list_plan(query, principal)
+    rows = await repo.list_products(conn, plan.filters, plan.sort, plan.after, plan.limit + 1)
+    page = rows[: plan.limit]
+    next_cursor = encode_cursor(plan.sort, page[-1]) if len(rows) > plan.limit else None
     return ProductPage(page, next_cursor)
+
+
+async def list_product_ids(conn: repo.Executor, query: ProductQuery) -> ListView:
+    """The public page `list_products` would give, as ids (one query: no bodies, no variants)."""
+    plan = _list_plan(query, None)
+    rows = await repo.list_product_keys(conn, plan.filters, plan.sort, plan.after, plan.limit + 1)
+    page = rows[: plan.limit]
+    next_cursor = _cursor(plan.sort, *page[-1]) if len(rows) > plan.limit else None
+    return ListView([product_id for _, product_id in page], next_cursor)

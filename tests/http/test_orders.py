@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import msgspec
@@ -559,25 +560,34 @@ async def test_status_of_an_unknown_order_is_404(api: ApiClient, accounts: Accou
 async def test_a_checkout_retires_only_the_products_it_sold(
     api: ApiClient, ctx: AppContext, accounts: Accounts
 ) -> None:
-    """Targeted invalidation: the sold product's page shows its new stock at once; another
-    product's page and the list pages stay cached (computed no more)."""
+    """Targeted invalidation: the sold product shows its new stock at once, in the list as on
+    its page; another product's page and the list's view stay cached (computed no more)."""
     user, token = await accounts.create()
-    sold = await create_product(ctx.pool, stock=5)
-    untouched = await create_product(ctx.pool, stock=5)
-    pages = (f"/api/v1/products/{sold}", f"/api/v1/products/{untouched}", "/api/v1/products")
+    word = f"retire{uuid.uuid4().hex[:8]}"  # a list of these two products alone
+    sold = await create_product(ctx.pool, stock=5, name=f"{word} one")
+    untouched = await create_product(ctx.pool, stock=5, name=f"{word} two")
+    pages = (
+        f"/api/v1/products/{sold}",
+        f"/api/v1/products/{untouched}",
+        f"/api/v1/products?q={word}",
+    )
     for path in pages:
         assert (await api.get(path)).status == 200
 
-    def misses() -> float:
-        return sum(
-            metrics.sample("cache_lookups_total", {"namespace": ns, "result": "miss"})
-            for ns in ("products", "product-lists")
-        )
+    def misses(namespace: str) -> float:
+        return metrics.sample("cache_lookups_total", {"namespace": namespace, "result": "miss"})
 
-    before = misses()
+    namespaces = ("products", "product-lists", "list-items")
+    before = {namespace: misses(namespace) for namespace in namespaces}
     assert (await checkout(api, ctx, user.id, token, {sold: 2})).status == 201
-    for path in pages[1:]:
-        assert (await api.get(path)).status == 200
-    assert misses() == before  # nothing else was retired
+    assert (await api.get(pages[1])).status == 200
+    listed = {item["id"]: item["stock"] for item in (await api.get(pages[2])).json()["items"]}
+    assert listed[sold] == 3 and listed[untouched] == 5  # the list's bodies are exact
+    # The list's view was not recomputed; of its bodies only the sold product's was read again.
+    assert {namespace: misses(namespace) for namespace in namespaces} == {
+        **before,
+        "list-items": before["list-items"] + 1,
+    }
     page = await api.get(pages[0])
-    assert page.json()["stock"] == 3 and misses() == before + 1
+    assert page.json()["stock"] == 3  # from the body the list read back
+    assert misses("products") == before["products"]
