@@ -41,7 +41,6 @@ import os
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.exceptions import NoScriptError
@@ -104,14 +103,39 @@ class _RedisUnavailable(Exception):
     """Redis did not answer in time or failed; the caller falls back to PostgreSQL."""
 
 
-@dataclass(frozen=True, slots=True)
 class Freshness:
     """Terms under which a copy of cached data may be served again without asking the cache
-    (`Cache.freshness`)."""
+    (`Cache.freshness`). Plain fields and methods rather than closures: a replay offer keeps one
+    per cached answer, and each closure and cell would be one more object for every garbage
+    collection to walk."""
 
-    still_valid: Callable[[], bool]
-    max_age: float  # seconds, at most
-    count_hit: Callable[[], None]  # a copy served is a local hit of its namespace
+    __slots__ = ("_cache", "_key", "_namespace", "_sequence", "_version", "max_age")
+
+    def __init__(
+        self,
+        cache: Cache,
+        namespace: str,
+        key: str | None,
+        version: int | None,
+        sequence: int,
+        max_age: float,
+    ) -> None:
+        self._cache = cache
+        self._namespace = namespace
+        self._key = key
+        self._version = version
+        self._sequence = sequence
+        self.max_age = max_age  # seconds, at most
+
+    def still_valid(self) -> bool:
+        cache, namespace = self._cache, self._namespace
+        if self._version is None or cache.known_version(namespace) != self._version:
+            return False
+        return self._key is None or not cache._retired_since(namespace, self._key, self._sequence)
+
+    def count_hit(self) -> None:
+        """A copy served is a local hit of its namespace."""
+        self._cache._count(self._namespace, "local_hit")
 
 
 class Cache:
@@ -301,15 +325,9 @@ class Cache:
         current: while the namespace keeps the version known now and `key` is not invalidated,
         for no longer than a local entry lives. Take it before reading, so that a write during
         the read retires what is read."""
-        version = self.known_version(namespace)
-        sequence = self._sequence
-
-        def still_valid() -> bool:
-            if version is None or self.known_version(namespace) != version:
-                return False
-            return key is None or not self._retired_since(namespace, key, sequence)
-
-        return Freshness(still_valid, self.local_ttl, lambda: self._count(namespace, "local_hit"))
+        return Freshness(
+            self, namespace, key, self.known_version(namespace), self._sequence, self.local_ttl
+        )
 
     # ---- versions ---------------------------------------------------------------------------
 

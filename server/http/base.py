@@ -358,18 +358,7 @@ class ApiHandler(tornado.web.RequestHandler):
         Only for a response that depends on nothing but the target and the caller (anonymous,
         or the authenticated user). Taken up when a 200 JSON body is sent.
         """
-        count_hit = freshness.count_hit
-
-        def replayed() -> None:
-            count_hit()
-            if on_replay is not None:
-                on_replay()
-
-        self._replay_offer = {
-            "max_age": freshness.max_age,
-            "still_valid": freshness.still_valid,
-            "on_replay": replayed,
-        }
+        self._replay_offer = {"terms": freshness, "on_replay": on_replay}
 
     def send_json(self, data: Any, status: int = 200) -> None:
         self.set_status(status)

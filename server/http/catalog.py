@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import ClassVar
 
 import msgspec
@@ -230,7 +231,9 @@ class ProductHandler(ApiHandler):
                 # Taken before the read: a write during it must retire what is read.
                 self.offer_replay(
                     catalog.public_product_freshness(self.ctx, wanted),
-                    on_replay=lambda: catalog.record_view(self.ctx, wanted),  # a replay is a view
+                    # A replay is a view. Not a closure over the handler: the offer outlives
+                    # this request, and must not keep its handler and request alive with it.
+                    on_replay=functools.partial(catalog.record_view, self.ctx, wanted),
                 )
             # Active products only, served from the cache as ready JSON.
             etag, body = await catalog.public_product(self.ctx, wanted)

@@ -5,7 +5,7 @@ routing, handler, task, finish) than in finding its bytes. So when a handler ans
 response every GET of that target by that caller would get, it may *offer* it
 (`ApiHandler.offer_replay`):
 the application keeps the status-200 body and the response's own headers under the request target
-while the data behind them is unchanged (`still_valid`, e.g. the product cache's namespace
+while the data behind them is unchanged (`Terms.still_valid`, e.g. the product cache's namespace
 version) and for at most `max_age` seconds.
 
 An offer made for an authenticated caller (`/auth/me`) is kept for that user id only and replayed
@@ -29,7 +29,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from tornado import httputil
 from tornado.log import app_log
@@ -57,13 +57,26 @@ _PER_REQUEST = frozenset((_DATE, _REQUEST_ID, _CONTENT_LENGTH, *_RATE_HEADERS))
 _OK = httputil.ResponseStartLine("", 200, "OK")
 
 
+class Terms(Protocol):
+    """How long an offer stands (server.cache.Freshness is one)."""
+
+    max_age: float  # seconds, at most
+
+    def still_valid(self) -> bool: ...
+
+    def count_hit(self) -> None:
+        """Called for each replay (it is a cache hit)."""
+
+
 @dataclass(slots=True)
 class Replay:
+    # Few objects per entry: there are up to max_entries of them, and every full garbage
+    # collection walks them all (an offer that held its handler cost ~45 objects each).
     route: str  # the route template, for metrics
     headers: tuple[tuple[str, str], ...]  # the response's own headers, in their order
     body: bytes
     expires: float  # time.monotonic()
-    still_valid: Callable[[], bool]
+    terms: Terms
     on_replay: Callable[[], None] | None
 
 
@@ -85,12 +98,11 @@ class ReplayCache:
         headers: list[tuple[str, str]],
         body: bytes,
         *,
-        max_age: float,
-        still_valid: Callable[[], bool],
+        terms: Terms,
         on_replay: Callable[[], None] | None = None,
     ) -> None:
         kept = tuple((name, value) for name, value in headers if name not in _PER_REQUEST)
-        entry = Replay(route, kept, body, time.monotonic() + max_age, still_valid, on_replay)
+        entry = Replay(route, kept, body, time.monotonic() + terms.max_age, terms, on_replay)
         if key not in self._entries:
             self._per_target[key[0]] = self._per_target.get(key[0], 0) + 1
         self._entries[key] = entry
@@ -105,7 +117,7 @@ class ReplayCache:
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if entry.expires <= time.monotonic() or not entry.still_valid():
+        if entry.expires <= time.monotonic() or not entry.terms.still_valid():
             self._forget(key)
             return None
         return entry
@@ -269,6 +281,7 @@ class ReplayingDelegate(httputil.HTTPMessageDelegate):
         pairs.append((_CONTENT_LENGTH, str(len(entry.body))))
         self.connection.write_headers(_OK, headers_from(pairs), entry.body)
         self.connection.finish()
+        entry.terms.count_hit()
         if entry.on_replay is not None:
             entry.on_replay()
         self.replayer.request_logger.record(
