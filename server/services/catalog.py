@@ -490,15 +490,16 @@ async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:
 
 async def public_product_entries(ctx: AppContext, product_ids: list[int]) -> dict[int, bytes]:
     """The cached page entries (`_page_entry`) of those of `product_ids` that are active."""
+    ids = {product_key(product_id): product_id for product_id in product_ids}
 
     async def load(keys: list[str]) -> dict[str, bytes]:
-        found, _ = await batch_get_products(ctx.pool, [int(k[3:]) for k in keys], None)
+        found, _ = await batch_get_products(ctx.pool, [ids[key] for key in keys], None)
         return {product_key(p.id): _page_entry(p) for p in found}
 
     entries = await ctx.cache.get_many(
-        PRODUCTS, map(product_key, product_ids), PRODUCT_CACHE_TTL, load, counted_as=LIST_ITEMS
+        PRODUCTS, ids, PRODUCT_CACHE_TTL, load, counted_as=LIST_ITEMS
     )
-    return {int(k[3:]): v for k, v in entries.items()}
+    return {ids[key]: entry for key, entry in entries.items()}
 
 
 class _ListedVariant(msgspec.Struct):
