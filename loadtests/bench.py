@@ -12,7 +12,8 @@ that drift on a shared machine hits every target alike:
 Endpoints: cached `GET /api/v1/products/{id}`, authenticated `GET /api/v1/auth/me`, and the
 database cell `list-db`: `GET /api/v1/products?category=category-1&sort=price` with a random
 `min_price` on every request (loadtests/wrk/uncached.lua), so each one runs the list query in
-PostgreSQL; the reference runs the gateway's own query and encoding through asyncpg.
+PostgreSQL (the view's ids; the items come from the product cache); the reference runs the
+gateway's own list function (catalog.public_product_page) through asyncpg.
 The checkout cell `checkout` (gateway-fast and the reference only): wrk cannot keep users, so
 loadtests/checkout_load.py (its own process, pinned to the load core like wrk) runs
 `--checkout-workers` workers, each a registered user of its own on a keep-alive connection,
@@ -80,8 +81,9 @@ WHAT_EACH_SIDE_DOES = {
     REFERENCE: "FastAPI 1 uvicorn worker (uvloop, httptools), no access log, no metrics, no rate "
     "limiting, no request id: product body pre-encoded in memory (+ETag, "
     "Cache-Control), /auth/me: PyJWT HS256 verify via a Depends() + user from memory; "
-    "list-db: the gateway's list query and encoding (server.services.catalog.list_products) "
-    "on an asyncpg pool of 10, as the gateway's own pool; checkout: cart.add_item and "
+    "list-db: the gateway's public list function (server.services.catalog.public_product_page: "
+    "the view's query, the items from an in-process product cache) on an asyncpg pool of 10, "
+    "as the gateway's own pool; checkout: cart.add_item and "
     "orders.checkout_cart (Idempotency-Key honoured) on an AppContext built by "
     "build_context_with_jobs from the gateway's environment (its pool size, its in-process job "
     "runner delivering the outbox after each order), the caller taken from the PyJWT-verified "

@@ -387,6 +387,16 @@ def _cache_rates(scrape: Scrape, title: str) -> tuple[float, float]:
     return hits, lookups
 
 
+def _list_item_rates(scrape: Scrape) -> tuple[float, float]:
+    """(hits, lookups) of the product pages read as list items."""
+    hits = lookups = 0.0
+    for labels, value in scrape.series("cache_lookups_total"):
+        if labels.get("namespace") == LIST_ITEMS:
+            lookups += value
+            hits += value if "hit" in labels.get("result", "") else 0.0
+    return hits, lookups
+
+
 def _judge_cache(
     targets: dict[str, Any], *, browse_cold: Scrape, browse_warm: Scrape, mixed: Scrape
 ) -> list[Verdict]:
@@ -399,9 +409,16 @@ def _judge_cache(
     )
     goals = targets.get("metrics", {})
     verdicts: list[Verdict] = []
+    item_hits, item_lookups = _list_item_rates(mixed)
     for label, goal, n_hits, n_lookups in (
         ("browse mix", goals.get("cache_hit_rate_min"), hits, lookups),
         ("full mix", goals.get("cache_hit_rate_mixed_min"), mixed_hits, mixed_lookups),
+        (
+            "list items, full mix",
+            goals.get("list_items_hit_rate_mixed_min"),
+            item_hits,
+            item_lookups,
+        ),
     ):
         if goal is None:
             continue

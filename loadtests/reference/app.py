@@ -12,9 +12,10 @@ headers, a database read for /auth/me. The comparison is therefore the strict on
 costs counts against the gateway.
 
 With `DATABASE_URL` set it also serves `GET /api/v1/products` (category, sort, min_price, limit)
-from PostgreSQL through an asyncpg pool, with the gateway's own list query and encoding
-(server.services.catalog.list_products): the database cell of `make bench` compares the two
-frameworks on an uncached read where both wait on the same SQL.
+from PostgreSQL through an asyncpg pool, with the gateway's own list function
+(server.services.catalog.public_product_page: the view's query, the items from an in-process
+product cache): the database cell of `make bench` compares the two frameworks on a read whose
+view is never cached, where both wait on the same SQL.
 
 With `REFERENCE_CHECKOUT=1` as well (the harness then runs it in a gateway's environment) it
 builds an AppContext of its own in its lifespan from that environment (server.config.load_settings

@@ -25,7 +25,7 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from loadtests import harness
+from loadtests import harness, run_loadtest
 from loadtests.harness import Reply, Service
 from loadtests.scrape import Scrape
 from server.context import AppContext
@@ -175,6 +175,68 @@ async def test_the_metrics_the_load_test_reads_exist_and_count_requests(pair: Pa
     assert delta.total("cache_lookups_total", lambda labels: "hit" in labels.get("result", "")) >= 4
     names = {name for (name, _labels) in before.samples}
     assert {"db_query_duration_seconds_bucket", "ratelimit_decisions_total"} <= names
+
+
+async def test_reference_lists_with_the_gateways_function_and_answers_alike(
+    pair: Pair, ctx: AppContext, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The list-db cell: the reference (given a database) answers a list from the gateway's
+    own list function, so with the same bytes."""
+    fixtures = tmp_path_factory.mktemp("reference-lists") / "fixtures.json"
+    await asyncio.to_thread(
+        harness.capture_fixtures,
+        pair.gateway_url,
+        pair.access,
+        pair.product_id,
+        ctx.settings.jwt_secret,
+        fixtures,
+        jwt_issuer=ctx.settings.jwt_issuer,
+    )
+    reference = await asyncio.to_thread(
+        harness.start_reference, fixtures, log_path=None, database_url=ctx.settings.database_url
+    )
+    try:
+        for query in ("sort=price&limit=5", "category=category-1&sort=price&min_price=1"):
+            path = f"{API}/products?{query}"
+            gateway, answer = await asyncio.to_thread(
+                lambda p=path: (
+                    harness.request("GET", pair.gateway_url + p),
+                    harness.request("GET", reference.base_url + p),
+                )
+            )
+            assert gateway.status == answer.status == 200, query
+            assert answer.body == gateway.body and gateway.json()["items"], query
+    finally:
+        await asyncio.to_thread(reference.stop)
+
+
+def test_list_items_are_judged_apart_from_the_cache_hit_rates() -> None:
+    """A list page's item reads (namespace label `list-items`) would swamp the budgeted hit
+    rates (twenty per list read); they have a budget of their own."""
+    scrape = Scrape.parse(
+        "\n".join(
+            f'cache_lookups_total{{namespace="{namespace}",result="{result}"}} {value}'
+            for namespace, result, value in (
+                ("products", "local_hit", 9),
+                ("products", "miss", 1),
+                ("list-items", "redis_hit", 50),
+                ("list-items", "miss", 50),
+            )
+        )
+        + "\n"
+    )
+    targets = tomllib.loads((harness.LOADTESTS / "targets.toml").read_text())
+    verdicts = {
+        v.what.split(" (")[0]: (v.measured, v.met)
+        for v in run_loadtest._judge_cache(
+            targets, browse_cold=scrape, browse_warm=scrape, mixed=scrape
+        )
+    }
+    assert verdicts == {
+        "cache hit rate, browse mix": ("90.0%", False),
+        "cache hit rate, full mix": ("90.0%", True),
+        "cache hit rate, list items, full mix": ("50.0%", False),
+    }
 
 
 def test_the_wrk_report_line_is_read_into_rates_and_percentiles() -> None:
