@@ -2,6 +2,9 @@
 
 Values are the serialised response bodies, so a hit is written to the socket as it is.
 
+Two ways to read: `get_or_compute` for one key, and `get_many` for a page's worth of keys (one
+Redis MGET for them all, one computation for the ones no layer holds).
+
 Two ways to retire entries, after the write commits:
 - `bump(namespace)` retires every key of a namespace at once without finding them: every key
   embeds its namespace's version (`cache:products:17:<key>`) and a bump increments it (`INCR`);

@@ -175,7 +175,9 @@ class ProductsHandler(ApiHandler):
             response=ProductPage,
             query=LIST_PARAMS,
             description="Keyset (cursor) pagination; no total count. Inactive products are "
-            "listed for admins only.",
+            "listed for admins only. A page may hold fewer than `limit` items and still have a "
+            "`next_cursor` (a product that stopped matching the filters since the page was "
+            "cached is left out); the list ends when `next_cursor` is null.",
         ),
         "POST": Operation(
             "Create a product",
