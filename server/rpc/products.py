@@ -1,4 +1,8 @@
-"""storefront.v1.ProductService: the gRPC twin of REST /products, over the same services."""
+"""storefront.v1.ProductService: the gRPC twin of REST /products, over the same services.
+
+Reads by anyone but an admin come from the same cache as REST's public reads (exact product
+pages, list views of ids), so they are as fresh as REST's; admins read PostgreSQL, as on REST.
+"""
 
 from __future__ import annotations
 
@@ -69,16 +73,20 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
     async def GetProduct(
         self, request: products_pb2.GetProductRequest, context: grpc.aio.ServicerContext
     ) -> common_pb2.Product:
-        product = await catalog.get_product(self.ctx.pool, request.id, current_principal.get())
-        return product_message(product)
+        principal = current_principal.get()
+        if principal is None or not principal.is_admin:
+            return product_message(await catalog.read_public_product(self.ctx, request.id))
+        return product_message(await catalog.get_product(self.ctx.pool, request.id, principal))
 
     @translate_errors
     async def ListProducts(
         self, request: products_pb2.ListProductsRequest, context: grpc.aio.ServicerContext
     ) -> products_pb2.ListProductsResponse:
-        page = await catalog.list_products(
-            self.ctx.pool, product_query(request), current_principal.get()
-        )
+        principal, query = current_principal.get(), product_query(request)
+        if principal is None or not principal.is_admin:
+            page = await catalog.read_public_page(self.ctx, query)
+        else:
+            page = await catalog.list_products(self.ctx.pool, query, principal)
         return products_pb2.ListProductsResponse(
             items=[product_message(p) for p in page.items], next_cursor=page.next_cursor or ""
         )
@@ -87,9 +95,11 @@ class ProductServicer(products_pb2_grpc.ProductServiceServicer):
     async def BatchGetProducts(
         self, request: products_pb2.BatchGetProductsRequest, context: grpc.aio.ServicerContext
     ) -> products_pb2.BatchGetProductsResponse:
-        found, missing = await catalog.batch_get_products(
-            self.ctx.pool, list(request.ids), current_principal.get()
-        )
+        principal, ids = current_principal.get(), list(request.ids)
+        if principal is None or not principal.is_admin:
+            found, missing = await catalog.read_public_products(self.ctx, ids)
+        else:
+            found, missing = await catalog.batch_get_products(self.ctx.pool, ids, principal)
         return products_pb2.BatchGetProductsResponse(
             products=[product_message(p) for p in found], missing_ids=missing
         )

@@ -260,14 +260,19 @@ async def batch_get_products(
     conn: repo.Executor, product_ids: list[int], principal: Principal | None
 ) -> tuple[list[Product], list[int]]:
     """Found products in the order asked (each once), and the ids not found or not visible."""
-    if len(product_ids) > MAX_BATCH_IDS:
-        raise BadRequest(f"at most {MAX_BATCH_IDS} ids per batch")
-    wanted = list(dict.fromkeys(product_ids))
-    valid = [i for i in wanted if 1 <= i <= INT64_MAX]
+    wanted, valid = _batch_ids(product_ids)
     admin = _is_admin(principal)
     rows = await repo.get_products(conn, valid, include_inactive=admin)
     found = {p.id: p for p in rows if p.is_active or admin}
     return [found[i] for i in wanted if i in found], [i for i in wanted if i not in found]
+
+
+def _batch_ids(product_ids: list[int]) -> tuple[list[int], list[int]]:
+    """The ids asked, each once in order, and those of them that can be ids at all."""
+    if len(product_ids) > MAX_BATCH_IDS:
+        raise BadRequest(f"at most {MAX_BATCH_IDS} ids per batch")
+    wanted = list(dict.fromkeys(product_ids))
+    return wanted, [i for i in wanted if 1 <= i <= INT64_MAX]
 
 
 def _store_currency(currency: str | None, store_currency: str) -> str:
@@ -465,6 +470,14 @@ _LIST_VIEW = msgspec.json.Decoder(ListView)
 
 async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:
     """A page of GET /products as JSON, as anyone but an admin sees it."""
+    bodies, next_cursor = await public_listing(ctx, query)
+    # ProductPage's JSON, field for field (tests/services/test_catalog_lists.py compares them).
+    cursor = msgspec.json.encode(next_cursor)
+    return b'{"items":[' + b",".join(bodies) + b'],"next_cursor":' + cursor + b"}"
+
+
+async def public_listing(ctx: AppContext, query: ProductQuery) -> tuple[list[bytes], str | None]:
+    """The product bodies (JSON) of a public list page, in order, and its next cursor."""
     canonical = msgspec.json.encode(query)
     key = "list:" + hashlib.blake2b(canonical, digest_size=16).hexdigest()
 
@@ -480,15 +493,15 @@ async def public_product_page(ctx: AppContext, query: ProductQuery) -> bytes:
     for product_id in view.ids:
         entry = entries.get(product_id)
         if entry is not None:  # else withdrawn since the view was read
-            body = entry.partition(b"\n")[2]
+            body = _body(entry)
             if matches is None or matches(body):
                 bodies.append(body)
-    # ProductPage's JSON, field for field (tests/services/test_catalog_lists.py compares them).
-    cursor = msgspec.json.encode(view.next_cursor)
-    return b'{"items":[' + b",".join(bodies) + b'],"next_cursor":' + cursor + b"}"
+    return bodies, view.next_cursor
 
 
-async def public_product_entries(ctx: AppContext, product_ids: list[int]) -> dict[int, bytes]:
+async def public_product_entries(
+    ctx: AppContext, product_ids: list[int], *, counted_as: str = LIST_ITEMS
+) -> dict[int, bytes]:
     """The cached page entries (`_page_entry`) of those of `product_ids` that are active."""
     ids = {product_key(product_id): product_id for product_id in product_ids}
 
@@ -497,9 +510,43 @@ async def public_product_entries(ctx: AppContext, product_ids: list[int]) -> dic
         return {product_key(p.id): _page_entry(p) for p in found}
 
     entries = await ctx.cache.get_many(
-        PRODUCTS, ids, PRODUCT_CACHE_TTL, load, counted_as=LIST_ITEMS
+        PRODUCTS, ids, PRODUCT_CACHE_TTL, load, counted_as=counted_as
     )
     return {ids[key]: entry for key, entry in entries.items()}
+
+
+# gRPC's product reads for all but admins: the same cached pages as REST's, decoded back into
+# Products (a decode costs microseconds; the read it saves is a PostgreSQL round trip). Admins
+# read PostgreSQL, as on REST.
+_PRODUCT = msgspec.json.Decoder(Product)
+
+
+def _body(entry: bytes) -> bytes:
+    return entry.partition(b"\n")[2]
+
+
+async def read_public_product(ctx: AppContext, product_id: int) -> Product:
+    """`get_product` as anyone but an admin sees it, from the cache."""
+    if not 1 <= product_id <= INT64_MAX:
+        raise NotFound("no such product")
+    _, body = await public_product(ctx, product_id)
+    return _PRODUCT.decode(body)
+
+
+async def read_public_products(
+    ctx: AppContext, product_ids: list[int]
+) -> tuple[list[Product], list[int]]:
+    """`batch_get_products` as anyone but an admin sees it, from the cache."""
+    wanted, valid = _batch_ids(product_ids)
+    entries = await public_product_entries(ctx, valid, counted_as=PRODUCTS)
+    found = [_PRODUCT.decode(_body(entries[i])) for i in wanted if i in entries]
+    return found, [i for i in wanted if i not in entries]
+
+
+async def read_public_page(ctx: AppContext, query: ProductQuery) -> ProductPage:
+    """`list_products` as anyone but an admin sees it, from the cache."""
+    bodies, next_cursor = await public_listing(ctx, query)
+    return ProductPage([_PRODUCT.decode(body) for body in bodies], next_cursor)
 
 
 class _ListedVariant(msgspec.Struct):

@@ -215,3 +215,51 @@ async def test_variants_over_grpc_stock_and_option_filters(
         )
     )
     assert [p.id for p in listed.items] == [product]
+
+
+async def test_public_reads_come_from_the_cache_and_follow_writes(
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, tokens: dict[str, str]
+) -> None:
+    product = await make_product(ctx, stock=5)
+    anonymous = products_pb2.GetProductRequest(id=product.id)
+    assert (await stub.GetProduct(anonymous)).name == "Rpc thing"
+    # Behind the cache's back: only a read of PostgreSQL can see this.
+    await ctx.pool.execute("UPDATE products SET name = 'Renamed' WHERE id = $1", product.id)
+    for metadata in ((), auth(tokens["customer"]), auth(tokens["service"])):
+        assert (await stub.GetProduct(anonymous, metadata=metadata)).name == "Rpc thing"
+    batch = products_pb2.BatchGetProductsRequest(ids=[product.id])
+    assert [p.name for p in (await stub.BatchGetProducts(batch)).products] == ["Rpc thing"]
+    admin = auth(tokens["admin"])
+    assert (await stub.GetProduct(anonymous, metadata=admin)).name == "Renamed"
+    # A write through the gateway retires the product's page: every reader sees it next.
+    await stub.AdjustStock(
+        products_pb2.AdjustStockRequest(product_id=product.id, delta=-2),
+        metadata=auth(tokens["service"]),
+    )
+    after = await stub.GetProduct(anonymous)
+    assert (after.name, after.stock) == ("Renamed", 3)
+    assert [p.stock for p in (await stub.BatchGetProducts(batch)).products] == [3]
+
+
+async def test_cached_messages_equal_the_database_ones(
+    stub: products_pb2_grpc.ProductServiceStub, ctx: AppContext, tokens: dict[str, str]
+) -> None:
+    """The cached body decoded back (timestamps, options, variants) gives the same message."""
+    category = await repo.insert_category(ctx.pool, "Rpc same", f"rpc-{uuid.uuid4().hex[:8]}", None)
+    plain = await make_product(ctx, price=250, category_id=category.id)
+    sized, _ = await create_sized_product(ctx.pool, stocks={"S": 2, "M": 0}, prices={"M": 900})
+    await ctx.pool.execute("UPDATE products SET category_id = $1 WHERE id = $2", category.id, sized)
+    admin = auth(tokens["admin"])
+    for product_id in (plain.id, sized):
+        request = products_pb2.GetProductRequest(id=product_id)
+        cached = await stub.GetProduct(request)
+        assert cached == await stub.GetProduct(request)  # the second one is a cache hit
+        assert cached == await stub.GetProduct(request, metadata=admin)
+    listing = products_pb2.ListProductsRequest(category=category.slug, sort="price")
+    public = await stub.ListProducts(listing)
+    assert [p.id for p in public.items] == [plain.id, sized]
+    assert public == await stub.ListProducts(listing, metadata=admin)
+    batch = products_pb2.BatchGetProductsRequest(ids=[sized, plain.id, 0, -4])
+    answer = await stub.BatchGetProducts(batch)
+    assert answer == await stub.BatchGetProducts(batch, metadata=admin)
+    assert list(answer.missing_ids) == [0, -4]
