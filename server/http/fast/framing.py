@@ -39,13 +39,22 @@ _STATUS_LINES: dict[int, tuple[str, bytes]] = {
 }
 
 
-def problem(status: int, detail: str) -> bytes:
-    """A whole ``Connection: close`` problem+json response refusing a request."""
-    title = _TITLES.get(status) or httputil.responses.get(status, "Error")
-    body = json.dumps(
-        {"type": "about:blank", "title": title, "status": status, "detail": detail},
+def problem_title(status: int) -> str:
+    return _TITLES.get(status) or httputil.responses.get(status, "Error")
+
+
+def problem_body(status: int, detail: str) -> bytes:
+    """The problem+json document refusing a request."""
+    return json.dumps(
+        {"type": "about:blank", "title": problem_title(status), "status": status, "detail": detail},
         separators=(",", ":"),
     ).encode()
+
+
+def problem(status: int, detail: str) -> bytes:
+    """A whole ``Connection: close`` problem+json response refusing a request."""
+    title = problem_title(status)
+    body = problem_body(status, detail)
     head = (
         f"HTTP/1.1 {status} {title}\r\n"
         "Content-Type: application/problem+json\r\n"

@@ -1,0 +1,48 @@
+"""Requests refused before any handler runs still get problem+json, on both connections."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.conftest import Addresses, ApiClient
+
+
+async def exchange(port: int, request: bytes) -> tuple[int, dict[str, str], bytes, bool]:
+    """(status, headers, body, closed afterwards) of one raw request."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(request)
+        await writer.drain()
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        status_line, *lines = head.decode("latin-1").split("\r\n")[:-2]
+        headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        body = await reader.readexactly(int(headers["content-length"]))
+        closed = await asyncio.wait_for(reader.read(1), 5) == b""
+        return int(status_line.split()[1]), headers, body, closed
+    finally:
+        writer.close()
+
+
+@pytest.mark.parametrize(
+    "head",
+    [
+        # Seen from a fuzzer: Tornado's request object refuses such a Host.
+        b"DELETE /api/v1/categories/-26730 HTTP/1.1\r\nHost: g?SJK`cUQ!0(\r\n\r\n",
+        b"GET /api/v1/products HTTP/1.1\r\nHost: a b\r\n\r\n",
+        b"GET /api/v1/products HTTP/1.1\r\n\r\n",  # HTTP/1.1 needs a Host
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: a/b\r\nContent-Length: 5\r\n\r\nhello",
+    ],
+)
+async def test_a_refused_head_is_a_problem_400_and_the_server_keeps_serving(
+    gateway: Addresses, api: ApiClient, head: bytes
+) -> None:
+    status, headers, body, closed = await exchange(gateway.http_port, head)
+    assert status == 400
+    assert headers["content-type"] == "application/problem+json"
+    problem = json.loads(body)
+    assert problem["status"] == 400 and "host" in problem["detail"].lower()
+    assert closed
+    assert (await api.get("/healthz")).status == 200
