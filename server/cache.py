@@ -26,9 +26,10 @@ could not reach Redis (it is down) leaves other processes stale for at most that
 it is sent to Redis again once Redis answers (an invalidation that could not reach Redis is
 sent again as a bump of its whole namespace: the safe superset).
 
-Stampedes: one computation per key at a time in a process (the others await the same task),
-and across processes a short Redis `SET NX` lock lets one process compute while the others
-poll for its result for up to `lock_wait`, then compute themselves.
+Stampedes: one computation per key at a time in a process (the others await the same task;
+for `get_many`, the same batch), and across processes, for `get_or_compute`, a short Redis
+`SET NX` lock lets one process compute while the others poll for its result for up to
+`lock_wait`, then compute themselves.
 
 Fails open: any Redis error or timeout is counted, logged once per outage, and the value is
 computed from PostgreSQL; for `retry_after` seconds Redis is then left alone, so an outage
@@ -38,6 +39,7 @@ costs nothing per request.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import os
@@ -168,6 +170,7 @@ class Cache:
         # namespace -> (monotonic time the version was read, version)
         self._versions: dict[str, tuple[float, int]] = {}
         self._flights: dict[tuple[str, int, str], asyncio.Task[bytes]] = {}
+        self._batch_flights: dict[tuple[str, int, str], asyncio.Task[dict[str, bytes]]] = {}
         self._version_flights: dict[str, asyncio.Task[int]] = {}
         self._pending_bumps: set[str] = set()
         self._redis_down_until = 0.0
@@ -218,7 +221,8 @@ class Cache:
         """The cached bytes of each of `keys` that has a value: local copies first, then one
         Redis MGET, then one `compute(missing)` for the rest (it returns the keys it found; the
         absent ones are not cached). The entries are `get_or_compute`'s, under the same rules
-        (versions, per-key generations, retirements), but without its stampede lock: a batch's
+        (versions, per-key generations, retirements). A key another call in this process is
+        computing is awaited, not computed again; there is no cross-process lock: a batch's
         misses cost one query together. Lookups are counted under the label `counted_as`, so
         that the parts of a page do not weigh in the namespace's own hit rate."""
         version = await self._version(namespace)
@@ -245,15 +249,61 @@ class Cache:
         wanted = [key for key in wanted if key not in found]
         if not wanted:
             return found
-        computed = await compute(wanted)
-        self._count(counted_as, "miss", len(wanted))
-        values = {key: computed[key] for key in wanted if key in computed}
+        # One computation per key at a time in this process, as get_or_compute's flights: a
+        # list page read by many at once, whose items were just retired, costs one query.
+        flights: dict[asyncio.Task[dict[str, bytes]], list[str]] = {}
+        mine: list[str] = []
+        for key in wanted:
+            flight = self._batch_flights.get((namespace, version, key))
+            if flight is None:
+                mine.append(key)
+            else:
+                flights.setdefault(flight, []).append(key)
+        if flights:
+            self._count(counted_as, "coalesced", len(wanted) - len(mine))
+        if mine:
+            task = asyncio.ensure_future(
+                self._fill_many(namespace, version, mine, generations, ttl, compute, sequence)
+            )
+            slots = [(namespace, version, key) for key in mine]
+            for slot in slots:
+                self._batch_flights[slot] = task
+            task.add_done_callback(functools.partial(self._land_many, slots))
+            flights[task] = mine
+            self._count(counted_as, "miss", len(mine))
+        for flight, keys in flights.items():
+            # Shielded: a caller that goes away does not cancel the others' computation.
+            values = await asyncio.shield(flight)
+            found.update((key, values[key]) for key in keys if key in values)
+        return found
+
+    async def _fill_many(
+        self,
+        namespace: str,
+        version: int,
+        keys: list[str],
+        generations: dict[str, str],
+        ttl: float,
+        compute: Callable[[list[str]], Awaitable[dict[str, bytes]]],
+        sequence: int,
+    ) -> dict[str, bytes]:
+        computed = await compute(keys)
+        values = {key: computed[key] for key in keys if key in computed}
         if generations:
             await self._redis_store_many(namespace, version, values, generations, ttl)
+        local_ttl = ttl if self.redis is None else min(ttl, self.local_ttl)
         for key, value in values.items():
             self._store_unless_retired((namespace, version, key), value, local_ttl, sequence)
-        found.update(values)
-        return found
+        return values
+
+    def _land_many(
+        self, slots: list[tuple[str, int, str]], task: asyncio.Task[dict[str, bytes]]
+    ) -> None:
+        for slot in slots:
+            if self._batch_flights.get(slot) is task:
+                del self._batch_flights[slot]
+        if not task.cancelled():
+            task.exception()  # retrieved here, raised to the callers through the shield
 
     async def bump(self, namespace: str) -> None:
         """Retire every cached key of `namespace` (call after the write commits)."""
@@ -287,6 +337,7 @@ class Cache:
             slot = (namespace, version, key)
             self._local.pop(slot, None)
             self._flights.pop(slot, None)  # later readers must not join a stale fill
+            self._batch_flights.pop(slot, None)
         self._forget_old_retirements(now)
         if self.redis is None:
             return

@@ -582,3 +582,51 @@ async def test_reads_and_writes_survive_redis_going_away(
 async def _stock_is(api: ApiClient, path: str, stock: int) -> bool:
     response = await api.get(path)
     return response.status == 200 and bool(orjson.loads(response.body)["stock"] == stock)
+
+
+async def test_concurrent_batches_compute_each_key_once(
+    redis_clients: Callable[[], Redis],
+) -> None:
+    """A list page read by many at once, its items missing: one query, whatever the overlap."""
+    for cache in (Cache(None), Cache(redis_clients())):
+        namespace = f"t-many-flight-{id(cache)}"
+        slow = Batch({f"id:{n}": f"v{n}".encode() for n in range(1, 5)}, delay=0.05)
+        before = lookups("t", "coalesced")
+        pages = [["id:1", "id:2", "id:3"]] * 20 + [["id:3", "id:4", "id:9"]]
+        found = await asyncio.gather(
+            *(cache.get_many(namespace, page, 60, slow, counted_as="t") for page in pages)
+        )
+        assert found[0] == {"id:1": b"v1", "id:2": b"v2", "id:3": b"v3"}
+        assert all(f == found[0] for f in found[:20])
+        assert found[20] == {"id:3": b"v3", "id:4": b"v4"}
+        assert slow.calls == [["id:1", "id:2", "id:3"], ["id:4", "id:9"]]
+        assert lookups("t", "coalesced") - before == 19 * 3 + 1
+
+
+async def test_a_batch_started_before_an_invalidation_is_not_joined(
+    redis_clients: Callable[[], Redis],
+) -> None:
+    cache = Cache(redis_clients())
+    slow = Batch({"id:1": b"stale"}, delay=0.1)
+    first = asyncio.ensure_future(cache.get_many("t-many-join", ["id:1"], 60, slow, counted_as="t"))
+    await asyncio.sleep(0.03)
+    await cache.invalidate("t-many-join", ["id:1"])  # this process's write committed
+    fresh = Batch({"id:1": b"fresh"})
+    assert await cache.get_many("t-many-join", ["id:1"], 60, fresh, counted_as="t") == {
+        "id:1": b"fresh"
+    }
+    assert await first == {"id:1": b"stale"}
+
+
+async def test_a_failed_batch_reaches_every_waiter_and_is_not_kept() -> None:
+    cache = Cache(None)
+
+    async def failing(keys: list[str]) -> dict[str, bytes]:
+        await asyncio.sleep(0.02)
+        raise ConnectionError("PostgreSQL went away")
+
+    reads = [cache.get_many("t-many-fail", ["id:1"], 60, failing, counted_as="t") for _ in range(3)]
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    assert all(isinstance(r, ConnectionError) for r in results)
+    ok = Batch({"id:1": b"one"})
+    assert await cache.get_many("t-many-fail", ["id:1"], 60, ok, counted_as="t") == {"id:1": b"one"}
