@@ -86,5 +86,5 @@ docker-up: ## the production-shaped stack: PostgreSQL, Redis, migrate, 2 gateway
 docker-down: ## stop the compose stack (volumes kept)
 	docker compose down
 
-check-delivery: ## static checks: docker compose config, nginx -t, actionlint, k8s manifests (kustomize + schemas)
+check-delivery: ## static checks: docker compose config, nginx -t, actionlint, hadolint, k8s manifests (kustomize + schemas), shellcheck
 	scripts/check_delivery.sh
