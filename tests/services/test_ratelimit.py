@@ -92,21 +92,46 @@ async def test_one_unit_comes_back_after_the_emission_interval(redis: Redis) -> 
 
 
 async def test_concurrent_redis_checks_share_round_trips_and_stay_exact(redis: Redis) -> None:
-    """Checks asked in one turn of the loop go as one pipeline; each still spends its unit
+    """Checks asked in one turn of the loop go as one script run; each still spends its unit
     atomically, so 40 racing requests of one key get exactly the budget of 5."""
     limiter = RequestLimiter(settings(), redis)
     key = f"batch-{uuid.uuid4().hex}"
     decisions = await asyncio.gather(*(limiter.check(Scope.ANON, key) for _ in range(40)))
     assert sum(d.allowed for d in decisions) == 5
     assert sorted(d.remaining for d in decisions if d.allowed) == [0, 1, 2, 3, 4]
-    assert limiter._script is not None and limiter._script.pipelines_sent == 1
+    assert limiter._script is not None and limiter._script.round_trips == 1
     # Other keys in the same batch keep budgets of their own.
     others = await asyncio.gather(
         *(limiter.check(Scope.ANON, f"{key}-{n}") for n in range(10)),
         *(limiter.check(Scope.USER, key) for _ in range(3)),
     )
     assert all(d.allowed for d in others)
-    assert limiter._script.pipelines_sent == 2
+    assert limiter._script.round_trips == 2
+    # Each check was priced at its own scope's rate, in the run they shared.
+    user_limit = limiter.rates[Scope.USER].limit
+    assert user_limit != 5
+    assert [d.remaining for d in others[:10]] == [4] * 10
+    assert [(d.limit, d.remaining) for d in others[10:]] == [
+        (user_limit, user_limit - n) for n in (1, 2, 3)
+    ]
+    anon_interval = 60 / 5
+    user_interval = limiter.rates[Scope.USER].period / user_limit
+    assert all(d.reset_after == pytest.approx(anon_interval, abs=0.1) for d in others[:10])
+    for n, decision in enumerate(others[10:], start=1):
+        assert decision.reset_after == pytest.approx(n * user_interval, abs=0.1)
+
+
+async def test_a_burst_beyond_one_script_run_is_still_one_round_trip_and_exact(
+    redis: Redis,
+) -> None:
+    """More checks in one turn than one run takes (128) go as several runs in one pipeline:
+    one round trip, and 300 racing requests of one key still get exactly the budget of 5."""
+    limiter = RequestLimiter(settings(), redis)
+    key = f"burst-{uuid.uuid4().hex}"
+    decisions = await asyncio.gather(*(limiter.check(Scope.ANON, key) for _ in range(300)))
+    assert sum(d.allowed for d in decisions) == 5
+    assert [d.allowed for d in decisions[:5]] == [True] * 5  # spent in the order asked
+    assert limiter._script is not None and limiter._script.round_trips == 1
 
 
 async def test_the_script_is_loaded_again_after_redis_forgets_it(redis: Redis) -> None:
