@@ -5,7 +5,8 @@ then one unit comes back every `period / limit`. Without Redis the budgets live 
 limiter of this process. With `REDIS_URL` they live in Redis, checked and spent by ONE Lua script
 (atomic, on Redis' clock), so every gateway process behind the load balancer shares one budget;
 the checks asked in one turn of the event loop travel as one script run over all their keys (a
-round trip per request was half of a cached read's CPU).
+round trip per request was half of a cached read's CPU). A run touches keys of any hash slot: the
+shared Redis is one server, not Redis Cluster (the cache's MGETs need that too).
 
 When Redis does not answer, the general budgets fall back to this process's limiter (a little
 more generous across many processes, never unlimited) while logins fail closed with 503:
@@ -262,7 +263,7 @@ class RequestLimiter:
         rate = self.rates[scope]
         interval_us = rate.period * 1_000_000 / rate.limit
         digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-        # The batch's pipeline carries the timeout (_REDIS_TIMEOUT) for all of its checks.
+        # The batch's round trip carries the timeout (_REDIS_TIMEOUT) for all of its checks.
         allowed, remaining, reset_us, retry_us = await self._script.run(
             f"{_KEY_PREFIX}{scope.value}:{digest}", repr(interval_us), rate.limit, 1
         )
