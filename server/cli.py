@@ -49,7 +49,12 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("migrate", help="apply pending SQL migrations (idempotent)")
 
-    admin = sub.add_parser("createadmin", help="create or promote an admin")
+    admin = sub.add_parser(
+        "createadmin",
+        help="create or promote an admin",
+        description="Create an admin, or promote an existing user and reset its password;"
+        " promoting signs that user out everywhere (its refresh tokens are revoked).",
+    )
     admin.add_argument("--email", required=True)
     admin.add_argument("--password", required=True)
 
@@ -170,9 +175,7 @@ async def _migrate(settings: Settings) -> int:
 
 async def _createadmin(settings: Settings, email: str, password: str) -> int:
     from server.context import build_context
-    from server.db import users
-    from server.services.accounts import accounts_changed
-    from server.services.passwords import hash_password
+    from server.services.accounts import create_or_promote_admin
 
     if len(password) < 10:
         print("storefront: the password must be at least 10 characters", file=sys.stderr)
@@ -182,8 +185,7 @@ async def _createadmin(settings: Settings, email: str, password: str) -> int:
         return 2
     ctx = await build_context(settings)
     try:
-        user, created = await users.upsert_admin(ctx.pool, email, await hash_password(password))
-        await accounts_changed(ctx)  # a promoted user's cached /auth/me retires
+        user, created = await create_or_promote_admin(ctx, email, password)
     finally:
         await ctx.close()
     print(f"{'created' if created else 'promoted'} admin {user.email} (id {user.id})")

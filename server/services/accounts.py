@@ -5,14 +5,16 @@ UPDATE, so of two concurrent refreshes exactly one wins) and issues the next one
 family. A refresh token presented again after it was used - a replay, or the loser of a race -
 means it may have been stolen, so the whole family is revoked and everyone holding it must sign
 in again. Revocations are mirrored into Redis (when configured) so that every gateway process
-refuses the family at once; PostgreSQL stays the source of truth.
+refuses the family at once; PostgreSQL stays the source of truth. Rotation and revocation of one
+family take the family's lock first (see server/db/refresh_tokens.py), so a revocation racing a
+rotation also revokes the successor that rotation issues.
 """
 
 from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
@@ -123,6 +125,23 @@ async def logout(ctx: AppContext, principal: Principal, refresh_token: str) -> N
     await revoke_family(ctx, claims.family_id)
 
 
+async def create_or_promote_admin(
+    ctx: AppContext, email: str, password: str
+) -> tuple[UserRecord, bool]:
+    """Create an admin, or promote an existing account and reset its password; True if created.
+
+    Promoting ends every sign-in of the account: a session from before the reset (perhaps the
+    reason for it) must not go on refreshing, now with admin tokens.
+    """
+    password_hash = await hash_password(password)
+    async with ctx.pool.acquire() as conn, conn.transaction():
+        user, created = await users.upsert_admin(conn, email, password_hash)
+        families = await refresh_tokens.revoke_user(conn, user.id)
+    await _mirror_revocations(ctx, families)
+    await accounts_changed(ctx)  # a promoted user's cached /auth/me retires
+    return user, created
+
+
 # GET /auth/me is read on every page of a storefront; the account is served from ctx.cache.
 # Accounts change only through `storefront createadmin`, which bumps USERS: with Redis every
 # gateway sees it within the cache's version bound (1 s); without Redis (one process) within
@@ -159,16 +178,23 @@ async def current_user(ctx: AppContext, principal: Principal) -> UserRecord:
 
 
 async def revoke_family(ctx: AppContext, family_id: uuid.UUID) -> None:
-    await refresh_tokens.revoke_family(ctx.pool, family_id)
-    await revocations.mirror_revocation(ctx.redis, family_id, ctx.settings.refresh_token_ttl)
+    async with ctx.pool.acquire() as conn:
+        await refresh_tokens.revoke_family(conn, family_id)
+    await _mirror_revocations(ctx, [family_id])
+
+
+async def _mirror_revocations(ctx: AppContext, families: Iterable[uuid.UUID]) -> None:
+    for family_id in families:
+        await revocations.mirror_revocation(ctx.redis, family_id, ctx.settings.refresh_token_ttl)
 
 
 async def _rotate(
     ctx: AppContext, jti: uuid.UUID, family_id: uuid.UUID, user_id: int
 ) -> TokenPair | None:
-    # One transaction: a concurrent refresh of the same token blocks on the row until this
-    # commits, then finds it used - and by then the successor it would revoke is committed too.
+    # One transaction under the family's lock: a concurrent refresh or revocation of the family
+    # waits until this commits, and by then the successor it would revoke is committed too.
     async with ctx.pool.acquire() as conn, conn.transaction():
+        await refresh_tokens.lock_family(conn, family_id)
         consumed = await refresh_tokens.consume(conn, jti)
         if consumed is None or consumed.family_id != family_id or consumed.user_id != user_id:
             return None

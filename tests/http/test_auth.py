@@ -13,6 +13,7 @@ import pytest
 from server.context import AppContext
 from server.db import users
 from tests.conftest import ApiClient, Response, UserFactory
+from tests.refresh_race_support import rotation_held, wait_for_lock_waiters
 
 PASSWORD = "correct horse battery"
 AUTH = "/api/v1/auth"
@@ -227,6 +228,26 @@ async def test_two_concurrent_refreshes_one_wins_and_the_family_dies(api: ApiCli
     assert_problem(await refresh(api, winner["refresh"]), 401)
 
 
+async def test_a_reuse_seen_during_a_rotation_also_revokes_its_successor(
+    api: ApiClient, ctx: AppContext
+) -> None:
+    body = (await register(api)).json()
+    first = body["refresh"]
+    second = (await refresh(api, first)).json()["refresh"]
+
+    # A thief rotates the current token while the victim presents the used one.
+    async with rotation_held(ctx.pool, body["user"]["id"]):
+        thief = asyncio.ensure_future(refresh(api, second))
+        await wait_for_lock_waiters(ctx.pool, 1)  # the thief's successor is not inserted yet
+        victim = asyncio.ensure_future(refresh(api, first))
+        await wait_for_lock_waiters(ctx.pool, 2)  # the reuse's revocation waits for the thief
+    stolen, reuse = await thief, await victim
+
+    assert stolen.status == 200, stolen
+    assert_problem(reuse, 401)
+    assert_problem(await refresh(api, stolen.json()["refresh"]), 401)
+
+
 async def test_other_families_of_the_same_user_survive_a_reuse(api: ApiClient) -> None:
     email = new_email()
     stolen = (await register(api, email)).json()["refresh"]
@@ -269,6 +290,25 @@ async def test_logout_revokes_the_family(api: ApiClient) -> None:
     assert_problem(await refresh(api, rotated["refresh"]), 401)
     # Access tokens are stateless: they live out their 60 minutes.
     assert (await api.get(f"{AUTH}/me", token=rotated["access"])).status == 200
+
+
+async def test_logout_during_a_refresh_also_revokes_the_successor(
+    api: ApiClient, ctx: AppContext
+) -> None:
+    body = (await register(api)).json()
+
+    async with rotation_held(ctx.pool, body["user"]["id"]):
+        rotating = asyncio.ensure_future(refresh(api, body["refresh"]))
+        await wait_for_lock_waiters(ctx.pool, 1)  # the successor is not inserted yet
+        logging_out = asyncio.ensure_future(
+            api.post(f"{AUTH}/logout", json={"refresh": body["refresh"]}, token=body["access"])
+        )
+        await wait_for_lock_waiters(ctx.pool, 2)  # the logout waits for the rotation
+    rotated, logout = await rotating, await logging_out
+
+    assert rotated.status == 200 and logout.status == 204, (rotated, logout)
+    # No Redis here: PostgreSQL alone must know that the successor died with the sign-in.
+    assert_problem(await refresh(api, rotated.json()["refresh"]), 401)
 
 
 async def test_logout_twice_is_fine(api: ApiClient) -> None:

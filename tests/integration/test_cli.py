@@ -8,12 +8,18 @@ import subprocess
 import sys
 
 import asyncpg
+import pytest
+from redis.asyncio import Redis
 
+from server.context import AppContext
+from server.domain.errors import Unauthenticated
+from server.services import accounts
+from server.services.revocations import family_key
 from tests.conftest import BASE_ENV
 
 
-async def _storefront(database_url: str, *args: str) -> tuple[int, str]:
-    env = {**os.environ, **BASE_ENV, "DATABASE_URL": database_url}
+async def _storefront(database_url: str, *args: str, **extra_env: str) -> tuple[int, str]:
+    env = {**os.environ, **BASE_ENV, "DATABASE_URL": database_url, **extra_env}
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
@@ -49,6 +55,39 @@ async def test_createadmin_creates_then_promotes(database_url: str) -> None:
         assert [r["role"] for r in rows] == ["admin"]
     finally:
         await conn.close()
+
+
+async def test_createadmin_on_an_existing_account_ends_its_sign_ins(
+    database_url: str, redis_url: str, ctx: AppContext
+) -> None:
+    email = "reset@example.com"
+    _, first_login = await accounts.register(ctx, email, "the old password")
+    rotated = await accounts.refresh(ctx, first_login.refresh)
+    other_device = await accounts.login(ctx, email, "the old password")
+
+    code, output = await _storefront(
+        database_url,
+        "createadmin",
+        "--email",
+        email,
+        "--password",
+        "the new password",
+        REDIS_URL=redis_url,
+    )
+
+    assert code == 0 and "promoted admin" in output, output
+    # Sessions from before the reset must not go on refreshing, now with admin tokens.
+    for old in (rotated.refresh, other_device.refresh):
+        with pytest.raises(Unauthenticated):
+            await accounts.refresh(ctx, old)  # ctx has no Redis: PostgreSQL refuses
+    families = [ctx.tokens.verify_refresh(t.refresh).family_id for t in (rotated, other_device)]
+    redis = Redis.from_url(redis_url)
+    try:  # mirrored, as a logout is, so that every gateway refuses them at once
+        assert await redis.exists(*(family_key(f) for f in families)) == 2
+    finally:
+        await redis.aclose()
+    fresh = await accounts.login(ctx, email, "the new password")
+    assert ctx.tokens.verify_access(fresh.access).role == "admin"
 
 
 async def test_createadmin_refuses_a_short_password(database_url: str) -> None:

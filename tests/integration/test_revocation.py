@@ -3,11 +3,14 @@ and PostgreSQL stays the source of truth when Redis is gone."""
 
 from __future__ import annotations
 
+import asyncio
+
 from redis.asyncio import Redis
 
 from server.context import AppContext
 from server.services.revocations import family_key
 from tests.conftest import ApiClient, RedisServer, UserFactory, running_gateway
+from tests.refresh_race_support import rotation_held, wait_for_lock_waiters
 
 LOGIN = "/api/v1/auth/login"
 REFRESH = "/api/v1/auth/refresh"
@@ -88,5 +91,40 @@ async def test_postgresql_still_refuses_reuse_while_redis_is_down(
             assert (await api.post(REFRESH, json={"refresh": first})).status == 401
             second = rotated.json()["refresh"]
             assert (await api.post(REFRESH, json={"refresh": second})).status == 401
+        finally:
+            redis_server.start()
+
+
+async def test_a_logout_racing_a_refresh_is_complete_in_postgresql_while_redis_is_down(
+    database_url: str, redis_url: str, redis_server: RedisServer, http_impl: str
+) -> None:
+    async with running_gateway(database_url, http_impl, REDIS_URL=redis_url) as (api, ctx):
+        grant = await sign_in(api, ctx)
+        user_id = ctx.tokens.verify_refresh(grant["refresh"]).user_id
+        redis_server.stop()  # the logout's mirror write fails: nothing but PostgreSQL refuses
+        try:
+            async with rotation_held(ctx.pool, user_id):
+                rotating = asyncio.ensure_future(
+                    api.post(REFRESH, json={"refresh": grant["refresh"]})
+                )
+                await wait_for_lock_waiters(ctx.pool, 1)
+                logging_out = asyncio.ensure_future(
+                    api.post(
+                        "/api/v1/auth/logout",
+                        json={"refresh": grant["refresh"]},
+                        token=grant["access"],
+                    )
+                )
+                await wait_for_lock_waiters(ctx.pool, 2)
+            rotated, logout = await rotating, await logging_out
+            assert (rotated.status, logout.status) == (200, 204)
+
+            successor = rotated.json()["refresh"]
+            live = await ctx.pool.fetchval(
+                "SELECT count(*) FROM refresh_tokens WHERE family_id = $1 AND revoked_at IS NULL",
+                ctx.tokens.verify_refresh(successor).family_id,
+            )
+            assert live == 0
+            assert (await api.post(REFRESH, json={"refresh": successor})).status == 401
         finally:
             redis_server.start()
