@@ -103,7 +103,10 @@ class _Intents(_Handler):
             "amount_received": 0,
             "amount_capturable": 0,
             "capture_method": form.get("capture_method", "automatic"),
-            "metadata": {"order_id": form.get("metadata[order_id]")},
+            "metadata": {
+                "order_id": form.get("metadata[order_id]"),
+                "payment_id": form.get("metadata[payment_id]"),
+            },
             "last_payment_error": None,
         }
         if token == "tok_chargeDeclined":

@@ -31,6 +31,7 @@ from workers.middleware import TaskObservability
 from workers.tasks.analytics import refresh_product_analytics
 from workers.tasks.orders import cancel_unpaid_orders
 from workers.tasks.outbox import DeliveryReport, deliver_due, mailer_for
+from workers.tasks.payments import settle_unanswered_refunds
 from workers.tasks.webhooks import WebhookReport
 from workers.tasks.webhooks import deliver_due as deliver_webhooks_due
 
@@ -46,6 +47,7 @@ ANALYTICS = "storefront.analytics"
 EXPIRE_ORDERS = "storefront.orders.expire_unpaid"
 DELIVER_OUTBOX = "storefront.outbox.deliver"
 DELIVER_WEBHOOKS = "storefront.webhooks.deliver"
+SETTLE_REFUNDS = "storefront.payments.settle_refunds"
 
 
 async def run_cleanup(ctx: AppContext) -> dict[str, int]:
@@ -75,6 +77,7 @@ JOBS: tuple[Job, ...] = (
     Job(EXPIRE_ORDERS, cancel_unpaid_orders, "*/30 * * * *"),  # every 30 min
     Job(DELIVER_OUTBOX, run_outbox_delivery, "*/15 * * * *"),  # every 15 min (+ on the event)
     Job(DELIVER_WEBHOOKS, run_webhook_delivery, "* * * * *"),  # every minute (+ on the event)
+    Job(SETTLE_REFUNDS, settle_unanswered_refunds, "3-59/5 * * * *"),  # every 5 min
 )
 
 

@@ -44,6 +44,14 @@ class RefundRecord(msgspec.Struct, frozen=True):
     restocked: list[RestockLine]
     created_at: datetime
     request_hash: str | None = None
+    # What the claim asked to put back on sale; `restocked` is what its settlement did.
+    restock_plan: list[RestockLine] = []
+
+    @property
+    def unanswered(self) -> bool:
+        """Claimed, but the provider's answer never arrived (a provider-pending refund has its
+        reference): asking again with the same provider key is safe."""
+        return self.status == "pending" and self.reference is None
 
 
 _PAYMENT_COLUMNS = (
@@ -52,7 +60,7 @@ _PAYMENT_COLUMNS = (
 )
 _REFUND_COLUMNS = (
     "id, payment_id, order_id, amount, status, reference, reason, restocked, created_at, "
-    "request_hash"
+    "request_hash, restock_plan"
 )
 LIVE = ("pending", "authorized", "captured", "partially_refunded", "refunded")
 
@@ -64,6 +72,7 @@ def _payment(row: asyncpg.Record) -> PaymentRecord:
 def _refund(row: asyncpg.Record) -> RefundRecord:
     values: dict[str, Any] = dict(row)
     values["restocked"] = [RestockLine(**line) for line in values["restocked"]]
+    values["restock_plan"] = [RestockLine(**line) for line in values["restock_plan"]]
     return RefundRecord(**values)
 
 
@@ -124,8 +133,8 @@ async def live_payment(
 
 async def abandon_pending(conn: Executor, order_ids: list[int]) -> None:
     """The orders expired while a payment never got the provider's answer: that attempt is
-    failed. (If the provider captures it after all, its webhook records the capture, and the
-    money can be refunded like any other.)"""
+    failed. (If the provider captures it after all, the capture is recorded and refunded in
+    full: services.payments.captures.)"""
     await conn.execute(
         """UPDATE payments SET status = 'failed', updated_at = now(),
                   failure_reason = 'the order expired before the provider confirmed'
@@ -201,6 +210,41 @@ async def captured_payment(conn: Executor, order_id: int) -> PaymentRecord | Non
     return _payment(row) if row else None
 
 
+async def get_refund(
+    conn: Executor, refund_id: int, *, for_update: bool = False
+) -> RefundRecord | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE id = $1{lock}", refund_id
+    )
+    return _refund(row) if row else None
+
+
+async def unanswered_refunds(conn: Executor, older_than: float, limit: int) -> list[int]:
+    """Ids of refund claims the provider has not answered for `older_than` seconds."""
+    rows = await conn.fetch(
+        """SELECT id FROM refunds
+            WHERE status = 'pending' AND reference IS NULL
+              AND created_at < now() - make_interval(secs => $1)
+            ORDER BY created_at LIMIT $2""",
+        older_than,
+        limit,
+    )
+    return [r["id"] for r in rows]
+
+
+async def accepted_refunds(conn: Executor, payment_id: int) -> int:
+    """What the provider took back of a payment: refunds it answered succeeded or pending
+    (claims still unanswered are counted in `payments.refunded`, not here)."""
+    total = await conn.fetchval(
+        """SELECT coalesce(sum(amount), 0) FROM refunds
+            WHERE payment_id = $1
+              AND (status = 'succeeded' OR (status = 'pending' AND reference IS NOT NULL))""",
+        payment_id,
+    )
+    return int(total)
+
+
 async def refund_by_key(conn: Executor, order_id: int, key: str) -> RefundRecord | None:
     row = await conn.fetchrow(
         f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE order_id = $1 AND idempotency_key = $2",
@@ -244,11 +288,12 @@ async def insert_refund(
     restocked: list[RestockLine],
     idempotency_key: str | None = None,
     request_hash: str | None = None,
+    restock_plan: list[RestockLine] | None = None,
 ) -> RefundRecord:
     row = await conn.fetchrow(
         f"""INSERT INTO refunds (payment_id, order_id, amount, status, reference, reason,
-                                 restocked, idempotency_key, request_hash)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {_REFUND_COLUMNS}""",
+                                 restocked, idempotency_key, request_hash, restock_plan)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING {_REFUND_COLUMNS}""",
         payment.id,
         payment.order_id,
         amount,
@@ -258,6 +303,7 @@ async def insert_refund(
         msgspec.to_builtins(restocked),
         idempotency_key,
         request_hash,
+        msgspec.to_builtins(restock_plan or []),
     )
     assert row is not None
     return _refund(row)

@@ -139,11 +139,16 @@ class OrderRefundsHandler(ApiHandler):
             description="Admins and services. Gives back `amount` (minor units) of the "
             "order's captured payment — never more than is left (409 with `refundable`), even "
             "under concurrent refunds. `items` puts those units back on sale; `restock: true` "
-            "every unit not yet put back (422 for more than a line sold). When everything "
-            "captured is refunded the order becomes `refunded`.\n\n"
+            "every unit not yet put back (422 for more than a line sold). When the provider "
+            "has taken back everything captured the order becomes `refunded`. **503** when the "
+            "provider's answer never came: the refund stays `pending` (counted) and is asked "
+            "again under the same provider key, by a retry with the same Idempotency-Key or by "
+            "the refund-settling job, so the money goes back once; 409 when the provider "
+            "refused it.\n\n"
             "**Idempotency-Key** (header, up to 255 characters, per order) makes a retry "
-            "return the first refund with `Idempotent-Replayed: true`; the same key with "
-            "another body → 422; while the first is still in progress → 409.",
+            "return the first refund with `Idempotent-Replayed: true` (or finish it, if its "
+            "answer was lost); the same key with another body → 422; after the provider "
+            "refused it → 409 (use a new key).",
             headers={"Idempotent-Replayed": "`true` for the stored answer of an earlier request"},
         ),
     }

@@ -12,9 +12,11 @@ import orjson
 import pytest
 
 from server.context import AppContext
+from server.services import orders
 from server.services.payments import stripe
+from server.services.payments.captures import CLAIMED_BACK
 from tests.conftest import ApiClient, make_settings
-from tests.orders_support import Accounts, create_product, fill_cart, stock_of
+from tests.orders_support import Accounts, create_product, expire_reservations, fill_cart, stock_of
 from tests.stripe_support import FakeStripe, recorded_event
 from workers.broker import build_context_with_jobs
 
@@ -239,3 +241,68 @@ async def test_a_signed_body_that_is_not_an_event_is_400(api: ApiClient) -> None
         headers={"Content-Type": "application/json", "Stripe-Signature": signature},
     )
     assert answer.status == 400
+
+
+async def test_a_capture_webhook_after_the_order_expired_is_recorded_and_refunded(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, fake_stripe: FakeStripe
+) -> None:
+    order, payment, token, _ = await a_paid_attempt(api, ctx, accounts)  # still processing
+    intent = await reference_of(ctx, payment["id"])
+    await expire_reservations(ctx.pool, [order["id"]])
+    async with ctx.pool.acquire() as conn:
+        assert await orders.cancel_expired_unpaid(conn) == 1
+    assert (await payment_of(api, order, token))["status"] == "failed"
+    event = recorded_event(
+        "payment_intent.succeeded", id=intent, amount=order["total"], amount_received=order["total"]
+    )
+
+    answer = await deliver(api, event)
+
+    assert answer.status == 200 and answer.json()["applied"] is True
+    settled = await payment_of(api, order, token)
+    assert (settled["status"], settled["captured"], settled["refunded"]) == (
+        "refunded",
+        order["total"],
+        order["total"],
+    )
+    [refund] = (await api.get(f"{ORDERS}/{order['id']}/refunds", token=token)).json()["items"]
+    assert (refund["status"], refund["reason"]) == ("succeeded", CLAIMED_BACK)
+    asked = fake_stripe.requests[-1]
+    assert asked.path == "/v1/refunds" and asked.form["payment_intent"] == intent
+    assert asked.headers["Idempotency-Key"] == f"refund-{refund['id']}"
+    assert (await api.get(f"{ORDERS}/{order['id']}", token=token)).json()["status"] == "cancelled"
+
+
+async def test_a_webhook_finds_a_payment_whose_creation_answer_was_lost_by_its_metadata(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
+    user, token = await accounts.create()
+    product = await create_product(ctx.pool, stock=10, price=2000)
+    await fill_cart(ctx.pool, user.id, {product: 1})
+    order = (await api.post(ORDERS, json={}, token=token)).json()
+    lost = await api.post(
+        f"{ORDERS}/{order['id']}/payments", json={"token": "tok_explode"}, token=token
+    )
+    assert lost.status == 503
+    payment = await payment_of(api, order, token)
+    assert payment["status"] == "pending" and await reference_of(ctx, payment["id"]) is None
+    metadata = {"order_id": str(order["id"]), "payment_id": str(payment["id"])}
+    intent = f"pi_lost_{order['id']}"  # Stripe created it; the gateway never heard its id
+
+    # The payment id of this order under another order's id is not a match.
+    other = dict(metadata, order_id=str(order["id"] + 1000))
+    stray = recorded_event(
+        "payment_intent.succeeded", id=intent, amount_received=2000, metadata=other
+    )
+    assert (await deliver(api, stray)).json()["applied"] is False
+
+    event = recorded_event(
+        "payment_intent.succeeded", id=intent, amount_received=2000, metadata=metadata
+    )
+    answer = await deliver(api, event)
+
+    assert answer.status == 200 and answer.json()["applied"] is True
+    settled = await payment_of(api, order, token)
+    assert (settled["status"], settled["captured"]) == ("captured", 2000)
+    assert await reference_of(ctx, payment["id"]) == intent
+    assert (await api.get(f"{ORDERS}/{order['id']}", token=token)).json()["status"] == "paid"

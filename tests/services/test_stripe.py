@@ -150,6 +150,7 @@ def intent(status: str, **fields: Any) -> dict[str, Any]:
 async def authorize(provider: StripeProvider, *, capture: bool = True) -> Any:
     return await provider.authorize(
         order_id=42,
+        payment_id=142,
         amount=2000,
         currency="EUR",
         token="pm_card_visa",
@@ -319,8 +320,16 @@ def test_a_failure_without_a_message_falls_back_to_its_code() -> None:
 )
 def test_an_order_id_that_is_not_a_short_decimal_string_is_none(order_id: Any) -> None:
     event = orjson.loads((FIXTURES / "payment_intent.succeeded.json").read_bytes())
-    event["data"]["object"]["metadata"] = {"order_id": order_id}
-    assert stripe.parse_event(orjson.dumps(event)).order_id is None
+    event["data"]["object"]["metadata"] = {"order_id": order_id, "payment_id": order_id}
+    parsed = stripe.parse_event(orjson.dumps(event))
+    assert parsed.order_id is None and parsed.payment_id is None
+
+
+def test_the_payment_id_in_metadata_is_parsed() -> None:
+    event = orjson.loads((FIXTURES / "payment_intent.succeeded.json").read_bytes())
+    event["data"]["object"]["metadata"] = {"order_id": "42", "payment_id": "7"}
+    parsed = stripe.parse_event(orjson.dumps(event))
+    assert (parsed.order_id, parsed.payment_id) == (42, 7)
 
 
 def test_an_unknown_event_type_is_not_looked_into() -> None:
@@ -389,6 +398,7 @@ async def test_a_charge_is_a_confirmed_payment_intent(
 ) -> None:
     result = await provider.authorize(
         order_id=7,
+        payment_id=107,
         amount=2599,
         currency="USD",
         token="tok_visa",
@@ -406,6 +416,7 @@ async def test_a_charge_is_a_confirmed_payment_intent(
         "confirm": "true",
         "capture_method": "automatic",
         "metadata[order_id]": "7",
+        "metadata[payment_id]": "107",
     }
     assert sent.headers["Authorization"] == "Bearer sk_test_key"
     assert sent.headers["Idempotency-Key"] == "payment-1"
@@ -418,6 +429,7 @@ async def test_manual_capture_authorises_then_captures(
 ) -> None:
     held = await provider.authorize(
         order_id=8,
+        payment_id=108,
         amount=1000,
         currency="USD",
         token="tok_visa",
@@ -437,6 +449,7 @@ async def test_manual_capture_authorises_then_captures(
 async def test_a_card_error_is_a_failed_payment(provider: StripeProvider) -> None:
     result = await provider.authorize(
         order_id=9,
+        payment_id=109,
         amount=1000,
         currency="USD",
         token="tok_chargeDeclined",
@@ -450,6 +463,7 @@ async def test_a_card_error_is_a_failed_payment(provider: StripeProvider) -> Non
 async def test_a_payment_still_processing_is_pending(provider: StripeProvider) -> None:
     result = await provider.authorize(
         order_id=12,
+        payment_id=112,
         amount=1000,
         currency="USD",
         token="tok_processing",
@@ -462,6 +476,7 @@ async def test_a_payment_still_processing_is_pending(provider: StripeProvider) -
 async def test_a_refund_and_a_void(provider: StripeProvider, fake_stripe: FakeStripe) -> None:
     paid = await provider.authorize(
         order_id=10,
+        payment_id=110,
         amount=900,
         currency="USD",
         token="tok_visa",
@@ -476,6 +491,7 @@ async def test_a_refund_and_a_void(provider: StripeProvider, fake_stripe: FakeSt
     assert fake_stripe.requests[-1].headers["Idempotency-Key"] == "refund-1"
     held = await provider.authorize(
         order_id=11,
+        payment_id=111,
         amount=900,
         currency="USD",
         token="tok_visa",
@@ -498,6 +514,7 @@ async def test_a_server_error_or_no_server_is_unavailable(fake_stripe: FakeStrip
     with pytest.raises(ProviderUnavailable):
         await provider.authorize(
             order_id=1,
+            payment_id=101,
             amount=1,
             currency="USD",
             token="tok_explode",

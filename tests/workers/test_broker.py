@@ -19,6 +19,7 @@ from workers.broker import (
     DELIVER_OUTBOX,
     DELIVER_WEBHOOKS,
     EXPIRE_ORDERS,
+    SETTLE_REFUNDS,
     CoalescedStart,
     build_broker,
     build_scheduler,
@@ -54,6 +55,7 @@ async def test_every_job_is_scheduled_at_its_interval(ctx: AppContext) -> None:
         EXPIRE_ORDERS: "*/30 * * * *",  # every 30 minutes
         DELIVER_OUTBOX: "*/15 * * * *",  # every 15 minutes
         DELIVER_WEBHOOKS: "* * * * *",  # every minute, and at once on an event
+        SETTLE_REFUNDS: "3-59/5 * * * *",  # every 5 minutes
     }
 
 

@@ -69,6 +69,8 @@ async def change_status(ctx: AppContext, principal: Principal, order_id: int, ta
                 f"a {order.status} order can be made {target} only by "
                 + " or ".join(sorted(r for r in allowed if r != "customer"))
             )
+        if target == "paid":
+            await _no_payment_under_way(conn, order)
         changed = order_view(await apply_move(conn, order, target))
     if target == "cancelled":  # restocked: the products' cached pages retire
         await stock_changed(ctx, (item.product_id for item in order.items))
@@ -84,6 +86,18 @@ _CANNOT_CANCEL = {
     "partially_refunded": "this order's payment was captured: refund the rest instead",
     "refunded": "this order was refunded",
 }
+
+
+async def _no_payment_under_way(conn: asyncpg.Connection, order: OrderRecord) -> None:
+    """Staff mark an order paid when the money came another way; not while a payment of it is
+    pending or authorised, which its capture makes paid (a void of it would otherwise leave a
+    paid order with nothing captured)."""
+    payment = await payments_db.live_payment(conn, order.id)
+    if payment is not None and payment.status in ("pending", "authorized"):
+        raise Conflict(
+            f"this order's payment {payment.id} is {payment.status}: capture it "
+            f"(POST /payments/{payment.id}/capture) or void it, rather than marking it paid"
+        )
 
 
 async def apply_move(conn: asyncpg.Connection, order: OrderRecord, target: str) -> OrderRecord:

@@ -18,7 +18,7 @@ The payment state machine, and the order following it:
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
+import logging
 from typing import TypeVar
 
 import asyncpg
@@ -34,34 +34,17 @@ from server.services import events
 from server.services.catalog_cache import stock_changed
 from server.services.orders.reading import visible_to
 from server.services.orders.status import apply_move
+from server.services.payments.calls import calling_provider, provider_of
+from server.services.payments.captures import Capture, record_capture
 from server.services.payments.model import Payment, PaymentCapture, PaymentCreate, payment_view
 from server.services.payments.provider import (
     ChargeResult,
-    PaymentProvider,
-    ProviderRejected,
-    ProviderUnavailable,
 )
+from server.services.payments.refunds import ask_provider
 
 T = TypeVar("T")
 
-
-async def calling_provider(call: Awaitable[T]) -> T:
-    """A provider call, its failures as domain errors: unreachable → 503 with Retry-After
-    (the payment stays as it was; the same request retries it safely), refused → 409."""
-    try:
-        return await call
-    except ProviderUnavailable as exc:
-        raise Unavailable(
-            f"the payment provider is unreachable ({exc}); retry", retry_after=5
-        ) from None
-    except ProviderRejected as exc:
-        raise Conflict(f"the payment provider refused: {exc}") from None
-
-
-def provider_of(ctx: AppContext) -> PaymentProvider:
-    if ctx.payments is None:
-        raise Conflict("this store takes no payments through the gateway (PAYMENT_PROVIDER=none)")
-    return ctx.payments
+log = logging.getLogger(__name__)
 
 
 async def _locked_order(
@@ -97,6 +80,7 @@ async def pay_order(
         result = await calling_provider(
             provider.authorize(
                 order_id=order.id,
+                payment_id=payment.id,
                 amount=payment.amount,
                 currency=payment.currency,
                 token=data.token,
@@ -106,7 +90,8 @@ async def pay_order(
         )
         async with events.collecting(ctx):
             settled = await _settle(conn, payment, result)
-    return payment_view(settled)
+    await _claim_back(ctx, settled)
+    return payment_view(settled.payment)
 
 
 async def _settle(
@@ -115,7 +100,7 @@ async def _settle(
     result: ChargeResult,
     *,
     only_from: str | None = None,
-) -> PaymentRecord:
+) -> Capture:
     """Record the provider's answer; a capture makes the order paid (same transaction). With
     `only_from`, a payment no longer in that state is a Conflict (a concurrent capture won)."""
     async with conn.transaction():
@@ -124,19 +109,41 @@ async def _settle(
         assert order is not None and current is not None
         if only_from is not None and current.status != only_from:
             raise Conflict(f"a payment that is {current.status} cannot be captured")
+        if result.status == "captured" and current.status in ("pending", "authorized", "failed"):
+            # `failed`: the order expired while this answer was on its way (captures.py).
+            return await record_capture(
+                conn,
+                order,
+                current,
+                captured=result.amount_captured,
+                reference=result.reference or None,
+            )
         if current.status not in ("pending", "authorized"):
-            return current  # a webhook settled it meanwhile
+            return Capture(current, recorded=False)  # a webhook settled it meanwhile
         settled = await payments_db.settle(
             conn,
             payment.id,
             status=result.status,
             reference=result.reference or None,
-            captured=result.amount_captured if result.status == "captured" else None,
             failure_reason=result.failure_reason,
         )
-        if result.status == "captured" and order.status == "pending":
-            await apply_move(conn, order, "paid")
-        return settled
+        return Capture(settled, recorded=True)
+
+
+async def _claim_back(ctx: AppContext, capture: Capture) -> None:
+    """A capture that came after its order was cancelled is refunded in full: asked now, and
+    by the refund-settling job if the provider cannot be reached."""
+    if capture.claim is None:
+        return
+    try:
+        await ask_provider(ctx, capture.claim)
+    except (Unavailable, Conflict) as exc:
+        log.warning("refund %d of a late capture: %s", capture.claim.id, exc.detail)
+    raise Conflict(
+        "the order expired before the provider confirmed this payment; the "
+        f"{capture.payment.captured} captured is refunded in full",
+        errors=[FieldError("order", "cancelled", {"payment_id": capture.payment.id})],
+    )
 
 
 async def capture_payment(ctx: AppContext, payment_id: int, data: PaymentCapture) -> Payment:
@@ -162,7 +169,7 @@ async def capture_payment(ctx: AppContext, payment_id: int, data: PaymentCapture
         # both calls one capture, and this one is told so (the check and the write share the
         # payment's row lock).
         settled = await _settle(conn, payment, result, only_from="authorized")
-    return payment_view(settled)
+    return payment_view(settled.payment)
 
 
 async def void_payment(ctx: AppContext, principal: Principal, payment_id: int) -> Payment:
@@ -174,6 +181,8 @@ async def void_payment(ctx: AppContext, principal: Principal, payment_id: int) -
         raise NotFound(f"payment {payment_id} not found")
     if payment.status != "authorized":
         raise Conflict(f"a payment that is {payment.status} cannot be voided")
+    if order.status != "pending":  # an authorised payment belongs to a pending order
+        raise Conflict(f"the order is {order.status}: its payment cannot be voided")
     assert payment.reference is not None
     await calling_provider(provider.void(payment.reference, f"void-{payment.id}"))
     async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():

@@ -52,6 +52,7 @@ class PaymentProvider(Protocol):
         self,
         *,
         order_id: int,
+        payment_id: int,
         amount: int,
         currency: str,
         token: str,

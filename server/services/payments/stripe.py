@@ -51,7 +51,7 @@ _REFERENCE_RE = re.compile(r"pi_[A-Za-z0-9_]+")
 # A Unix time in seconds has 10 digits until 2286; more is an attack on int(), not a time.
 _MAX_TIMESTAMP_DIGITS = 12
 # orders.id is a bigint: 18 decimal digits always fit, and int() never sees a huge string.
-_MAX_ORDER_ID_DIGITS = 18
+_MAX_ID_DIGITS = 18
 
 
 class SignatureError(Exception):
@@ -132,6 +132,9 @@ class WebhookEvent:
     amount_refunded: int | None = None
     failure_reason: str | None = None
     order_id: int | None = None
+    # metadata.payment_id: finds the gateway's payment when its reference was never recorded
+    # (the answer to the call that created the PaymentIntent was lost).
+    payment_id: int | None = None
 
 
 def _int_field(obj: dict[str, Any], name: str) -> int | None:
@@ -161,17 +164,17 @@ def _dict_field(obj: dict[str, Any], name: str) -> dict[str, Any] | None:
     return value
 
 
-def _order_id(obj: dict[str, Any]) -> int | None:
-    """metadata.order_id as the gateway wrote it (a decimal string); None for anything else."""
+def _metadata_id(obj: dict[str, Any], name: str) -> int | None:
+    """An id the gateway wrote into metadata (a decimal string); None for anything else."""
     metadata = _dict_field(obj, "metadata")
-    order = metadata.get("order_id") if metadata is not None else None
+    value = metadata.get(name) if metadata is not None else None
     if (
-        isinstance(order, str)
-        and order.isascii()
-        and order.isdigit()
-        and len(order) <= _MAX_ORDER_ID_DIGITS
+        isinstance(value, str)
+        and value.isascii()
+        and value.isdigit()
+        and len(value) <= _MAX_ID_DIGITS
     ):
-        return int(order)
+        return int(value)
     return None
 
 
@@ -204,7 +207,8 @@ def parse_event(payload: bytes) -> WebhookEvent:
             amount_captured=_int_field(obj, "amount_received"),
             amount_capturable=_int_field(obj, "amount_capturable"),
             failure_reason=reason,
-            order_id=_order_id(obj),
+            order_id=_metadata_id(obj, "order_id"),
+            payment_id=_metadata_id(obj, "payment_id"),
         )
     if event_type.startswith("charge."):
         return WebhookEvent(
@@ -214,7 +218,8 @@ def parse_event(payload: bytes) -> WebhookEvent:
             payment_reference=_str_field(obj, "payment_intent"),
             amount_captured=_int_field(obj, "amount_captured"),
             amount_refunded=_int_field(obj, "amount_refunded"),
-            order_id=_order_id(obj),
+            order_id=_metadata_id(obj, "order_id"),
+            payment_id=_metadata_id(obj, "payment_id"),
         )
     return WebhookEvent(event_id, event_type, created)
 
@@ -335,6 +340,7 @@ class StripeProvider:
         self,
         *,
         order_id: int,
+        payment_id: int,
         amount: int,
         currency: str,
         token: str,
@@ -351,6 +357,7 @@ class StripeProvider:
                 "confirm": "true",
                 "capture_method": "automatic" if capture else "manual",
                 "metadata[order_id]": str(order_id),
+                "metadata[payment_id]": str(payment_id),
             },
             idempotency_key,
         )

@@ -31,6 +31,7 @@ class TestProvider:
         self,
         *,
         order_id: int,
+        payment_id: int,
         amount: int,
         currency: str,
         token: str,

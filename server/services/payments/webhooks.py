@@ -7,7 +7,10 @@ within STRIPE_WEBHOOK_TOLERANCE), refuse a replayed delivery, apply each event o
   applied again, so Stripe stops retrying.
 - Events move payments only forwards (pending → authorized → captured; pending → failed), under
   the payment's row lock, so a webhook racing the synchronous answer of the same payment cannot
-  apply anything twice. A capture makes a pending order paid.
+  apply anything twice. A capture makes a pending order paid. A capture of a payment given up
+  on when its order expired is recorded and refunded in full (captures.py).
+- A payment is found by its PaymentIntent id, or, when the answer that would have told the
+  gateway that id was lost, by `metadata.payment_id` (with `metadata.order_id` matching).
 - `charge.refunded` with more refunded than the gateway knows (a refund made in Stripe's
   dashboard) records the difference as a refund, so totals match Stripe.
 - Unknown event types and payments the gateway did not create are acknowledged and ignored.
@@ -15,6 +18,7 @@ within STRIPE_WEBHOOK_TOLERANCE), refuse a replayed delivery, apply each event o
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import asyncpg
@@ -23,16 +27,22 @@ import msgspec
 from server.context import AppContext
 from server.db import orders as orders_db
 from server.db import payments as payments_db
-from server.domain.errors import BadRequest, FieldError, NotFound
+from server.db.payments import PaymentRecord
+from server.domain.errors import BadRequest, Conflict, FieldError, NotFound, Unavailable
 from server.services import events
-from server.services.orders.status import apply_move
 from server.services.payments import stripe
+from server.services.payments.captures import Capture, record_capture
 from server.services.payments.model import refund_view
+from server.services.payments.refunds import ask_provider, refunded_when_all_back
 from server.services.payments.stripe import WebhookEvent
+
+log = logging.getLogger(__name__)
 
 _FORWARD = {
     "pending": {"authorized", "captured", "failed"},
     "authorized": {"captured", "failed"},
+    # Given up on when its order expired, but the provider captured it after all (captures.py).
+    "failed": {"captured"},
 }
 _EVENT_STATUS = {
     "payment_intent.amount_capturable_updated": "authorized",
@@ -73,13 +83,38 @@ async def receive_stripe(
             raise _bad("this delivery was already received (replay refused)")
         if seen == "duplicate":
             return WebhookAnswer(applied=False, duplicate=True)
-        return WebhookAnswer(applied=await _apply(conn, event))
+        applied = await _apply(conn, event)
+    if isinstance(applied, Capture):
+        if applied.claim is not None:  # captured after its order was cancelled: give it back
+            try:
+                await ask_provider(ctx, applied.claim)
+            except (Unavailable, Conflict) as exc:
+                log.warning("refund %d of a late capture: %s", applied.claim.id, exc.detail)
+        return WebhookAnswer(applied=applied.recorded)
+    return WebhookAnswer(applied=applied)
 
 
-async def _apply(conn: asyncpg.Connection, event: WebhookEvent) -> bool:
+async def _payment_of(conn: asyncpg.Connection, event: WebhookEvent) -> PaymentRecord | None:
+    """The gateway's payment an event is about: by the PaymentIntent id, or, when the answer
+    that would have told the gateway that id was lost, by the payment id in its metadata."""
     if event.payment_reference is None:
-        return False
+        return None
     payment = await payments_db.by_reference(conn, "stripe", event.payment_reference)
+    if payment is not None or event.payment_id is None:
+        return payment
+    payment = await payments_db.get_payment(conn, event.payment_id)
+    if (
+        payment is None
+        or payment.provider != "stripe"
+        or payment.order_id != event.order_id
+        or payment.reference is not None
+    ):
+        return None
+    return payment
+
+
+async def _apply(conn: asyncpg.Connection, event: WebhookEvent) -> bool | Capture:
+    payment = await _payment_of(conn, event)
     if payment is None:
         return False
     order = await orders_db.get_order(conn, payment.order_id, for_update=True)
@@ -90,16 +125,21 @@ async def _apply(conn: asyncpg.Connection, event: WebhookEvent) -> bool:
     target = _EVENT_STATUS.get(event.type)
     if target is None or target not in _FORWARD.get(payment.status, set()):
         return False
-    captured = event.amount_captured if target == "captured" else None
+    if target == "captured":
+        return await record_capture(
+            conn,
+            order,
+            payment,
+            captured=min(event.amount_captured or 0, payment.amount),
+            reference=event.payment_reference,
+        )
     await payments_db.settle(
         conn,
         payment.id,
         status=target,
-        captured=min(captured, payment.amount) if captured is not None else None,
+        reference=event.payment_reference,
         failure_reason=event.failure_reason if target == "failed" else None,
     )
-    if target == "captured" and order.status == "pending":
-        await apply_move(conn, order, "paid")
     return True
 
 
@@ -122,16 +162,13 @@ async def _refunded_at_provider(
         restocked=[],
     )
     refund = (await payments_db.refunds_of(conn, payment.order_id))[-1]
-    current = await payments_db.get_payment(conn, payment.id)
     order = await orders_db.get_order(conn, payment.order_id)
-    if order is not None:
-        await events.emit(
-            conn,
-            "refund.created",
-            msgspec.to_builtins(refund_view(refund)),
-            live=[events.order_topic(order.user_id)],
-        )
-    if current is not None and order is not None:
-        if current.status == "refunded" and order.status in ("paid", "shipped", "delivered"):
-            await apply_move(conn, order, "refunded")
+    assert order is not None  # locked by _apply
+    await events.emit(
+        conn,
+        "refund.created",
+        msgspec.to_builtins(refund_view(refund)),
+        live=[events.order_topic(order.user_id)],
+    )
+    await refunded_when_all_back(conn, order, payment.id)
     return True
