@@ -44,6 +44,7 @@ class FakeStripe:
     port: int = 0
     requests: list[Recorded] = field(default_factory=list)
     intents: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refund_status: str = "succeeded"  # what a new refund answers (card refunds: succeeded)
     server: tornado.httpserver.HTTPServer | None = None
     _ids: Any = field(default_factory=lambda: itertools.count(1))
 
@@ -155,7 +156,7 @@ class _Refunds(_Handler):
                 "object": "refund",
                 "amount": int(form["amount"]),
                 "payment_intent": form["payment_intent"],
-                "status": "succeeded",
+                "status": self.stripe.refund_status,
             },
         )
 

@@ -233,16 +233,26 @@ async def unanswered_refunds(conn: Executor, older_than: float, limit: int) -> l
     return [r["id"] for r in rows]
 
 
-async def accepted_refunds(conn: Executor, payment_id: int) -> int:
-    """What the provider took back of a payment: refunds it answered succeeded or pending
-    (claims still unanswered are counted in `payments.refunded`, not here)."""
+async def succeeded_refunds(conn: Executor, payment_id: int) -> int:
+    """What the provider has confirmed it paid back of a payment (claims it has not answered,
+    and refunds it answered `pending`, are counted in `payments.refunded`, not here)."""
     total = await conn.fetchval(
-        """SELECT coalesce(sum(amount), 0) FROM refunds
-            WHERE payment_id = $1
-              AND (status = 'succeeded' OR (status = 'pending' AND reference IS NOT NULL))""",
+        "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = $1 AND status = 'succeeded'",
         payment_id,
     )
     return int(total)
+
+
+async def refund_by_reference(
+    conn: Executor, payment_id: int, reference: str, *, for_update: bool = False
+) -> RefundRecord | None:
+    lock = " FOR UPDATE" if for_update else ""
+    row = await conn.fetchrow(
+        f"SELECT {_REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 AND reference = $2{lock}",
+        payment_id,
+        reference,
+    )
+    return _refund(row) if row else None
 
 
 async def refund_by_key(conn: Executor, order_id: int, key: str) -> RefundRecord | None:

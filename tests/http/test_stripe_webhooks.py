@@ -306,3 +306,79 @@ async def test_a_webhook_finds_a_payment_whose_creation_answer_was_lost_by_its_m
     assert (settled["status"], settled["captured"]) == ("captured", 2000)
     assert await reference_of(ctx, payment["id"]) == intent
     assert (await api.get(f"{ORDERS}/{order['id']}", token=token)).json()["status"] == "paid"
+
+
+async def a_pending_refund(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, fake_stripe: FakeStripe, admin: str
+) -> tuple[dict[str, Any], str, str, dict[str, Any]]:
+    """A captured order refunded in full, Stripe answering the refund `pending`:
+    (order, owner token, PaymentIntent id, refund)."""
+    order, payment, token, _ = await a_paid_attempt(api, ctx, accounts, "tok_visa")
+    fake_stripe.refund_status = "pending"
+    try:
+        refunded = await api.post(
+            f"{ORDERS}/{order['id']}/refunds", json={"amount": order["total"]}, token=admin
+        )
+    finally:
+        fake_stripe.refund_status = "succeeded"
+    assert refunded.status == 201 and refunded.json()["status"] == "pending"
+    # Pending at Stripe is not money back yet: the order stays paid.
+    assert (await api.get(f"{ORDERS}/{order['id']}", token=token)).json()["status"] == "paid"
+    return order, token, await reference_of(ctx, payment["id"]), refunded.json()
+
+
+async def refund_reference(ctx: AppContext, refund_id: int) -> str:
+    reference: str = await ctx.pool.fetchval(
+        "SELECT reference FROM refunds WHERE id = $1", refund_id
+    )
+    return reference
+
+
+async def test_a_pending_refund_settles_by_its_succeeded_event(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, fake_stripe: FakeStripe
+) -> None:
+    admin = (await accounts.create("admin"))[1]
+    order, token, intent, refund = await a_pending_refund(api, ctx, accounts, fake_stripe, admin)
+    event = recorded_event(
+        "charge.refund.updated",
+        id=await refund_reference(ctx, refund["id"]),
+        payment_intent=intent,
+        status="succeeded",
+        failure_reason=None,
+    )
+
+    answer = await deliver(api, event)
+
+    assert answer.json()["applied"] is True
+    [settled] = (await api.get(f"{ORDERS}/{order['id']}/refunds", token=token)).json()["items"]
+    assert settled["status"] == "succeeded"
+    assert (await api.get(f"{ORDERS}/{order['id']}", token=token)).json()["status"] == "refunded"
+    again = dict(event, id=f"{event['id']}_again")  # another event about the settled refund
+    assert (await deliver(api, again)).json()["applied"] is False
+
+
+async def test_a_pending_refund_that_fails_gives_its_amount_back(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, fake_stripe: FakeStripe
+) -> None:
+    admin = (await accounts.create("admin"))[1]
+    order, token, intent, refund = await a_pending_refund(api, ctx, accounts, fake_stripe, admin)
+    event = recorded_event(
+        "charge.refund.updated",
+        id=await refund_reference(ctx, refund["id"]),
+        payment_intent=intent,
+        status="failed",
+    )
+    event["type"] = "refund.failed"  # the newer name of the same news
+
+    answer = await deliver(api, event)
+
+    assert answer.json()["applied"] is True
+    [failed] = (await api.get(f"{ORDERS}/{order['id']}/refunds", token=token)).json()["items"]
+    assert (failed["status"], failed["reason"]) == ("failed", "expired_or_canceled_card")
+    settled = await payment_of(api, order, token)
+    assert (settled["status"], settled["refunded"]) == ("captured", 0)
+    assert (await api.get(f"{ORDERS}/{order['id']}", token=token)).json()["status"] == "paid"
+    retry = await api.post(
+        f"{ORDERS}/{order['id']}/refunds", json={"amount": order["total"]}, token=admin
+    )
+    assert retry.status == 201 and retry.json()["status"] == "succeeded"

@@ -277,6 +277,15 @@ EXPECTED_EVENTS: dict[str, WebhookEvent] = {
         amount_refunded=2000,
         order_id=42,
     ),
+    "charge.refund.updated": WebhookEvent(
+        id="evt_3PqWF7LkdIwHu7ix0Zt5Vb3n",
+        type="charge.refund.updated",
+        created=1724327600,
+        payment_reference="pi_3PqVx2LkdIwHu7ix0v8GkTqZ",
+        failure_reason="expired_or_canceled_card",
+        refund_reference="re_3PqWA1LkdIwHu7ix1Kd8Yp2w",
+        refund_status="failed",
+    ),
     "customer.created": WebhookEvent(
         id="evt_1PqWC3LkdIwHu7ixP0oG4n8z", type="customer.created", created=1724324100
     ),

@@ -251,14 +251,15 @@ async def _settle(
 async def refunded_when_all_back(
     conn: asyncpg.Connection, order: OrderRecord, payment_id: int
 ) -> OrderRecord:
-    """Make a locked order `refunded` once the provider has taken back all that was captured.
-    Counted by the refunds it answered, not by the claims: a concurrent claim the provider
-    then refuses must not leave the order refunded with money still captured."""
+    """Make a locked order `refunded` once the provider has confirmed paying back all that was
+    captured. Counted by succeeded refunds, not by the claims: a concurrent claim the provider
+    then refuses (or a `pending` refund that fails later) must not leave the order refunded
+    with money still captured."""
     payment = await payments_db.get_payment(conn, payment_id)
     assert payment is not None
     if order.status not in _REFUNDABLE_ORDER_STATES or payment.captured == 0:
         return order
-    if await payments_db.accepted_refunds(conn, payment_id) < payment.captured:
+    if await payments_db.succeeded_refunds(conn, payment_id) < payment.captured:
         return order
     return msgspec.structs.replace(order, status=(await apply_move(conn, order, "refunded")).status)
 

@@ -135,6 +135,9 @@ class WebhookEvent:
     # metadata.payment_id: finds the gateway's payment when its reference was never recorded
     # (the answer to the call that created the PaymentIntent was lost).
     payment_id: int | None = None
+    # A refund event: the refund's id and the status Stripe moved it to.
+    refund_reference: str | None = None
+    refund_status: RefundStatus | None = None
 
 
 def _int_field(obj: dict[str, Any], name: str) -> int | None:
@@ -178,6 +181,10 @@ def _metadata_id(obj: dict[str, Any], name: str) -> int | None:
     return None
 
 
+# Events whose object is a Refund: a refund Stripe answered `pending` settles by one of them.
+REFUND_EVENTS = frozenset({"charge.refund.updated", "refund.updated", "refund.failed"})
+
+
 def parse_event(payload: bytes) -> WebhookEvent:
     """The fields of a Stripe event the gateway acts on; MalformedEvent for anything else.
 
@@ -209,6 +216,17 @@ def parse_event(payload: bytes) -> WebhookEvent:
             failure_reason=reason,
             order_id=_metadata_id(obj, "order_id"),
             payment_id=_metadata_id(obj, "payment_id"),
+        )
+    if event_type in REFUND_EVENTS:
+        status = _str_field(obj, "status")
+        return WebhookEvent(
+            event_id,
+            event_type,
+            created,
+            payment_reference=_str_field(obj, "payment_intent"),
+            failure_reason=_str_field(obj, "failure_reason"),
+            refund_reference=_str_field(obj, "id"),
+            refund_status=_REFUND_STATUS.get(status) if status is not None else None,
         )
     if event_type.startswith("charge."):
         return WebhookEvent(

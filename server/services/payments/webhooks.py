@@ -11,6 +11,8 @@ within STRIPE_WEBHOOK_TOLERANCE), refuse a replayed delivery, apply each event o
   on when its order expired is recorded and refunded in full (captures.py).
 - A payment is found by its PaymentIntent id, or, when the answer that would have told the
   gateway that id was lost, by `metadata.payment_id` (with `metadata.order_id` matching).
+- A refund Stripe answered `pending` settles by `charge.refund.updated` (or `refund.updated`,
+  `refund.failed`): succeeded, or failed, which gives its amount back to what can be refunded.
 - `charge.refunded` with more refunded than the gateway knows (a refund made in Stripe's
   dashboard) records the difference as a refund, so totals match Stripe.
 - Unknown event types and payments the gateway did not create are acknowledged and ignored.
@@ -27,6 +29,7 @@ import msgspec
 from server.context import AppContext
 from server.db import orders as orders_db
 from server.db import payments as payments_db
+from server.db.orders import OrderRecord
 from server.db.payments import PaymentRecord
 from server.domain.errors import BadRequest, Conflict, FieldError, NotFound, Unavailable
 from server.services import events
@@ -122,6 +125,8 @@ async def _apply(conn: asyncpg.Connection, event: WebhookEvent) -> bool | Captur
     assert order is not None and payment is not None
     if event.type == "charge.refunded":
         return await _refunded_at_provider(conn, payment, event)
+    if event.type in stripe.REFUND_EVENTS:
+        return await _refund_settled(conn, order, payment, event)
     target = _EVENT_STATUS.get(event.type)
     if target is None or target not in _FORWARD.get(payment.status, set()):
         return False
@@ -140,6 +145,38 @@ async def _apply(conn: asyncpg.Connection, event: WebhookEvent) -> bool | Captur
         reference=event.payment_reference,
         failure_reason=event.failure_reason if target == "failed" else None,
     )
+    return True
+
+
+async def _refund_settled(
+    conn: asyncpg.Connection,
+    order: OrderRecord,
+    payment: PaymentRecord,
+    event: WebhookEvent,
+) -> bool:
+    """A refund Stripe had answered `pending` succeeded or failed. A failed one gives its
+    amount back to what can be refunded; units it restocked stay on sale (they were returned)."""
+    if event.refund_reference is None or event.refund_status not in ("succeeded", "failed"):
+        return False
+    refund = await payments_db.refund_by_reference(
+        conn, payment.id, event.refund_reference, for_update=True
+    )
+    if refund is None or refund.status != "pending":
+        return False  # unknown, or settled already (events may arrive out of order)
+    if event.refund_status == "failed":
+        await payments_db.add_refunded(conn, payment.id, -refund.amount, allow_any=True)
+    await payments_db.finish_refund(
+        conn,
+        refund.id,
+        event.refund_status,
+        refund.reference,
+        refund.restocked,
+        reason=(event.failure_reason or "failed at the provider")
+        if event.refund_status == "failed"
+        else None,
+    )
+    if event.refund_status == "succeeded":
+        await refunded_when_all_back(conn, order, payment.id)
     return True
 
 
