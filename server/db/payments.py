@@ -237,7 +237,8 @@ async def succeeded_refunds(conn: Executor, payment_id: int) -> int:
     """What the provider has confirmed it paid back of a payment (claims it has not answered,
     and refunds it answered `pending`, are counted in `payments.refunded`, not here)."""
     total = await conn.fetchval(
-        "SELECT coalesce(sum(amount), 0) FROM refunds WHERE payment_id = $1 AND status = 'succeeded'",
+        """SELECT coalesce(sum(amount), 0) FROM refunds
+            WHERE payment_id = $1 AND status = 'succeeded'""",
         payment_id,
     )
     return int(total)
