@@ -24,7 +24,9 @@ Freshness bounds:
 Local entries never outlive `local_ttl` (1 s) when Redis is configured, so even a bump that
 could not reach Redis (it is down) leaves other processes stale for at most that long, and
 it is sent to Redis again once Redis answers (an invalidation that could not reach Redis is
-sent again as a bump of its whole namespace: the safe superset).
+sent again as a bump of its whole namespace: the safe superset). A background task retries it
+every `PENDING_BUMP_RETRY` seconds, not only when this process next reads the namespace, so
+other processes see it within about that plus `version_ttl` of Redis answering again.
 
 Stampedes: one computation per key at a time in a process (the others await the same task;
 for `get_many`, the same batch), and across processes, for `get_or_compute`, a short Redis
@@ -39,6 +41,7 @@ costs nothing per request.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -67,6 +70,9 @@ PRODUCT_LISTS = "product-lists"
 # The label under which a list page's reads of product pages are counted (Cache.get_many): they
 # are parts of a page, not lookups of their own, so they keep out of the namespaces' hit rates.
 LIST_ITEMS = "list-items"
+
+# How often a bump Redis could not take is sent again while Redis stays away.
+PENDING_BUMP_RETRY = 0.25
 
 # Deletes the lock only if it still holds our token (it may have expired and been retaken).
 _RELEASE_LOCK = """
@@ -132,6 +138,17 @@ class Freshness:
         self._sequence = sequence
         self.max_age = max_age  # seconds, at most
 
+    def expires_at(self, now: float) -> float:
+        """When a copy offered at `now` stops standing: `max_age` later, and no later than the
+        local entry it was served from expires (that expiry is how late this process may see an
+        invalidation made by another; a copy must not outlive it)."""
+        deadline = now + self.max_age
+        if self._key is not None and self._version is not None:
+            entry = self._cache._local.get((self._namespace, self._version, self._key))
+            if entry is not None:
+                deadline = min(deadline, entry[0])
+        return deadline
+
     def still_valid(self) -> bool:
         cache, namespace = self._cache, self._namespace
         if self._version is None or cache.known_version(namespace) != self._version:
@@ -173,6 +190,7 @@ class Cache:
         self._batch_flights: dict[tuple[str, int, str], asyncio.Task[dict[str, bytes]]] = {}
         self._version_flights: dict[str, asyncio.Task[int]] = {}
         self._pending_bumps: set[str] = set()
+        self._publisher: asyncio.Task[None] | None = None
         self._redis_down_until = 0.0
         self._counters: dict[tuple[str, str], Any] = {}
         # (namespace, key) -> (sequence number, monotonic time) of its last invalidation here
@@ -316,7 +334,7 @@ class Cache:
         try:
             version = int(await self._redis("bump", self.redis.incr(self._version_key(namespace))))
         except _RedisUnavailable:
-            self._pending_bumps.add(namespace)
+            self._pend_bump(namespace)
             version = local_next
         self._versions[namespace] = (time.monotonic(), version)
 
@@ -350,7 +368,37 @@ class Cache:
                 ),
             )
         except _RedisUnavailable:
-            self._pending_bumps.add(namespace)
+            self._pend_bump(namespace)
+
+    def _pend_bump(self, namespace: str) -> None:
+        """A retirement Redis did not take: bump the whole namespace there as soon as it answers
+        again. Until then other processes may read entries the write should have retired from
+        Redis (kept when it stalled, or restored from its append-only file after a restart)."""
+        self._pending_bumps.add(namespace)
+        if self._publisher is None or self._publisher.done():
+            self._publisher = asyncio.ensure_future(self._publish_pending())
+
+    async def _publish_pending(self) -> None:
+        assert self.redis is not None
+        while self._pending_bumps:
+            await asyncio.sleep(PENDING_BUMP_RETRY)
+            for namespace in sorted(self._pending_bumps):
+                key = self._version_key(namespace)
+                try:
+                    version = int(await self._redis("bump", self.redis.incr(key)))
+                except _RedisUnavailable:
+                    break  # still away: try again after the pause
+                self._pending_bumps.discard(namespace)
+                self._versions[namespace] = (time.monotonic(), version)
+                self._redis_down_until = 0.0  # it answers: stop serving around it
+
+    async def close(self) -> None:
+        """Stop publishing pending bumps (the process is stopping)."""
+        publisher, self._publisher = self._publisher, None
+        if publisher is not None and not publisher.done():
+            publisher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await publisher
 
     def _forget_old_retirements(self, now: float) -> None:
         horizon = now - RETIRED_MEMORY

@@ -73,6 +73,7 @@ class AppContext:
         for callback in self._before_close:
             await callback()
         await self.pool.close()
+        await self.cache.close()
         if self.redis is not None:
             await self.redis.aclose()
         if self.embedded is not None:

@@ -4,6 +4,8 @@ and product reads through two gateway processes sharing one Redis."""
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -13,7 +15,7 @@ import pytest_asyncio
 from redis.asyncio import Redis
 
 from server import metrics
-from server.cache import Cache
+from server.cache import PENDING_BUMP_RETRY, Cache
 from server.context import AppContext
 from server.runtime import Gateway
 from tests.conftest import (
@@ -76,6 +78,22 @@ async def test_freshness_taken_before_a_read_is_retired_by_a_write_during_it() -
     hits = lookups("t-replay", "local_hit")
     fresh.count_hit()
     assert lookups("t-replay", "local_hit") == hits + 1
+
+
+async def test_a_copy_offered_from_a_local_entry_expires_with_it(
+    redis_clients: Callable[[], Redis],
+) -> None:
+    """A replay offer must not outlive the local entry it was served from: that entry's expiry
+    is how late this process may see another's invalidation of it."""
+    cache = Cache(redis_clients())
+    await cache.get_or_compute("t-offer", "k", 60, Source())
+    stored_by = time.monotonic()
+    await asyncio.sleep(0.4)
+    assert await cache.get_or_compute("t-offer", "k", 60, Source(b"other")) == b"v1"  # local
+    terms = cache.freshness("t-offer", key="k")
+    now = time.monotonic()
+    assert terms.still_valid()
+    assert terms.expires_at(now) <= stored_by + cache.local_ttl < now + terms.max_age
 
 
 async def test_freshness_needs_a_version_read_within_the_bound(
@@ -630,3 +648,34 @@ async def test_a_failed_batch_reaches_every_waiter_and_is_not_kept() -> None:
     assert all(isinstance(r, ConnectionError) for r in results)
     ok = Batch({"id:1": b"one"})
     assert await cache.get_many("t-many-fail", ["id:1"], 60, ok, counted_as="t") == {"id:1": b"one"}
+
+
+async def test_an_invalidation_redis_missed_reaches_other_processes_once_it_answers() -> None:
+    """Redis stalls (its data kept, as it is after an append-only restart) while one process
+    retires a key; once Redis answers again the others must stop serving the old value soon,
+    even though the writer reads nothing more (a worker, say)."""
+    server = RedisServer()
+    server.start()
+    assert server.process is not None
+    writer_client = Redis.from_url(server.url, socket_timeout=1.0)
+    reader_client = Redis.from_url(server.url, socket_timeout=1.0)
+    writer, reader = Cache(writer_client), Cache(reader_client)
+    try:
+        assert await reader.get_or_compute("t-stall", "k", 60, Source(b"old")) == b"old"
+        os.kill(server.process.pid, signal.SIGSTOP)
+        try:
+            await writer.invalidate("t-stall", ["k"])  # times out: Redis keeps the old value
+        finally:
+            os.kill(server.process.pid, signal.SIGCONT)
+        answered = time.monotonic()
+        bound = PENDING_BUMP_RETRY + writer.retry_after + reader.version_ttl + reader.local_ttl
+        while (value := await reader.get_or_compute("t-stall", "k", 60, Source(b"new"))) != b"new":
+            assert time.monotonic() - answered < bound + 0.5, "the old value outlived the bound"
+            await asyncio.sleep(0.05)
+        assert value == b"new"
+    finally:
+        await writer.close()
+        await reader.close()
+        await writer_client.aclose()  # type: ignore[attr-defined]
+        await reader_client.aclose()  # type: ignore[attr-defined]
+        server.stop()

@@ -98,6 +98,7 @@ class RegisterHandler(ApiHandler):
     async def post(self) -> None:
         body = self.parse_body(RegisterBody)
         user, tokens = await accounts.register(self.ctx, body.email, body.password, body.name)
+        _no_store(self)
         self.send_json(Registered(User.of(user), tokens.access, tokens.refresh), 201)
 
 
@@ -119,6 +120,7 @@ class LoginHandler(ApiHandler):
         body = self.parse_body(LoginBody)
         await charge_login(self, body.email)
         tokens = await accounts.login(self.ctx, body.email, body.password)
+        _no_store(self)
         self.send_json(Grant.of(tokens))
 
 
@@ -141,6 +143,7 @@ class RefreshHandler(ApiHandler):
     async def post(self) -> None:
         body = self.parse_body(RefreshBody)
         tokens = await accounts.refresh(self.ctx, body.refresh)
+        _no_store(self)
         self.send_json(Grant.of(tokens))
 
 
@@ -176,7 +179,14 @@ class MeHandler(ApiHandler):
         # Taken before the read: an account change during it must retire what is read.
         self.offer_replay(accounts.current_user_freshness(self.ctx))
         body = await accounts.current_user_json(self.ctx, principal, _encode_user)
+        self.set_header("Cache-Control", "private, no-store")
         self.send_json(body)
+
+
+def _no_store(handler: ApiHandler) -> None:
+    """Answers carrying tokens are never stored by any cache (RFC 6749, section 5.1)."""
+    handler.set_header("Cache-Control", "no-store")
+    handler.set_header("Pragma", "no-cache")
 
 
 def _encode_user(record: UserRecord) -> bytes:

@@ -249,6 +249,11 @@ class ApiHandler(tornado.web.RequestHandler):
         for name, value in headers.items():
             response[name] = value
 
+    def add_vary(self, name: str) -> None:
+        """Add `name` to the response's Vary (CORS may have set `Vary: Origin` already)."""
+        current = self._headers.get("Vary")
+        self.set_header("Vary", f"{current}, {name}" if current else name)
+
     def set_sticky_header(self, name: str, value: str) -> None:
         """Set a header that stays when an error replaces the response (rate limits, CORS)."""
         if self._sticky_headers is None:

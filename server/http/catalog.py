@@ -216,7 +216,8 @@ class ProductHandler(ApiHandler):
             also={304: "Not modified (the If-None-Match ETag still matches)"},
             headers={
                 "ETag": "strong validator of this representation",
-                "Cache-Control": "`public, max-age=60` (inactive: `private, no-cache`)",
+                "Cache-Control": "`public, max-age=60` with `Vary: Authorization` (inactive, or "
+                "an admin's view: `private, no-cache`)",
             },
         ),
         "PATCH": Operation(
@@ -246,9 +247,14 @@ class ProductHandler(ApiHandler):
             body = msgspec.json.encode(product)
         catalog.record_view(self.ctx, wanted)
         self.set_header("ETag", etag)
+        admin_view = principal is not None and principal.is_admin
+        public = active and not admin_view  # an admin's view may show inactive variants
         self.set_header(
-            "Cache-Control", PRODUCT_CACHE_CONTROL if active else INACTIVE_CACHE_CONTROL
+            "Cache-Control", PRODUCT_CACHE_CONTROL if public else INACTIVE_CACHE_CONTROL
         )
+        if public:
+            # A shared cache must not answer an admin (who gets their own view) with this copy.
+            self.add_vary("Authorization")
         if if_none_match(self.request.headers.get("If-None-Match"), etag):
             self.set_status(304)
             self.finish()

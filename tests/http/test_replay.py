@@ -123,7 +123,7 @@ async def test_a_replayed_read_is_the_answer_the_handler_gave(shop: Shop) -> Non
     assert second.headers["X-Request-ID"] != first.headers["X-Request-ID"]
     spent = int(first.headers["RateLimit-Remaining"]) - int(second.headers["RateLimit-Remaining"])
     assert spent == 1
-    assert second.headers["Date"] and second.headers["Vary"] == "Origin"
+    assert second.headers["Date"] and second.headers["Vary"] == "Origin, Authorization"
 
 
 async def test_a_write_retires_the_replayed_answer(shop: Shop) -> None:
@@ -208,6 +208,9 @@ class Terms:
         self.max_age = max_age
         self.valid = True
 
+    def expires_at(self, now: float) -> float:
+        return now + self.max_age
+
     def still_valid(self) -> bool:
         return self.valid
 
@@ -229,6 +232,16 @@ def test_entries_expire_and_are_bounded() -> None:
     assert cache.get(("/p/2", None)) is None and len(cache) == 1 and not cache.has_target("/p/2")
     cache.offer(("/p/9", None), ROUTE, [], b"{}", terms=Terms(0.0))
     assert cache.get(("/p/9", None)) is None
+
+
+async def test_an_offer_stands_until_its_terms_expire() -> None:
+    cache = ReplayCache()
+    terms = Terms(60.0)
+    terms.expires_at = lambda now: now + 0.05  # type: ignore[method-assign]  # a local copy's end
+    cache.offer(("/p/1", None), ROUTE, [], b"{}", terms=terms)
+    assert cache.get(("/p/1", None)) is not None
+    await asyncio.sleep(0.1)
+    assert cache.get(("/p/1", None)) is None
 
 
 async def test_me_is_replayed_to_its_own_user_only(shop: Shop) -> None:

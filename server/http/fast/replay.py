@@ -60,7 +60,9 @@ _OK = httputil.ResponseStartLine("", 200, "OK")
 class Terms(Protocol):
     """How long an offer stands (server.cache.Freshness is one)."""
 
-    max_age: float  # seconds, at most
+    def expires_at(self, now: float) -> float:
+        """When an offer made at `now` stops standing."""
+        ...
 
     def still_valid(self) -> bool: ...
 
@@ -102,7 +104,7 @@ class ReplayCache:
         on_replay: Callable[[], None] | None = None,
     ) -> None:
         kept = tuple((name, value) for name, value in headers if name not in _PER_REQUEST)
-        entry = Replay(route, kept, body, time.monotonic() + terms.max_age, terms, on_replay)
+        entry = Replay(route, kept, body, terms.expires_at(time.monotonic()), terms, on_replay)
         if key not in self._entries:
             self._per_target[key[0]] = self._per_target.get(key[0], 0) + 1
         self._entries[key] = entry
