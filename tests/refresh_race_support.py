@@ -8,11 +8,14 @@ the rotation stops between the two. A racer started meanwhile is known to be in 
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 import asyncpg
+
+from tests.lock_support import wait_for_lock_waiters
+
+__all__ = ["rotation_held", "wait_for_lock_waiters"]
 
 
 @asynccontextmanager
@@ -26,18 +29,3 @@ async def rotation_held(pool: asyncpg.Pool, user_id: int) -> AsyncIterator[None]
             yield
         finally:
             await tx.rollback()
-
-
-async def wait_for_lock_waiters(pool: asyncpg.Pool, count: int, timeout: float = 5.0) -> None:
-    """Return once `count` statements of this database wait on a lock."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while loop.time() < deadline:
-        waiting = await pool.fetchval(
-            "SELECT count(*) FROM pg_stat_activity"
-            " WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        if waiting >= count:
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError(f"fewer than {count} statements waiting on a lock after {timeout} s")

@@ -8,6 +8,7 @@ application code: exactly one of them inserts, the others read the winner's row.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TypeAlias
 
 import asyncpg
@@ -25,6 +26,14 @@ class StoredKey:
     response_body: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """This request holds the key. `claimed_at` tells this claim from a later takeover: only the
+    holder may complete or release it."""
+
+    claimed_at: datetime
+
+
 async def claim(
     conn: Executor,
     user_id: int,
@@ -33,8 +42,8 @@ async def claim(
     *,
     ttl_seconds: int,
     lease_seconds: int,
-) -> StoredKey | None:
-    """Claim `key` for this request; None when claimed, else the row that holds it.
+) -> Claim | StoredKey:
+    """Claim `key` for this request (a Claim), or the row that holds it.
 
     A row past its expiry, or an in-flight claim older than `lease_seconds` (its request died
     without releasing it), is taken over instead of blocking the key forever.
@@ -49,7 +58,7 @@ async def claim(
             WHERE idempotency_keys.expires_at <= now()
                OR (idempotency_keys.state = 'in_flight'
                    AND idempotency_keys.created_at < now() - make_interval(secs => $5))
-           RETURNING true""",
+           RETURNING created_at""",
         user_id,
         key,
         request_hash,
@@ -57,7 +66,7 @@ async def claim(
         float(lease_seconds),
     )
     if row is not None:
-        return None
+        return Claim(row["created_at"])
     held = await conn.fetchrow(
         """SELECT request_hash, state, response_status, response_body
              FROM idempotency_keys WHERE user_id = $1 AND key = $2""",
@@ -77,23 +86,31 @@ async def claim(
     )
 
 
-async def complete(conn: Executor, user_id: int, key: str, status: int, body: bytes) -> None:
-    """Store the response; call it in the transaction that produced it."""
-    await conn.execute(
+async def complete(
+    conn: Executor, user_id: int, key: str, claim: Claim, status: int, body: bytes
+) -> bool:
+    """Store the response; call it in the transaction that produced it. False when the claim
+    is no longer this request's (its lease ran out and another request took the key over):
+    the caller must then roll its work back, or two requests would both have acted."""
+    result = await conn.execute(
         """UPDATE idempotency_keys
-              SET state = 'done', response_status = $3, response_body = $4
-            WHERE user_id = $1 AND key = $2""",
+              SET state = 'done', response_status = $4, response_body = $5
+            WHERE user_id = $1 AND key = $2 AND created_at = $3 AND state = 'in_flight'""",
         user_id,
         key,
+        claim.claimed_at,
         status,
         body,
     )
+    return bool(result == "UPDATE 1")
 
 
-async def release(conn: Executor, user_id: int, key: str) -> None:
-    """Drop an in-flight claim whose request failed without an answer worth replaying."""
+async def release(conn: Executor, user_id: int, key: str, claim: Claim) -> None:
+    """Drop this request's in-flight claim: it failed without an answer worth replaying."""
     await conn.execute(
-        "DELETE FROM idempotency_keys WHERE user_id = $1 AND key = $2 AND state = 'in_flight'",
+        """DELETE FROM idempotency_keys
+            WHERE user_id = $1 AND key = $2 AND created_at = $3 AND state = 'in_flight'""",
         user_id,
         key,
+        claim.claimed_at,
     )

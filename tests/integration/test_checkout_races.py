@@ -13,6 +13,7 @@ from server.domain.errors import Conflict, ValidationFailed
 from server.domain.principal import Principal
 from server.services import orders
 from tests.conftest import ApiClient, Response
+from tests.lock_support import wait_for_lock_waiters
 from tests.orders_support import (
     Accounts,
     create_customers,
@@ -94,6 +95,40 @@ async def test_50_retries_of_one_key_place_one_order(
     assert later.headers["Idempotent-Replayed"] == "true"
     other = await api.post(ORDERS, json={"note": "twice"}, token=token, headers=key)
     assert other.status == 422
+
+
+async def test_a_checkout_that_outlives_its_key_lease_does_not_place_a_second_order(
+    api: ApiClient, ctx: AppContext, accounts: Accounts
+) -> None:
+    """The first request with a key stalls inside its transaction past the key's lease; a
+    retry takes the key over and places the order. The first must then roll back (503), not
+    commit a second order."""
+    user, token = await accounts.create()
+    product = await create_product(ctx.pool, stock=100)
+    await fill_cart(ctx.pool, user.id, {product: 2})
+    key = {"Idempotency-Key": "slow-then-retried"}
+    async with ctx.pool.acquire() as holder:
+        stall = holder.transaction()
+        await stall.start()
+        await holder.execute("SELECT 1 FROM carts WHERE user_id = $1 FOR UPDATE", user.id)
+        first = asyncio.ensure_future(api.post(ORDERS, json={}, token=token, headers=key))
+        await wait_for_lock_waiters(ctx.pool, 1)  # the first holds the key, waits on the cart
+        await ctx.pool.execute(  # ... for longer than the lease
+            "UPDATE idempotency_keys SET created_at = now() - interval '1 hour' WHERE user_id = $1",
+            user.id,
+        )
+        retry = asyncio.ensure_future(api.post(ORDERS, json={}, token=token, headers=key))
+        await wait_for_lock_waiters(ctx.pool, 2)  # the retry took the key over, waits too
+        await stall.rollback()
+        answers = sorted([await first, await retry], key=lambda r: r.status)
+
+    assert [r.status for r in answers] == [201, 503], [r.json() for r in answers]
+    assert "lease" in answers[1].json()["detail"]
+    assert await ctx.pool.fetchval("SELECT count(*) FROM orders WHERE user_id = $1", user.id) == 1
+    assert await stock_of(ctx.pool, product) == 98
+    again = await api.post(ORDERS, json={}, token=token, headers=key)
+    assert again.status == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.json()["id"] == answers[0].json()["id"]
 
 
 async def test_overlapping_multi_product_orders_never_deadlock(

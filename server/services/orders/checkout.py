@@ -26,6 +26,7 @@ from server.domain.errors import (
     DomainError,
     FieldError,
     NotFound,
+    Unavailable,
     ValidationFailed,
 )
 from server.domain.lines import CartLine, OrderItem
@@ -215,6 +216,15 @@ async def _take_stock(
 PlaceInTransaction = Callable[[asyncpg.Connection], Awaitable[OrderRecord]]
 
 
+def _lease_lost() -> Unavailable:
+    """A checkout that outlived its key's lease (IDEMPOTENCY_LEASE) while another request with
+    the same key took the claim over: it must not commit a second order."""
+    return Unavailable(
+        "this checkout took longer than its Idempotency-Key's lease; retry with the same key",
+        retry_after=1,
+    )
+
+
 async def _run_checkout(
     ctx: AppContext, user_id: int, request: IdempotencyKey | None, place: PlaceInTransaction
 ) -> Placement:
@@ -233,22 +243,24 @@ async def _run_checkout(
         ttl_seconds=IDEMPOTENCY_TTL,
         lease_seconds=IDEMPOTENCY_LEASE,
     )
-    if held is not None:
+    if isinstance(held, idempotency_db.StoredKey):
         return stored_answer(held, request)
     try:
         async with events.collecting(ctx), pool.acquire() as conn, conn.transaction():
             order = order_view(await place(conn))
             body = msgspec.json.encode(order)
-            await idempotency_db.complete(conn, user_id, request.key, PLACED, body)
+            if not await idempotency_db.complete(conn, user_id, request.key, held, PLACED, body):
+                raise _lease_lost()  # rolls the order back: the request that took over places it
     except DomainError as error:
         code = refusal_code(error)
         if code is None:
-            await idempotency_db.release(pool, user_id, request.key)
+            await idempotency_db.release(pool, user_id, request.key, held)
         else:
-            await idempotency_db.complete(pool, user_id, request.key, code, refusal_record(error))
+            record = refusal_record(error)
+            await idempotency_db.complete(pool, user_id, request.key, held, code, record)
         raise
     except BaseException:
-        await idempotency_db.release(pool, user_id, request.key)
+        await idempotency_db.release(pool, user_id, request.key, held)
         raise
     await _after_checkout(ctx, order)
     return Placement(False, order, body)
