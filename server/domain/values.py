@@ -14,6 +14,11 @@ MAX_PRICE = 10**12  # minor units; keeps price x 999 x many lines far from int64
 MAX_QUANTITY = 999  # units of one variant on one line
 MAX_CHARGE = 10**15  # minor units; an order's total (many lines, many units) may pass MAX_PRICE
 
+# Ends a whole-string pattern. Python's `$` (msgspec validates with `re.search`) also matches
+# before a final newline, so "mugs\n" would pass `^[a-z]+$`; the lookahead refuses it and means
+# nothing more to an ECMA-262 reader of the published JSON Schema, where `$` is the end already.
+END = r"(?!\n)$"
+
 # A price or an amount in the store currency's minor units (cents); never a float.
 Money = Annotated[int, msgspec.Meta(ge=0, le=MAX_PRICE, description="minor units")]
 # Money a payment moves (a capture, a refund): never nothing.

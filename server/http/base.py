@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -28,6 +27,7 @@ from server.context import AppContext
 from server.db.pool import database_unavailable
 from server.domain import errors
 from server.domain.principal import Principal
+from server.http.bodylimit import declared_length
 from server.http.fast.headers import canonical_name, headers_from, replayable
 from server.services import permissions
 
@@ -85,6 +85,9 @@ class ApiError(tornado.web.HTTPError):
         self.detail = detail
         self.field_errors = errors_ or []
         self.extra_headers = headers or {}
+
+
+_TOO_DEEP = object()
 
 
 def _integral_floats(value: Any) -> Any:
@@ -267,9 +270,9 @@ class ApiHandler(tornado.web.RequestHandler):
         self._counted = True
         # The stock server drains an oversized body unread (http/bodylimit.py); the fast one answers
         # 413 itself before the body is read.
-        declared = self.request.headers.get("Content-Length", "")
+        declared = declared_length(self.request.headers)
         limit = self.ctx.settings.max_body_size
-        if declared.isdigit() and int(declared) > limit:
+        if declared is not None and declared > limit:
             raise ApiError(413, f"request bodies are limited to {limit} bytes")
         hook = self.application.settings.get("before_request")
         if hook is not None:
@@ -344,12 +347,22 @@ class ApiHandler(tornado.web.RequestHandler):
         if "got `float`" in str(failure):
             # JSON Schema, and so the published document, counts `3.0` as an integer: accept
             # what it allows (only on this error path; fractions still fail).
+            # msgspec parses it again, untyped: as strict about UTF-8 and lone surrogates as
+            # the typed pass (the stdlib parser lets both through, and PostgreSQL refuses them).
+            loose: Any = _TOO_DEEP
             try:
-                return msgspec.convert(_integral_floats(json.loads(body)), struct_type, strict=True)
-            except msgspec.ValidationError as exc:
-                failure = exc
-            except (ValueError, RecursionError):
-                pass  # too deep for the stdlib parser: the first refusal stands
+                loose = msgspec.json.decode(body)
+            except msgspec.DecodeError:
+                raise errors.BadRequest("the request body is not valid JSON") from None
+            except RecursionError:
+                pass  # too deep to walk: the first refusal stands
+            if loose is not _TOO_DEEP:
+                try:
+                    return msgspec.convert(_integral_floats(loose), struct_type, strict=True)
+                except msgspec.ValidationError as exc:
+                    failure = exc
+                except RecursionError:
+                    pass
         raise errors.ValidationFailed(
             "the request body is invalid", errors=validation_errors(failure)
         ) from None

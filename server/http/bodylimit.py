@@ -29,6 +29,16 @@ from server.http.fast import framing
 DRAIN_FACTOR = 16
 
 
+def declared_length(headers: httputil.HTTPHeaders) -> int | None:
+    """The request's Content-Length when it is a plain decimal number, else None (Tornado's
+    connection refuses any other value itself). `str.isdigit` alone also takes "²" and other
+    Unicode digits, which `int` then refuses."""
+    declared = headers.get("Content-Length", "")
+    if declared.isascii() and declared.isdigit() and len(declared) <= 19:
+        return int(declared)
+    return None
+
+
 class _OversizeBodyDrain(httputil.HTTPMessageDelegate):
     def __init__(
         self, inner: httputil.HTTPMessageDelegate, connection: HTTP1Connection, limit: int
@@ -45,10 +55,10 @@ class _OversizeBodyDrain(httputil.HTTPMessageDelegate):
         start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
         headers: httputil.HTTPHeaders,
     ) -> Awaitable[None] | None:
-        declared = headers.get("Content-Length", "")
-        if declared.isdigit() and self.limit < int(declared) <= self.limit * DRAIN_FACTOR:
+        declared = declared_length(headers)
+        if declared is not None and self.limit < declared <= self.limit * DRAIN_FACTOR:
             self.discarding = True
-            self.connection.set_max_body_size(int(declared))
+            self.connection.set_max_body_size(declared)
         try:
             return self.inner.headers_received(start_line, headers)
         except httputil.HTTPInputError as exc:

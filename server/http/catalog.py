@@ -9,7 +9,7 @@ import msgspec
 
 from server.db.catalog import Category, Product
 from server.domain.errors import NotFound
-from server.domain.values import INT64_MAX
+from server.domain.values import END, INT64_MAX
 from server.http.base import ApiHandler
 from server.openapi import Operation, Param, read_query
 from server.services import catalog, variants
@@ -49,7 +49,7 @@ def if_none_match(header: str | None, etag: str) -> bool:
 _NOT_CONTROL = "\\u0000-\\u001f\\u007f"
 OPTION_PATTERN = (
     f"^[^:{_NOT_CONTROL}]*[^: {_NOT_CONTROL}][^:{_NOT_CONTROL}]*"
-    f":[^{_NOT_CONTROL}]*[^ {_NOT_CONTROL}][^{_NOT_CONTROL}]*$"
+    f":[^{_NOT_CONTROL}]*[^ {_NOT_CONTROL}][^{_NOT_CONTROL}]*{END}"
 )
 
 LIST_PARAMS = (

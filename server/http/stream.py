@@ -39,7 +39,7 @@ from server.domain.errors import (
     ValidationFailed,
 )
 from server.domain.principal import Principal
-from server.http.base import ApiHandler
+from server.http.base import ApiError, ApiHandler
 from server.http.cors import CorsPolicy
 from server.live import END, Refused, Subscriber
 from server.openapi import Operation, Param, read_query
@@ -139,6 +139,14 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
         origin = self.request.headers.get("Origin")
         if origin is not None and not self.check_origin(origin):
             raise PermissionDenied(f"WebSocket connections from {origin} are not allowed")
+        if self.request.headers.get("Sec-WebSocket-Version") != "13":  # all Tornado speaks
+            raise ApiError(
+                426,
+                "this server speaks WebSocket version 13",
+                headers={"Sec-WebSocket-Version": "13"},
+            )
+        if not self.request.headers.get("Sec-WebSocket-Key"):
+            raise BadRequest("a WebSocket upgrade needs Sec-WebSocket-Key")
 
     def _requested_topics(self) -> tuple[list[str], Principal | None]:
         query = read_query(self, PARAMS)

@@ -15,6 +15,7 @@ from server.rpc import cart, orders, payments, products, webhooks
 from server.rpc.auth import AuthInterceptor
 from server.rpc.limits import RateLimitInterceptor
 from server.rpc.metrics import MetricsInterceptor
+from server.rpc.requests import RequestCheckInterceptor
 
 # A feature registers its servicer with a function taking (server, ctx) and returning the
 # full service names it added (for health and reflection).
@@ -82,11 +83,12 @@ def default_interceptors(
     ctx: AppContext, access: dict[str, str]
 ) -> list[grpc.aio.ServerInterceptor]:
     """Metrics outermost (they count what the others refuse), authentication and access (it
-    names the caller), then the caller's rate budget."""
+    names the caller), then the caller's rate budget, then the request's own checks."""
     return [
         MetricsInterceptor(),
         AuthInterceptor(ctx.tokens, access),
         RateLimitInterceptor(ctx.limiter, ctx.settings),
+        RequestCheckInterceptor(),
     ]
 
 

@@ -29,7 +29,7 @@ from server.db import variants as variants_repo
 from server.db.catalog import Category, Product, ProductFilter
 from server.domain.errors import BadRequest, Conflict, FieldError, NotFound, ValidationFailed
 from server.domain.principal import Principal
-from server.domain.values import INT32_MAX, INT64_MAX, Id, Money, Stock
+from server.domain.values import END, INT32_MAX, INT64_MAX, Id, Money, Stock
 from server.services import events, variants
 from server.services.catalog_cache import (
     catalog_changed,
@@ -48,7 +48,7 @@ SORTS = tuple(repo.SORT_ORDERS)
 
 # PostgreSQL text cannot hold NUL; rejecting it at the edge keeps it a 422, never a 500.
 NO_NUL = "^[^\x00]*$"
-SLUG_PATTERN = "^[a-z0-9]+(-[a-z0-9]+)*$"
+SLUG_PATTERN = "^[a-z0-9]+(-[a-z0-9]+)*" + END
 
 CategoryName = Annotated[str, msgspec.Meta(min_length=1, max_length=200, pattern=NO_NUL)]
 Slug = Annotated[
@@ -68,7 +68,7 @@ Description = Annotated[str, msgspec.Meta(max_length=10_000, pattern=NO_NUL)]
 Currency = Annotated[
     str,
     msgspec.Meta(
-        pattern="^[A-Z]{3}$",
+        pattern="^[A-Z]{3}" + END,
         description="ISO 4217; must be the store currency",
         # server/openapi.py (STORE_CURRENCY) writes the configured store currency here.
         extra_json_schema={"x-store-currency": True},

@@ -19,7 +19,7 @@ import msgspec
 from server.db import promotions as repo
 from server.db.promotions import Promotion
 from server.domain.errors import BadRequest, FieldError, NotFound, ValidationFailed
-from server.domain.values import INT32_MAX, INT64_MAX, MAX_PRICE, Money, Quantity
+from server.domain.values import END, INT32_MAX, INT64_MAX, MAX_PRICE, Money, Quantity
 from server.services.catalog import changed_fields
 
 DEFAULT_LIMIT = 20
@@ -28,7 +28,7 @@ MAX_LIMIT = 100
 Code = Annotated[
     str,
     msgspec.Meta(
-        pattern="^[A-Za-z0-9_-]{1,64}$",
+        pattern="^[A-Za-z0-9_-]{1,64}" + END,
         description="letters, digits, '-' and '_'; case-insensitive",
     ),
 ]

@@ -20,6 +20,7 @@ from server.context import AppContext
 from server.db import webhooks as repo
 from server.db.webhooks import Delivery, Subscription
 from server.domain.errors import BadRequest, FieldError, NotFound
+from server.domain.values import END
 from server.services.webhook_targets import check_target
 
 EventType = Literal[
@@ -38,9 +39,11 @@ EventType = Literal[
 # is), no credentials, a port in range. ASCII classes only: JSON Schema's regex dialect and
 # Python's disagree on what `\s` covers.
 _PORT = "6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4}"
-_URL = f"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+(:({_PORT}))?([/?#][\\x21-\\x7e]*)?$"
+_URL = f"^https?://[A-Za-z0-9._~%!$&'()*+,;=-]+(:({_PORT}))?([/?#][\\x21-\\x7e]*)?{END}"
 Url = Annotated[str, msgspec.Meta(min_length=1, max_length=2000, pattern=_URL)]
-Secret = Annotated[str, msgspec.Meta(min_length=16, max_length=200, pattern="^[\\x21-\\x7e]+$")]
+Secret = Annotated[
+    str, msgspec.Meta(min_length=16, max_length=200, pattern="^[\\x21-\\x7e]+" + END)
+]
 EventTypes = Annotated[
     list[EventType],
     msgspec.Meta(min_length=1, max_length=9, extra_json_schema={"uniqueItems": True}),

@@ -81,6 +81,51 @@ async def test_slug_of_digits_only_is_rejected(api: ApiClient, admin: str) -> No
     assert response.status == 422
 
 
+async def test_a_value_with_a_trailing_newline_is_422_not_stored(
+    api: ApiClient, admin: str
+) -> None:
+    """Python's `$` matches before a final newline; the patterns must not let one through
+    (PostgreSQL's checks would answer 500, or the value would be stored and never match)."""
+    slug = await api.post(
+        "/api/v1/categories", json={"name": "Mugs", "slug": "mugs\n"}, token=admin
+    )
+    assert slug.status == 422 and slug.json()["errors"][0]["field"] == "slug"
+    code = {"code": unique("NL"), "kind": "percent", "value": 10}
+    newline = await api.post(
+        "/api/v1/promotions", json={**code, "code": code["code"] + "\n"}, token=admin
+    )
+    assert newline.status == 422
+    assert (await api.post("/api/v1/promotions", json=code, token=admin)).status == 201
+    hook = {"url": "https://shop.example/hook", "events": ["order.created"]}
+    newline = await api.post(
+        "/api/v1/webhooks", json={**hook, "url": hook["url"] + "\n"}, token=admin
+    )
+    assert newline.status == 422
+    assert (await api.post("/api/v1/webhooks", json=hook, token=admin)).status == 201
+
+
+async def test_a_lone_surrogate_is_422_even_after_a_whole_number_float(
+    api: ApiClient, admin: str
+) -> None:
+    """A float like 100.0 sends the body down the second parse (integral floats); it must be as
+    strict about text as the first (PostgreSQL cannot store a lone surrogate)."""
+    sku = unique("SUR")
+    for name in (b'"x\\ud800"', b'"x\xed\xa0\x80"'):  # an escape, and its raw UTF-8 form
+        body = (
+            b'{"price": 100.0, "sku": "' + sku.encode() + b'", "name": ' + name + b', "stock": 1}'
+        )
+        response = await api.post(
+            "/api/v1/products", body=body, token=admin, headers={"Content-Type": "application/json"}
+        )
+        assert response.status == 400, response
+        assert response.headers["Content-Type"] == "application/problem+json"
+    fine = b'{"price": 100.0, "sku": "' + sku.encode() + b'", "name": "ok", "stock": 1}'
+    created = await api.post(
+        "/api/v1/products", body=fine, token=admin, headers={"Content-Type": "application/json"}
+    )
+    assert created.status == 201 and created.json()["price"] == 100
+
+
 async def test_category_cannot_be_moved_under_its_descendant(api: ApiClient, admin: str) -> None:
     root = await create_category(api, admin)
     child = await create_category(api, admin, parent_id=root["id"])

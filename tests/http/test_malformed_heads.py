@@ -46,3 +46,23 @@ async def test_a_refused_head_is_a_problem_400_and_the_server_keeps_serving(
     assert problem["status"] == 400 and "host" in problem["detail"].lower()
     assert closed
     assert (await api.get("/healthz")).status == 200
+
+
+@pytest.mark.parametrize(
+    "length",
+    [b"\xb2", b"\xd9\xa3", b"1" * 4301, b"9" * 25],  # "²" and an Arabic-Indic digit are isdigit()
+    ids=["superscript-two", "arabic-indic-three", "4301-digits", "25-digits"],
+)
+async def test_a_content_length_that_is_not_a_plain_number_is_a_400(
+    gateway: Addresses, api: ApiClient, length: bytes
+) -> None:
+    head = b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Length: " + length + b"\r\n\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.http_port)
+    try:
+        writer.write(head)
+        await writer.drain()
+        status_line = await asyncio.wait_for(reader.readline(), 5)
+    finally:
+        writer.close()
+    assert status_line.split()[1:2] in ([b"400"], [b"413"]), status_line
+    assert (await api.get("/healthz")).status == 200

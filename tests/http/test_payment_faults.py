@@ -160,6 +160,25 @@ async def test_a_lost_refund_answer_keeps_the_claim_and_a_same_key_retry_refunds
     assert (payment["status"], payment["refunded"]) == ("partially_refunded", 500)
 
 
+async def test_concurrent_refunds_with_one_key_make_one_refund_and_say_which_is_first(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, admin: str, provider: FlakyProvider
+) -> None:
+    order, token = await a_paid_order(api, ctx, accounts)
+    url, key = f"{ORDERS}/{order['id']}/refunds", {"Idempotency-Key": "refund-burst"}
+
+    answers = await asyncio.gather(
+        *(api.post(url, json={"amount": 300}, token=admin, headers=key) for _ in range(6))
+    )
+
+    done = [r for r in answers if r.status == 201]
+    assert done and all(r.status in (201, 409) for r in answers), [r.status for r in answers]
+    fresh = [r for r in done if "Idempotent-Replayed" not in r.headers]
+    assert len(fresh) == 1 and {r.json()["id"] for r in done} == {fresh[0].json()["id"]}
+    assert len(await refunds_of(api, order, token)) == 1
+    assert len(provider.refund_keys) == 1
+    assert (await payment_of(api, order, token))["refunded"] == 300
+
+
 async def test_the_settling_job_finishes_a_claim_nobody_retried(
     api: ApiClient, ctx: AppContext, accounts: Accounts, admin: str, provider: FlakyProvider
 ) -> None:

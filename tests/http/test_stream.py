@@ -176,6 +176,39 @@ async def test_a_websocket_from_a_foreign_origin_is_refused(port: int) -> None:
     assert refused.value.code == 403
 
 
+_UPGRADE = b"Upgrade: websocket\r\nConnection: Upgrade\r\n"
+_KEY = b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+
+
+@pytest.mark.parametrize(
+    ("headers", "status"),
+    [
+        (_UPGRADE + _KEY, 426),  # no version
+        (_UPGRADE + _KEY + b"Sec-WebSocket-Version: 8\r\n", 426),
+        (_UPGRADE + b"Sec-WebSocket-Version: 13\r\n", 400),  # no key
+    ],
+    ids=["no-version", "version-8", "no-key"],
+)
+async def test_a_refused_websocket_handshake_is_a_problem(
+    port: int, headers: bytes, status: int
+) -> None:
+    head = b"GET /api/v1/stream?product_id=1 HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n"
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(head)
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        lines = answer.decode("latin-1").split("\r\n")
+        fields = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        body = await reader.readexactly(int(fields["content-length"]))
+    finally:
+        writer.close()
+    assert lines[0].split()[1] == str(status)
+    assert fields["content-type"] == "application/problem+json"
+    assert orjson.loads(body)["status"] == status
+    if status == 426:
+        assert fields["sec-websocket-version"] == "13"
+
+
 @pytest.mark.parametrize("transport", TRANSPORTS)
 async def test_a_stream_ends_when_its_token_expires(
     transport: str, ctx: AppContext, accounts: Accounts, port: int

@@ -9,7 +9,7 @@ from typing import Annotated, Literal
 import msgspec
 
 from server.db.payments import PaymentRecord, RefundRecord, RestockLine
-from server.domain.values import Charge, Id, Quantity
+from server.domain.values import END, Charge, Id, Quantity
 
 PaymentStatus = Literal[
     "pending", "authorized", "captured", "failed", "refunded", "partially_refunded", "voided"
@@ -19,7 +19,7 @@ CardToken = Annotated[
     msgspec.Meta(
         min_length=1,
         max_length=255,
-        pattern="^[A-Za-z0-9_]+$",
+        pattern="^[A-Za-z0-9_]+" + END,
         description="the provider's card or payment-method token (test provider: tok_visa, "
         "tok_declined, tok_insufficient_funds, tok_unavailable)",
     ),

@@ -54,6 +54,12 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
+class Settlement:
+    refund: RefundRecord
+    here: bool  # False: another request (same key) or the job settled it first
+
+
+@dataclass(frozen=True, slots=True)
 class RefundOutcome:
     refund: Refund
     replayed: bool
@@ -149,11 +155,12 @@ async def refund_order(
         claimed = await _claim(conn, order_id, data, request)
     if isinstance(claimed, RefundOutcome):
         return claimed
-    settled = await ask_provider(ctx, claimed)
-    return RefundOutcome(refund_view(settled), False)
+    settlement = await ask_provider(ctx, claimed)
+    # Settled by a concurrent request with the same key: that one answers it, this is a replay.
+    return RefundOutcome(refund_view(settlement.refund), replayed=not settlement.here)
 
 
-async def ask_provider(ctx: AppContext, claim: RefundRecord) -> RefundRecord:
+async def ask_provider(ctx: AppContext, claim: RefundRecord) -> Settlement:
     """Ask the provider for a claimed refund (again, when its answer was lost) and settle it.
 
     Unavailable (503) when the provider cannot be asked: the claim stays, to be asked again.
@@ -177,10 +184,10 @@ async def ask_provider(ctx: AppContext, claim: RefundRecord) -> RefundRecord:
         await _undo(ctx, claim, result.failure_reason or "refused")
         raise Conflict(f"the provider refused the refund: {result.failure_reason}")
     async with events.collecting(ctx), ctx.pool.acquire() as conn:
-        settled, order = await _settle(conn, claim, result)
-    if settled.restocked:
+        settlement, order = await _settle(conn, claim, result)
+    if settlement.here and settlement.refund.restocked:
         await stock_changed(ctx, (item.product_id for item in order.items))
-    return settled
+    return settlement
 
 
 async def settle_unanswered(ctx: AppContext, older_than: float = 60.0, limit: int = 100) -> int:
@@ -216,13 +223,13 @@ async def _undo(ctx: AppContext, claim: RefundRecord, why: str) -> None:
 
 async def _settle(
     conn: asyncpg.Connection, claim: RefundRecord, result: RefundResult
-) -> tuple[RefundRecord, OrderRecord]:
+) -> tuple[Settlement, OrderRecord]:
     async with conn.transaction():
         order = await orders_db.get_order(conn, claim.order_id, for_update=True)
         current = await payments_db.get_refund(conn, claim.id, for_update=True)
         assert order is not None and current is not None
         if not current.unanswered:
-            return current, order  # a concurrent retry or the job settled it first
+            return Settlement(current, here=False), order  # a concurrent retry or the job did
         # Units another refund restocked meanwhile are not restocked twice (the UPDATE is
         # conditional); what could not be put back is left out of `restocked`.
         restocked = {
@@ -245,7 +252,7 @@ async def _settle(
             live=[events.order_topic(order.user_id)],
         )
         order = await refunded_when_all_back(conn, order, claim.payment_id)
-    return settled, order
+    return Settlement(settled, here=True), order
 
 
 async def refunded_when_all_back(
