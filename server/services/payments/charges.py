@@ -19,7 +19,6 @@ The payment state machine, and the order following it:
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
 
 import asyncpg
 
@@ -37,12 +36,8 @@ from server.services.orders.status import apply_move
 from server.services.payments.calls import calling_provider, provider_of
 from server.services.payments.captures import Capture, record_capture
 from server.services.payments.model import Payment, PaymentCapture, PaymentCreate, payment_view
-from server.services.payments.provider import (
-    ChargeResult,
-)
+from server.services.payments.provider import ChargeResult
 from server.services.payments.refunds import ask_provider
-
-T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
