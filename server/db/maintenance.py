@@ -6,7 +6,8 @@
 - outbox rows sent more than `SENT_OUTBOX_RETENTION` ago (dead ones stay for inspection);
 - domain events older than `EVENT_RETENTION_DAYS` whose webhook deliveries are all finished
   (succeeded, or dead: given up), with those deliveries. A pending delivery keeps its event,
-  also when its subscription is disabled: re-enabling it sends the backlog.
+  also when its subscription is disabled: re-enabling it sends what was pending then (events
+  of the time it was disabled are not queued for it at all).
 
 Deletes go in batches, each a short statement of its own, so the job never holds many locks;
 `SKIP LOCKED` lets two runs at once share the work instead of waiting on each other.

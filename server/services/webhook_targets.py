@@ -1,8 +1,9 @@
 """Where webhooks may be sent: the SSRF guard.
 
 In production a subscription URL must be https, carry no credentials, and resolve only to
-public addresses: loopback, private (RFC 1918, unique-local), link-local (the cloud metadata
-service at 169.254.169.254), multicast, reserved and unspecified addresses are refused, and the
+public (globally routable) addresses: loopback, private (RFC 1918, unique-local), shared
+(100.64.0.0/10), link-local (the cloud metadata service at 169.254.169.254), multicast,
+reserved and unspecified addresses are refused, also when embedded in IPv6, and the
 same rule is applied again to every connection the delivery job makes (`PublicOnlyResolver`),
 so a name that later resolves elsewhere (DNS rebinding) is still refused. Redirects are never
 followed. Development and testing allow private targets (WEBHOOK_ALLOW_PRIVATE), so a receiver
@@ -25,16 +26,18 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def is_public(address: IPAddress) -> bool:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-    )
+    """Globally routable, also for an IPv4 address carried inside IPv6 (mapped, 6to4, Teredo).
+
+    `is_global` rather than a list of ranges to refuse: the list misses some, such as the
+    shared address space 100.64.0.0/10 (carrier NAT, some cluster networks, a cloud's metadata
+    service at 100.100.100.200)."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = address.ipv4_mapped or address.sixtofour
+        if embedded is None and address.teredo is not None:
+            embedded = address.teredo[1]  # the client's address
+        if embedded is not None:
+            return is_public(embedded)
+    return address.is_global and not address.is_multicast
 
 
 def _refused(message: str) -> ValidationFailed:

@@ -89,6 +89,32 @@ async def test_due_mail_is_sent_over_smtp_and_marked_sent(ctx: AppContext) -> No
         assert state["status"] == "sent" and state["attempts"] == 1 and state["sent_at"]
 
 
+async def test_a_subject_with_line_breaks_is_sent_on_one_line(ctx: AppContext) -> None:
+    """Low-stock subjects carry product names, which may hold line breaks."""
+    alert = await add_mail(ctx, kind="low_stock", subject="Low stock: Teapot\nBlue\r\n (T-1)")
+    with smtp_server() as (mailbox, url):
+        report = await deliver_due(ctx.pool, SmtpMailer(SmtpConfig.parse(url), SENDER))
+    assert report.sent == 1
+    [message] = mailbox.for_outbox_id(alert)
+    assert message["Subject"] == "Low stock: Teapot Blue (T-1)"
+
+
+async def test_a_mail_that_cannot_be_built_is_dead_and_the_batch_goes_on(
+    ctx: AppContext,
+) -> None:
+    before = await add_mail(ctx, subject="Order 1 confirmed")
+    broken = await add_mail(ctx, recipient="<")  # the email package cannot build this one
+    after = await add_mail(ctx, subject="Order 2 confirmed")
+    with smtp_server() as (mailbox, url):
+        mailer = SmtpMailer(SmtpConfig.parse(url), SENDER)
+        report = await deliver_due(ctx.pool, mailer, policy=NO_WAIT)
+        again = await deliver_due(ctx.pool, mailer, policy=NO_WAIT)
+    assert (report.sent, report.dead) == (2, 1) and again.sent == again.dead == 0
+    assert [len(mailbox.for_outbox_id(i)) for i in (before, broken, after)] == [1, 0, 1]
+    state = await row(ctx, broken)
+    assert state["status"] == "dead" and "Unsendable" in str(state["last_error"])
+
+
 async def test_sent_mail_is_not_sent_again(ctx: AppContext) -> None:
     await add_mail(ctx)
     with smtp_server() as (mailbox, url):

@@ -94,11 +94,21 @@ class SmtpConfig:
         )
 
 
+def _one_line(value: str) -> str:
+    """A header value on one line: subjects are built from product names, which may hold line
+    breaks, and a header cannot."""
+    return " ".join(value.split())
+
+
+class Unsendable(Exception):
+    """The message cannot be built from its row (retrying will not change that)."""
+
+
 def compose(mail: OutboxMail, sender: str) -> EmailMessage:
     message = EmailMessage()
     message["From"] = sender
-    message["To"] = mail.recipient
-    message["Subject"] = mail.subject
+    message["To"] = _one_line(mail.recipient)
+    message["Subject"] = _one_line(mail.subject)
     message["Date"] = formatdate(usegmt=True)
     domain = sender.rpartition("@")[2] or "localhost"
     message["Message-ID"] = make_msgid(idstring=f"outbox-{mail.id}", domain=domain)
@@ -140,6 +150,8 @@ class SmtpMailer:
                     results.append(None)
                 except (aiosmtplib.SMTPException, OSError) as exc:
                     results.append(exc)
+                except Exception as exc:  # the email package refused the row: only this mail
+                    results.append(Unsendable(f"{type(exc).__name__}: {exc}"))
         finally:
             try:
                 await client.quit()
@@ -182,7 +194,10 @@ def mailer_for(settings: Settings) -> Mailer:
 
 
 def is_permanent(error: Exception) -> bool:
-    """An SMTP 5xx answer will not change by retrying (unknown mailbox, message refused)."""
+    """An SMTP 5xx answer will not change by retrying (unknown mailbox, message refused), nor
+    will a message that cannot be built."""
+    if isinstance(error, Unsendable):
+        return True
     if isinstance(error, aiosmtplib.SMTPRecipientsRefused):
         return bool(error.recipients) and all(500 <= r.code < 600 for r in error.recipients)
     if isinstance(error, aiosmtplib.SMTPResponseException):

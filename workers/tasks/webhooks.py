@@ -63,12 +63,23 @@ def signature(secret: str, body: bytes, timestamp: int) -> str:
     return f"t={timestamp},v1={digest.hexdigest()}"
 
 
-def client_for(settings: Settings) -> tornado.httpclient.AsyncHTTPClient:
-    """The delivery client: no redirects; only public addresses unless private ones are
-    allowed (development, testing)."""
-    if settings.webhook_allow_private:
-        return tornado.httpclient.AsyncHTTPClient(force_instance=True)
-    return tornado.httpclient.AsyncHTTPClient(force_instance=True, resolver=PublicOnlyResolver())
+def client_for(
+    settings: Settings, policy: RetryPolicy | None = None
+) -> tornado.httpclient.AsyncHTTPClient:
+    """The delivery client: only public addresses unless private ones are allowed
+    (development, testing), and room for a whole batch at once. Tornado's client runs 10
+    requests at a time by default and times the rest out in its queue: a slow receiver would
+    then fail (and in the end disable) subscriptions that were never even called."""
+    batch = (policy or RetryPolicy()).batch
+    resolver = None if settings.webhook_allow_private else PublicOnlyResolver()
+    return tornado.httpclient.AsyncHTTPClient(
+        force_instance=True, max_clients=batch, resolver=resolver
+    )
+
+
+def _discard(chunk: bytes) -> None:
+    """A receiver's answer body is not needed (the status says it all), so none is kept: a
+    receiver answering megabytes costs the worker no memory."""
 
 
 async def _attempt(
@@ -94,6 +105,7 @@ async def _attempt(
         connect_timeout=seconds,
         request_timeout=seconds,
         validate_cert=True,
+        streaming_callback=_discard,
     )
     try:
         response = await client.fetch(request, raise_error=False)
@@ -113,7 +125,21 @@ async def deliver_due(
     client: tornado.httpclient.AsyncHTTPClient | None = None,
 ) -> WebhookReport:
     """Deliver every due delivery (in batches, concurrently within a batch)."""
-    client = client or client_for(settings)
+    own_client = client is None
+    client = client or client_for(settings, policy)
+    try:
+        return await _deliver_batches(pool, settings, policy, client)
+    finally:
+        if own_client:
+            client.close()
+
+
+async def _deliver_batches(
+    pool: asyncpg.Pool,
+    settings: Settings,
+    policy: RetryPolicy,
+    client: tornado.httpclient.AsyncHTTPClient,
+) -> WebhookReport:
     succeeded = retrying = dead = 0
     while True:
         due = await webhooks_db.claim_due(pool, policy.batch, policy.lease)
