@@ -375,10 +375,9 @@ class _TypeRef:
 
 
 def _error_statuses(spec: Operation, access: str, has_path_params: bool) -> set[int]:
-    # Any request can be malformed at the HTTP level (framing, headers): 400 everywhere.
-    statuses = {400, 429, 503, *spec.errors}
-    if access != "anyone":
-        statuses.add(401)
+    # Any request can be malformed at the HTTP level (framing, headers): 400 everywhere. A
+    # bearer token that does not verify is a 401 on every route, those open to anyone too.
+    statuses = {400, 401, 429, 503, *spec.errors}
     if access in ("admin", "staff", "owner"):
         statuses.add(403)
     if has_path_params:

@@ -21,6 +21,7 @@ import tornado.web
 
 from server.app import make_app
 from server.context import AppContext
+from server.http.base import request_id_for
 from server.http.fast import FastHTTPServer
 from server.observability import flush_logs
 from server.rpc.server import GrpcServer, build_grpc_server
@@ -60,6 +61,11 @@ class Gateway:
         # View flushing, the broker, and (without Redis) the scheduler and the jobs.
         self.jobs = GatewayJobs(ctx)
 
+    def _refusal_headers(self) -> tuple[tuple[str, str], ...]:
+        """What every answer carries, also the fast connection's own refusals (a request it
+        could not read has no X-Request-ID to echo: it gets a new one)."""
+        return (("X-Request-ID", request_id_for(None)), *self.app.settings["security_headers"])
+
     async def start(
         self, host: str, http_port: int, grpc_port: int, *, reuse_port: bool = False
     ) -> Addresses:
@@ -73,6 +79,7 @@ class Gateway:
                 self.app,
                 max_body_size=settings.max_body_size,
                 body_timeout=settings.request_timeout,
+                refusal_headers=self._refusal_headers,
             )
             for sock in sockets:
                 await fast.listen(bound_http, host, sock=sock)

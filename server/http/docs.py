@@ -9,12 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, ClassVar
 
+import orjson
 import tornado.web
 from typing_extensions import override
 
 from server import openapi
 from server.context import AppContext
-from server.http.base import ApiHandler, request_id_for
+from server.http.base import ApiHandler, problem, request_id_for
 from server.openapi import Operation
 
 STATIC_DIR = Path(__file__).resolve().parent.parent / "static"
@@ -117,6 +118,14 @@ class DocsStaticHandler(tornado.web.StaticFileHandler):
         for name, value in self.application.settings["security_headers"]:
             self.set_header(name, value)
         self.set_header("X-Request-ID", self.request_id)
+
+    @override
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        """A missing asset, a folder or another method: problem+json like every other error,
+        not Tornado's HTML page."""
+        self.set_header("Content-Type", "application/problem+json")
+        detail = {404: "no such asset", 405: "assets are read with GET"}.get(status_code, "")
+        self.finish(orjson.dumps(problem(status_code, detail)))
 
 
 routes: list[tuple[str, type[tornado.web.RequestHandler]]] = [

@@ -38,6 +38,7 @@ from server.services.catalog_cache import (
     product_key,
     stock_changed,
 )
+from server.services.stock_alerts import alert_if_low
 from server.services.variants import OptionSpecs, VariantCreate
 
 MAX_BATCH_IDS = 500
@@ -326,6 +327,7 @@ async def update_product(ctx: AppContext, product_id: int, data: ProductUpdate) 
     if "currency" in changes:
         _store_currency(changes["currency"], ctx.settings.store_currency)
     stock = changes.pop("stock", None)
+    mailed = False
     async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
         current = await variants_repo.product_variants(conn, product_id)
         if not current and await repo.get_product(conn, product_id) is None:
@@ -341,6 +343,9 @@ async def update_product(ctx: AppContext, product_id: int, data: ProductUpdate) 
             if len(current) != 1:
                 raise _invalid("stock", "this product has several variants; set each one's stock")
             await variants_repo.update_variant(conn, current[0].id, {"stock": stock})
+            changed = await variants_repo.get_variant(conn, current[0].id)
+            assert changed is not None
+            mailed = await alert_if_low(conn, ctx.settings, changed, current[0].stock)
         if "sku" in changes and len(current) == 1 and not current[0].options:
             # The one variant of a product without options carries the product's sku.
             await variants_repo.update_variant(conn, current[0].id, {"sku": changes["sku"]})
@@ -349,6 +354,8 @@ async def update_product(ctx: AppContext, product_id: int, data: ProductUpdate) 
         assert product is not None
         await events.announce_product(conn, product)
     await product_changed(ctx, product_id)
+    if mailed and ctx.jobs is not None:
+        await ctx.jobs.deliver_outbox()
     return product
 
 
@@ -365,14 +372,18 @@ async def adjust_stock(
     if not -INT32_MAX <= delta <= INT32_MAX:
         raise BadRequest("delta is out of range")
     target = await _stock_target(ctx, product_id, variant_id)
-    async with events.collecting(ctx):
-        record = await variants_repo.adjust_stock(ctx.pool, target.id, delta)
+    mailed = False
+    async with events.collecting(ctx), ctx.pool.acquire() as conn, conn.transaction():
+        record = await variants_repo.adjust_stock(conn, target.id, delta)
         if record is not None:
             events.announce(
                 events.product_topic(product_id),
                 "stock.changed",
                 {"product_id": product_id, "variant_id": record.id, "stock": record.stock},
             )
+            mailed = await alert_if_low(conn, ctx.settings, record, record.stock - delta)
+    if mailed and ctx.jobs is not None:
+        await ctx.jobs.deliver_outbox()
     if record is None:
         current = await variants_repo.get_variant(ctx.pool, target.id)
         stock = current.stock if current is not None else 0

@@ -27,6 +27,7 @@ from server.domain.errors import FieldError, NotFound, ValidationFailed
 from server.domain.values import Money, Stock
 from server.services import events
 from server.services.catalog_cache import product_changed
+from server.services.stock_alerts import alert_if_low
 
 MAX_OPTIONS = 3
 MAX_OPTION_VALUES = 50
@@ -261,8 +262,11 @@ async def update_variant(
         record = await repo.update_variant(conn, variant_id, changes)
         if record is None:
             raise NotFound("no such variant of this product")
+        mailed = await alert_if_low(conn, ctx.settings, record, current.stock)
         await _touched(conn, product_id)
     await _variant_changed(ctx, product_id)
+    if mailed and ctx.jobs is not None:
+        await ctx.jobs.deliver_outbox()
     return variant_view(record)
 
 

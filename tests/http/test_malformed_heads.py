@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from server.context import AppContext
 from tests.conftest import Addresses, ApiClient
 
 
@@ -66,3 +67,35 @@ async def test_a_content_length_that_is_not_a_plain_number_is_a_400(
         writer.close()
     assert status_line.split()[1:2] in ([b"400"], [b"413"]), status_line
     assert (await api.get("/healthz")).status == 200
+
+
+async def test_an_oversized_body_is_refused_with_the_headers_every_answer_has(
+    gateway: Addresses, api: ApiClient, ctx: AppContext
+) -> None:
+    size = ctx.settings.max_body_size + 1
+    head = (
+        b"POST /api/v1/auth/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        b"Content-Length: " + str(size).encode() + b"\r\n\r\n"
+    )
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.http_port)
+    try:
+        writer.write(head + b" " * size)
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    finally:
+        writer.close()
+    status_line, *lines = answer.decode("latin-1").split("\r\n")[:-2]
+    headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+    assert status_line.split()[1] == "413"
+    assert headers["content-type"] == "application/problem+json"
+    assert len(headers["x-request-id"]) >= 16
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["x-frame-options"] == "DENY"
+    assert (await api.get("/healthz")).status == 200
+
+
+async def test_a_missing_docs_asset_is_a_problem_not_an_html_page(api: ApiClient) -> None:
+    missing = await api.get("/api/docs/static/nope.js")
+    assert missing.status == 404
+    assert missing.headers["Content-Type"] == "application/problem+json"
+    assert missing.json()["status"] == 404 and missing.headers["X-Request-ID"]

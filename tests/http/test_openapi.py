@@ -143,6 +143,7 @@ def test_specs_carry_access_and_automatic_errors(document: dict[str, Any]) -> No
         create["responses"]
     )
     listing = document["paths"]["/api/v1/products"]["get"]
+    assert "401" in listing["responses"]  # open to anyone, but a bad bearer token is a 401
     assert {p["name"] for p in listing["parameters"]} == {
         "category",
         "q",

@@ -12,7 +12,7 @@ from server.db.orders import OrderRecord
 from server.db.users import UserRecord
 from server.domain.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from server.domain.principal import Principal
-from server.services import orders
+from server.services import catalog, orders, variants
 from server.services.orders import checkout
 from tests.orders_support import (
     ADDRESS,
@@ -269,6 +269,49 @@ async def test_low_stock_alert_when_stock_crosses_the_threshold(
     assert [a["recipient"] for a in alerts] == admins
     assert all(a["kind"] == "low_stock" and "Kettle" in a["subject"] for a in alerts)
     assert await outbox_rows(ctx.pool, f"low_stock:{product}:{third.id}:") == []
+
+
+async def test_an_admin_stock_change_below_the_threshold_alerts_too(
+    ctx: AppContext, accounts: Accounts
+) -> None:
+    """AdjustStock, a product PATCH and a variant PATCH alert like a checkout does: a mail per
+    admin and a `stock.low` event, once per fall below the threshold."""
+    await accounts.create("admin")
+    threshold = ctx.settings.low_stock_threshold
+
+    async def alerts_for(product_id: int) -> tuple[int, int]:
+        mails = await ctx.pool.fetchval(
+            "SELECT count(*) FROM outbox WHERE kind = 'low_stock' AND dedupe_key LIKE $1",
+            "low_stock:%:adjust-%",
+        )
+        low_events = await ctx.pool.fetchval(
+            "SELECT count(*) FROM events"
+            " WHERE type = 'stock.low' AND (payload->>'product_id')::bigint = $1",
+            product_id,
+        )
+        return mails, low_events
+
+    adjusted = await create_product(ctx.pool, stock=threshold + 2, name="Adjusted kettle")
+    before = (await alerts_for(adjusted))[0]
+    await catalog.adjust_stock(ctx, adjusted, -1)  # to threshold + 1: not below
+    assert (await alerts_for(adjusted))[1] == 0
+    await catalog.adjust_stock(ctx, adjusted, -3)  # below
+    await catalog.adjust_stock(ctx, adjusted, -1)  # already below: no new alert
+    mails, low_events = await alerts_for(adjusted)
+    assert low_events == 1 and mails > before
+
+    patched = await create_product(ctx.pool, stock=threshold, name="Patched kettle")
+    await catalog.update_product(ctx, patched, catalog.ProductUpdate(stock=threshold - 1))
+    assert (await alerts_for(patched))[1] == 1
+    subjects = await ctx.pool.fetch(
+        "SELECT subject FROM outbox WHERE kind = 'low_stock' AND subject LIKE '%Patched kettle%'"
+    )
+    assert subjects
+
+    variant = await variant_of(ctx.pool, patched)
+    await catalog.update_product(ctx, patched, catalog.ProductUpdate(stock=threshold + 5))
+    await variants.update_variant(ctx, patched, variant, variants.VariantUpdate(stock=0))
+    assert (await alerts_for(patched))[1] == 2
 
 
 async def test_low_stock_alert_goes_to_mail_from_without_admins(

@@ -524,7 +524,8 @@ class FastHTTPConnection(FlowControl, Deadlines, asyncio.Protocol, httputil.HTTP
     def _send_problem(self, status: int, detail: str) -> None:
         if self._closed or self._lingering:
             return
-        self.transport.write(framing.problem(status, detail))
+        headers = self._server.refusal_headers
+        self.transport.write(framing.problem(status, detail, headers() if headers else ()))
         self._linger_close()
 
     def _linger_close(self) -> None:

@@ -10,6 +10,7 @@ application.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 
 from tornado import httputil
 
@@ -51,14 +52,17 @@ def problem_body(status: int, detail: str) -> bytes:
     ).encode()
 
 
-def problem(status: int, detail: str) -> bytes:
-    """A whole ``Connection: close`` problem+json response refusing a request."""
+def problem(status: int, detail: str, headers: Iterable[tuple[str, str]] = ()) -> bytes:
+    """A whole ``Connection: close`` problem+json response refusing a request, with the
+    server's own `headers` (a request id, security headers)."""
     title = problem_title(status)
     body = problem_body(status, detail)
+    extra = "".join(f"{name}: {value}\r\n" for name, value in headers)
     head = (
         f"HTTP/1.1 {status} {title}\r\n"
         "Content-Type: application/problem+json\r\n"
         f"Content-Length: {len(body)}\r\n"
+        f"{extra}"
         "Connection: close\r\n\r\n"
     )
     return head.encode("latin-1") + body

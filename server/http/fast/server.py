@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable, Iterable
 from typing import Any, cast
 
 from tornado import httputil
@@ -31,8 +32,12 @@ class FastHTTPServer:
         idle_connection_timeout: float = 60.0,
         body_timeout: float | None = 60.0,
         header_timeout: float = 10.0,
+        refusal_headers: Callable[[], Iterable[tuple[str, str]]] | None = None,
     ) -> None:
         self.delegate = delegate
+        # Headers for the answers the connection gives itself (400, 413, 431 before the
+        # application sees a request): the application's own, such as a request id.
+        self.refusal_headers = refusal_headers
         self.max_body_size = max_body_size
         self.max_header_size = max_header_size
         self.idle_connection_timeout = idle_connection_timeout

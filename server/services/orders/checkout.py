@@ -53,6 +53,7 @@ from server.services.orders.model import (
 from server.services.orders.notifications import low_stock, order_mails
 from server.services.orders.status import announce_order, announce_stock
 from server.services.pricing import price_lines
+from server.services.stock_alerts import emit_alerts
 from server.services.variants import Choice, choose_or_miss
 
 # ---- checkout ---------------------------------------------------------------------------------
@@ -142,18 +143,7 @@ async def place_order(
     await orders_db.enqueue_mail(conn, await order_mails(conn, settings, order, taken, quantities))
     await announce_order(conn, "order.created", order)
     announce_stock([StockLevel(t.product_id, t.variant_id, t.stock_after) for t in taken])
-    for low in low_stock(settings, taken, quantities):
-        await events.emit(
-            conn,
-            "stock.low",
-            {
-                "product_id": low.product_id,
-                "variant_id": low.variant_id,
-                "sku": low.sku,
-                "stock": low.stock_after,
-                "threshold": settings.low_stock_threshold,
-            },
-        )
+    await emit_alerts(conn, settings, low_stock(settings, taken, quantities))
     return order
 
 

@@ -8,6 +8,7 @@ from server.config import Settings
 from server.db import orders as orders_db
 from server.db.orders import Mail, OrderRecord
 from server.db.variants import TakenVariant
+from server.services.stock_alerts import StockFall, alert_mails, fell_below
 
 
 def _money(amount: int, currency: str) -> str:
@@ -32,11 +33,12 @@ def _money(amount: int, currency: str) -> str:
 
 def low_stock(
     settings: Settings, taken: list[TakenVariant], quantities: dict[int, int]
-) -> list[TakenVariant]:
+) -> list[StockFall]:
     """The variants this order took below LOW_STOCK_THRESHOLD (from at or above it)."""
-    threshold = settings.low_stock_threshold
     return [
-        t for t in taken if t.stock_after < threshold <= t.stock_after + quantities[t.variant_id]
+        StockFall(t.product_id, t.variant_id, t.sku, t.name, t.stock_after)
+        for t in taken
+        if fell_below(settings, t.stock_after + quantities[t.variant_id], t.stock_after)
     ]
 
 
@@ -70,25 +72,6 @@ async def order_mails(
                 f"order_confirmation:{order.id}",
             )
         )
-    threshold = settings.low_stock_threshold
-    crossed = low_stock(settings, taken, quantities)
-    if crossed:
-        recipients = await orders_db.admin_emails(conn) or [settings.mail_from]
-        for product in crossed:
-            subject = f"Low stock: {product.name} ({product.sku})"
-            body = (
-                f"Product #{product.product_id} {product.name}, variant {product.sku}, has "
-                f"{product.stock_after} left in stock (threshold {threshold}) after "
-                f"order #{order.id}.\n"
-            )
-            for recipient in recipients:
-                mails.append(
-                    Mail(
-                        "low_stock",
-                        recipient,
-                        subject,
-                        body,
-                        f"low_stock:{product.variant_id}:{order.id}:{recipient}",
-                    )
-                )
+    falls = low_stock(settings, taken, quantities)
+    mails += await alert_mails(conn, settings, falls, f"order #{order.id}", str(order.id))
     return mails
