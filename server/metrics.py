@@ -270,10 +270,14 @@ BUILD_INFO.labels(_version(), platform.python_version(), sys.implementation.name
 # ---- HTTP -------------------------------------------------------------------------------------
 
 _STATUS_TEXT = {code: str(code) for code in range(100, 600)}
+# The methods the API answers; anything else a client sends (PROPFIND, MKCOL, ...) is counted as
+# "other", so clients cannot add series at will.
+_METHODS = {m: m for m in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")}
 
 
 def observe_http(method: str, route: str, status: int, seconds: float) -> None:
-    HTTP.observe((method, route, _STATUS_TEXT.get(status) or str(status)), seconds)
+    label = _METHODS.get(method, "other")
+    HTTP.observe((label, route, _STATUS_TEXT.get(status) or str(status)), seconds)
 
 
 # ---- gRPC -------------------------------------------------------------------------------------

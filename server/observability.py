@@ -330,10 +330,13 @@ def _no_personal_data() -> dict[str, Any]:
     the flag with `data_collection` and warn about it)."""
     from sentry_sdk.consts import ClientConstructor
 
+    # Stack frames' locals are left out too: they hold what the request carried (a login body's
+    # password, a token).
     if "data_collection" not in inspect.signature(ClientConstructor.__init__).parameters:
-        return {"send_default_pii": False}
+        return {"send_default_pii": False, "include_local_variables": False}
     return {
         "data_collection": {
+            "stack_frame_variables": False,
             "user_info": False,
             "cookies": {"mode": "off"},
             "http_bodies": [],

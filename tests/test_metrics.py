@@ -84,6 +84,15 @@ async def test_http_requests_are_counted_by_route_template_and_status(
     assert f"/api/v1/products/{product.id}" not in text and "/no/such/path" not in text
 
 
+async def test_unknown_methods_are_counted_as_other(api: ApiClient) -> None:
+    """Clients cannot add series by inventing methods (the fast connection parses WebDAV's)."""
+    for method in ("PROPFIND", "MKCOL", "LOCK"):
+        await api.request(method, "/api/v1/products")
+    text = (await api.get("/metrics")).body.decode()
+    assert 'method="other"' in text
+    assert "PROPFIND" not in text and "MKCOL" not in text
+
+
 async def test_grpc_calls_are_counted_by_method_and_code(
     api: ApiClient, ctx: AppContext, grpc_channel: grpc.aio.Channel
 ) -> None:

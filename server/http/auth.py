@@ -81,6 +81,7 @@ class Grant(msgspec.Struct, frozen=True):
 
 
 class RegisterHandler(ApiHandler):
+    budget_by_ip: ClassVar[bool] = True
     access: ClassVar[dict[str, str]] = {"POST": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
@@ -103,6 +104,7 @@ class RegisterHandler(ApiHandler):
 
 
 class LoginHandler(ApiHandler):
+    budget_by_ip: ClassVar[bool] = True
     access: ClassVar[dict[str, str]] = {"POST": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(
@@ -125,6 +127,7 @@ class LoginHandler(ApiHandler):
 
 
 class RefreshHandler(ApiHandler):
+    budget_by_ip: ClassVar[bool] = True
     access: ClassVar[dict[str, str]] = {"POST": "anyone"}
     api: ClassVar[dict[str, Operation]] = {
         "POST": Operation(

@@ -20,6 +20,7 @@ import msgspec
 import orjson
 import tornado.web
 from tornado import httputil
+from tornado.log import app_log
 from typing_extensions import override
 
 from server.cache import Freshness
@@ -196,6 +197,10 @@ class ApiHandler(tornado.web.RequestHandler):
     access: ClassVar[dict[str, str]] = {}
     # False for endpoints authenticated otherwise (signed webhooks): no per-IP/user budget.
     rate_limited: ClassVar[bool] = True
+    # True where an account is made or a credential tried (register, login, refresh): the
+    # client IP's budget is spent whatever token comes along, or any valid token would buy
+    # unlimited sign-ups and password guesses from one address.
+    budget_by_ip: ClassVar[bool] = False
     _principal: Principal | None
     _principal_resolved: bool
     _counted: bool = False
@@ -475,7 +480,17 @@ class ApiHandler(tornado.web.RequestHandler):
     def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
         if isinstance(value, (ApiError, errors.DomainError)):
             return
-        super().log_exception(typ, value, tb)
+        if isinstance(value, tornado.web.HTTPError):
+            super().log_exception(typ, value, tb)  # a warning line, through _request_summary
+            return
+        # Tornado's own line would also print repr(request), query string and all (a
+        # stream's access_token): the path only, as the access log does.
+        app_log.error("Uncaught exception %s", self._request_summary(), exc_info=(typ, value, tb))
+
+    @override
+    def _request_summary(self) -> str:
+        request = self.request
+        return f"{request.method} {request.path} ({request.remote_ip})"
 
 
 def encode_json(data: Any) -> bytes:

@@ -94,6 +94,8 @@ def build_before_request(ctx: AppContext) -> BeforeRequest:
             principal, refused = None, exc
         request = handler.request
         user_id = principal.user_id if principal is not None else None
+        if handler.budget_by_ip:
+            user_id = None
         budget = request_budget(user_id, request.remote_ip, request.headers, trusted)
         apply_decision(handler, await limiter.check(*budget))
         if refused is not None:

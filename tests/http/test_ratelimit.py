@@ -116,6 +116,26 @@ async def test_login_budget_is_per_ip_and_email_even_for_the_right_password(
     assert (await limited.api.post(LOGIN, json=body, headers=via(new_ip()))).status == 200
 
 
+async def test_a_token_does_not_lift_the_ip_budget_of_sign_ups_and_sign_ins(
+    limited: Gateway,
+) -> None:
+    """Register, login and refresh spend the client IP's budget whatever token comes along:
+    otherwise one valid token buys unlimited sign-ups and password guesses from one address."""
+    ip = new_ip()
+    _, token = await limited.users.create()
+    answers = []
+    for n in range(7):
+        guess = {"email": f"spray-{n}-{uuid.uuid4().hex[:6]}@example.com", "password": "guess"}
+        answers.append(await limited.api.post(LOGIN, json=guess, token=token, headers=via(ip)))
+    assert [r.status for r in answers[:6]] == [401] * 6
+    assert_429(answers[6])
+    sign_up = {"email": f"new-{uuid.uuid4().hex}@example.com", "password": "correct horse battery"}
+    assert_429(
+        await limited.api.post("/api/v1/auth/register", json=sign_up, token=token, headers=via(ip))
+    )
+    assert (await limited.api.get(ME, token=token, headers=via(ip))).status == 200  # own budget
+
+
 async def test_the_rightmost_untrusted_forwarded_hop_is_the_client(limited: Gateway) -> None:
     client = new_ip()
     for _ in range(6):

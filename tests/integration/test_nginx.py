@@ -152,12 +152,21 @@ class Nginx:
 
 
 @contextmanager
-def nginx_in_front(rest: Sequence[int], rpc: Sequence[int]) -> Iterator[Nginx]:
-    """nginx/ copied to a temp dir, certificate and endpoints written, run in the foreground."""
+def nginx_in_front(
+    rest: Sequence[int], rpc: Sequence[int], *, loopback_is_public: bool = False
+) -> Iterator[Nginx]:
+    """nginx/ copied to a temp dir, certificate and endpoints written, run in the foreground.
+    `loopback_is_public`: the private-network allow lists leave loopback out, so the test's
+    clients are treated as the internet."""
     assert NGINX is not None
     with tempfile.TemporaryDirectory(prefix="storefront-nginx-") as tmp:
         conf = Path(tmp) / "nginx"
         shutil.copytree(NGINX_DIR, conf)
+        if loopback_is_public:
+            server = conf / "snippets" / "https_server.conf"
+            text = server.read_text()
+            assert "allow 127.0.0.0/8;" in text
+            server.write_text(text.replace("allow 127.0.0.0/8;", ""))
         write_self_signed_cert(conf / "certs")
         http, https, grpc_port = free_port(), free_port(), free_port()
         template = (NGINX_DIR / "local" / "endpoints.conf.in").read_text()
@@ -276,13 +285,19 @@ async def replica(
 
 
 @asynccontextmanager
-async def edge(database_url: str, **env: str) -> AsyncIterator[Edge]:
+async def edge(
+    database_url: str, *, loopback_is_public: bool = False, **env: str
+) -> AsyncIterator[Edge]:
     served_by: dict[str, str] = {}
     async with (
         replica(database_url, "a", served_by, **env) as a,
         replica(database_url, "b", served_by, **env) as b,
     ):
-        with nginx_in_front([a.http_port, b.http_port], [a.grpc_port, b.grpc_port]) as nginx:
+        with nginx_in_front(
+            [a.http_port, b.http_port],
+            [a.grpc_port, b.grpc_port],
+            loopback_is_public=loopback_is_public,
+        ) as nginx:
             await nginx.wait_listening()
             yield Edge(nginx, [a, b], served_by)
 
@@ -481,3 +496,16 @@ async def test_live_streams_pass_through_nginx_and_hear_changes_made_on_either_g
         await wait_for(lambda: len(logged()) >= 1)
         assert all("access_token=[filtered]" in uri for uri in logged()), logged()
         assert token not in e.nginx.prefix.joinpath("access.log").read_text()
+
+
+async def test_metrics_are_private_with_or_without_a_slash_and_readiness_is_budgeted(
+    database_url: str, redis_url: str
+) -> None:
+    async with edge(database_url, loopback_is_public=True, REDIS_URL=redis_url) as front:
+        client = front.client("127.0.0.31")
+        for path in ("/metrics", "/metrics/"):
+            assert (await client.get(path, timeout=10)).status == 403, path
+        answers = await asyncio.gather(*(client.get("/readyz", timeout=10) for _ in range(80)))
+        statuses = {r.status for r in answers}
+        assert statuses <= {200, 429} and 429 in statuses  # 20/s with a burst of 40
+        assert (await front.client("127.0.0.32").get("/readyz", timeout=10)).status == 200
