@@ -97,6 +97,7 @@ _STATUS_TEXT = {
     413: "Body too large",
     415: "Body is not application/json",
     422: "Validation failed; `errors` names the fields",
+    426: "A WebSocket version other than 13 (`Sec-WebSocket-Version: 13`)",
     429: "Rate limited; see `Retry-After`",
     503: "A dependency is down; see `Retry-After`",
 }

@@ -97,7 +97,7 @@ class StreamHandler(tornado.websocket.WebSocketHandler, ApiHandler):
             "Live order, stock and price updates (WebSocket or SSE)",
             query=PARAMS,
             content_type="text/event-stream",
-            errors=(401, 422, 429, 503),
+            errors=(401, 422, 426, 429, 503),
             description=_DESCRIPTION,
         )
     }
