@@ -40,14 +40,25 @@ async def require_principal(context: grpc.aio.ServicerContext) -> Principal:
 Continuation = Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]]
 
 
+# Awaited before a refusal is answered: the rate limiter charges the peer's anonymous budget,
+# as REST charges a request it then answers 401 (and may answer RESOURCE_EXHAUSTED instead).
+BeforeRefusal = Callable[[grpc.aio.ServicerContext, grpc.HandlerCallDetails], Awaitable[None]]
+
+
 class AuthInterceptor(grpc.aio.ServerInterceptor):
     """Names the caller of every call and checks the method's declared access level
     (`access`: full method name → level, services/permissions.py); a method with no declared
     level is refused, so a new one cannot be forgotten open."""
 
-    def __init__(self, tokens: TokenService, access: Mapping[str, str]) -> None:
+    def __init__(
+        self,
+        tokens: TokenService,
+        access: Mapping[str, str],
+        before_refusal: BeforeRefusal | None = None,
+    ) -> None:
         self.tokens = tokens
         self.access = access
+        self.before_refusal = before_refusal
 
     @override
     async def intercept_service(
@@ -59,32 +70,43 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return handler
         level = self.access.get(method)
         if level is None:
-            return guard_handler(handler, _refuse(PermissionDenied(f"{method} declares no access")))
+            error = PermissionDenied(f"{method} declares no access")
+            return guard_handler(handler, self._refuse(error, handler_call_details))
         header = metadata_value(handler_call_details, "authorization")
         if header is None:
-            return guard_handler(handler, _as(None, level))
+            return guard_handler(handler, self._as(None, level, handler_call_details))
         try:
             caller = self.tokens.authenticate_header(header)
         except Unauthenticated as error:
-            return guard_handler(handler, _refuse(error))
-        return guard_handler(handler, _as(caller, level))
+            return guard_handler(handler, self._refuse(error, handler_call_details))
+        return guard_handler(handler, self._as(caller, level, handler_call_details))
 
+    def _as(
+        self, caller: Principal | None, level: str, details: grpc.HandlerCallDetails
+    ) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
+        async def set_caller(context: grpc.aio.ServicerContext) -> None:
+            current_principal.set(caller)
+            try:
+                permissions.check_access(level, caller)
+            except DomainError as error:
+                await self._refused(context, details, error)
 
-def _as(
-    caller: Principal | None, level: str
-) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
-    async def set_caller(context: grpc.aio.ServicerContext) -> None:
-        current_principal.set(caller)
-        try:
-            permissions.check_access(level, caller)
-        except DomainError as error:
-            await abort_with(context, error)
+        return set_caller
 
-    return set_caller
+    def _refuse(
+        self, error: DomainError, details: grpc.HandlerCallDetails
+    ) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
+        async def refuse(context: grpc.aio.ServicerContext) -> None:
+            await self._refused(context, details, error)
 
+        return refuse
 
-def _refuse(error: DomainError) -> Callable[[grpc.aio.ServicerContext], Awaitable[None]]:
-    async def refuse(context: grpc.aio.ServicerContext) -> None:
+    async def _refused(
+        self,
+        context: grpc.aio.ServicerContext,
+        details: grpc.HandlerCallDetails,
+        error: DomainError,
+    ) -> None:
+        if self.before_refusal is not None:
+            await self.before_refusal(context, details)
         await abort_with(context, error)
-
-    return refuse

@@ -1,7 +1,9 @@
 """gRPC rate limiting: the same budgets as REST (per user, or per client IP when anonymous).
 
-Runs after `AuthInterceptor` (list it second), so the caller is known. A spent budget ends the
-call with RESOURCE_EXHAUSTED and `retry-after` / `ratelimit-*` trailing metadata.
+Runs after `AuthInterceptor` (list it second), so the caller is known; a call the
+AuthInterceptor refuses (a bad token, a role too low) spends the peer's anonymous budget first
+(`charge_refused`, its `before_refusal`), as REST does. A spent budget ends the call with
+RESOURCE_EXHAUSTED and `retry-after` / `ratelimit-*` trailing metadata.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import grpc
 from typing_extensions import override
 
 from server.config import Settings
-from server.ratelimit import Network, RequestLimiter, Scope, client_address
+from server.ratelimit import Decision, Network, RequestLimiter, Scope, client_address
 from server.rpc.auth import current_principal
 from server.rpc.interception import guard_handler, is_unguarded, metadata_value
 
@@ -51,9 +53,24 @@ class RateLimitInterceptor(grpc.aio.ServerInterceptor):
             else:
                 ip = client_address(peer_address(context.peer()), forwarded, self.trusted)
                 decision = await self.limiter.check(Scope.ANON, ip)
-            if not decision.allowed:
-                trailers = tuple((k.lower(), v) for k, v in decision.headers().items())
-                detail = f"rate limit exceeded; retry in {decision.retry_after_seconds}s"
-                await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, detail, trailers)
+            await _enforce(context, decision)
 
         return guard_handler(handler, charge)
+
+    async def charge_refused(
+        self, context: grpc.aio.ServicerContext, details: grpc.HandlerCallDetails
+    ) -> None:
+        """A call the AuthInterceptor refuses spends the peer's anonymous budget (so bad tokens
+        cannot be tried without limit); RESOURCE_EXHAUSTED once it is spent."""
+        if not self.limiter.enabled or is_unguarded(details.method):
+            return
+        forwarded = metadata_value(details, "x-forwarded-for") or ""
+        ip = client_address(peer_address(context.peer()), forwarded, self.trusted)
+        await _enforce(context, await self.limiter.check(Scope.ANON, ip))
+
+
+async def _enforce(context: grpc.aio.ServicerContext, decision: Decision) -> None:
+    if not decision.allowed:
+        trailers = tuple((k.lower(), v) for k, v in decision.headers().items())
+        detail = f"rate limit exceeded; retry in {decision.retry_after_seconds}s"
+        await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, detail, trailers)

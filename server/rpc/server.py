@@ -84,10 +84,11 @@ def default_interceptors(
 ) -> list[grpc.aio.ServerInterceptor]:
     """Metrics outermost (they count what the others refuse), authentication and access (it
     names the caller), then the caller's rate budget, then the request's own checks."""
+    limits = RateLimitInterceptor(ctx.limiter, ctx.settings)
     return [
         MetricsInterceptor(),
-        AuthInterceptor(ctx.tokens, access),
-        RateLimitInterceptor(ctx.limiter, ctx.settings),
+        AuthInterceptor(ctx.tokens, access, before_refusal=limits.charge_refused),
+        limits,
         RequestCheckInterceptor(),
     ]
 

@@ -297,6 +297,20 @@ async def test_callers_are_budgeted_per_user(limited: Probe) -> None:
     assert await limited.code_of("WhoAmI", authorization=f"Bearer {bob}") == grpc.StatusCode.OK
 
 
+@pytest_asyncio.fixture
+async def refusing(database_url: str) -> AsyncIterator[Probe]:
+    """A gateway of its own: a fresh anonymous budget of 3 a minute for this test's peer."""
+    async for p in running_probe(database_url, RATE_LIMIT_ANON="3/minute"):
+        yield p
+
+
+async def test_refused_calls_spend_the_peers_budget_too(refusing: Probe) -> None:
+    """As REST charges a request before answering 401: bad tokens cannot be tried unlimited."""
+    forged = [await refusing.code_of("WhoAmI", authorization="Bearer forged") for _ in range(4)]
+    assert forged == [grpc.StatusCode.UNAUTHENTICATED] * 3 + [grpc.StatusCode.RESOURCE_EXHAUSTED]
+    assert await refusing.code_of("WhoAmI") == grpc.StatusCode.RESOURCE_EXHAUSTED  # one budget
+
+
 async def test_health_is_not_budgeted(limited: Probe) -> None:
     health = health_pb2_grpc.HealthStub(limited.channel)
     for _ in range(10):
