@@ -52,7 +52,7 @@ from server.services.orders.model import (
 )
 from server.services.orders.notifications import low_stock, order_mails
 from server.services.orders.status import announce_order, announce_stock
-from server.services.pricing import price_lines
+from server.services.pricing import PricedCart, price_lines
 from server.services.stock_alerts import emit_alerts
 from server.services.variants import Choice, choose_or_miss
 
@@ -69,11 +69,19 @@ async def place_order(
     details: OrderDetails,
     now: datetime | None = None,
     unavailable: Sequence[FieldError] = (),
+    cart_promotion: bool = False,
 ) -> OrderRecord:
     """Place an order for `lines` (variant_id, quantity; distinct variants) inside the caller's
     transaction; `unavailable` names lines that could not even be resolved to a variant (the
     order is then refused with every short line named). Raises (and the caller's rollback
-    undoes everything) when it cannot."""
+    undoes everything) when it cannot.
+
+    Lines are priced in the order given (a fixed discount's odd unit lands on the same line as
+    in the cart the customer saw). `cart_promotion`: the code is the one attached to the cart,
+    which applies it only while it is usable (GET /cart then shows `promotion_code: null`), so
+    an expired, deleted, used-up or below-minimum code places the order without it, as shown;
+    a code the caller names (gRPC CreateOrder) is refused instead. A code used up by a
+    concurrent checkout between the two is refused either way: the customer saw a discount."""
     if not conn.is_in_transaction():
         raise RuntimeError("place_order must run inside a transaction")
     if not lines and not unavailable:
@@ -82,27 +90,44 @@ async def place_order(
             errors=[FieldError("items", "at least one item is required")],
         )
     now = now or datetime.now(UTC)
-    promotion = await _usable_promotion(conn, promotion_code, now)
+    try:
+        promotion = await _usable_promotion(conn, promotion_code, now)
+    except ValidationFailed:
+        if not cart_promotion:
+            raise
+        promotion = None  # the cart does not apply it either
     taken = await _take_stock(conn, lines, list(unavailable))
+    position = {variant_id: index for index, (variant_id, _) in enumerate(lines)}
+    taken.sort(
+        key=lambda t: position[t.variant_id]
+    )  # taken in variant order (locks); priced as given
     quantities = dict(lines)
-    priced = price_lines(
-        [
-            CartLine(
-                t.product_id,
-                t.sku,
-                t.name,
-                t.category_id,
-                t.price,
-                quantities[t.variant_id],
-                t.variant_id,
-                t.options,
-            )
-            for t in taken
-        ],
-        promotion,
-        tax_rate_bps=settings.tax_rate_bps,
-        currency=settings.store_currency,
-    )
+    cart_lines = [
+        CartLine(
+            t.product_id,
+            t.sku,
+            t.name,
+            t.category_id,
+            t.price,
+            quantities[t.variant_id],
+            t.variant_id,
+            t.options,
+        )
+        for t in taken
+    ]
+
+    def priced_with(chosen: promotions_db.Promotion | None) -> PricedCart:
+        return price_lines(
+            cart_lines,
+            chosen,
+            tax_rate_bps=settings.tax_rate_bps,
+            currency=settings.store_currency,
+        )
+
+    priced = priced_with(promotion)
+    if promotion is not None and priced.below_minimum and cart_promotion:
+        promotion = None  # below its minimum: the cart shows it unapplied
+        priced = priced_with(None)
     if promotion is not None:
         if priced.below_minimum:
             raise ValidationFailed(
@@ -284,6 +309,7 @@ async def checkout_cart(
             lines=[(line.variant_id, line.quantity) for line in lines],
             promotion_code=promotion_code,
             details=details,
+            cart_promotion=True,
         )
         await orders_db.empty_cart(conn, principal.user_id)
         return order
