@@ -249,10 +249,11 @@ async def test_a_refused_claim_racing_a_full_refund_leaves_the_order_paid(
 # ---- a capture that arrives after its order expired ------------------------------------------
 
 
-async def test_a_capture_answered_after_the_order_expired_is_recorded_and_refunded(
-    api: ApiClient, ctx: AppContext, accounts: Accounts, provider: FlakyProvider
-) -> None:
-    order, token = await an_order(api, ctx, accounts)
+async def pay_while_the_order_expires(
+    api: ApiClient, ctx: AppContext, provider: FlakyProvider, order: dict, token: str
+) -> Any:
+    """Pay; the provider charges the card, and its answer arrives after the expiry job has
+    cancelled the order."""
     provider.authorize_gate = asyncio.Event()
     paying = asyncio.ensure_future(
         api.post(f"{ORDERS}/{order['id']}/payments", json={"token": "tok_visa"}, token=token)
@@ -262,8 +263,15 @@ async def test_a_capture_answered_after_the_order_expired_is_recorded_and_refund
     async with ctx.pool.acquire() as conn:
         assert await orders.cancel_expired_unpaid(conn) == 1
     provider.authorize_gate.set()
+    return await paying
 
-    answer = await paying
+
+async def test_a_capture_answered_after_the_order_expired_is_recorded_and_refunded(
+    api: ApiClient, ctx: AppContext, accounts: Accounts, provider: FlakyProvider
+) -> None:
+    order, token = await an_order(api, ctx, accounts)
+
+    answer = await pay_while_the_order_expires(api, ctx, provider, order, token)
 
     assert answer.status == 409, answer.json()
     assert "refunded in full" in answer.json()["detail"]
@@ -287,17 +295,8 @@ async def test_a_late_capture_whose_refund_cannot_be_asked_is_left_to_the_job(
     api: ApiClient, ctx: AppContext, accounts: Accounts, provider: FlakyProvider
 ) -> None:
     order, token = await an_order(api, ctx, accounts)
-    provider.authorize_gate = asyncio.Event()
     provider.unreachable = True  # refunds cannot be asked
-    paying = asyncio.ensure_future(
-        api.post(f"{ORDERS}/{order['id']}/payments", json={"token": "tok_visa"}, token=token)
-    )
-    await asyncio.wait_for(provider.authorize_entered.wait(), 10)
-    await expire_reservations(ctx.pool, [order["id"]])
-    async with ctx.pool.acquire() as conn:
-        assert await orders.cancel_expired_unpaid(conn) == 1
-    provider.authorize_gate.set()
-    assert (await paying).status == 409
+    assert (await pay_while_the_order_expires(api, ctx, provider, order, token)).status == 409
     [claim] = await refunds_of(api, order, token)
     assert claim["status"] == "pending"
 

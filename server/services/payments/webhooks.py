@@ -124,7 +124,7 @@ async def _apply(conn: asyncpg.Connection, event: WebhookEvent) -> bool | Captur
     payment = await payments_db.get_payment(conn, payment.id, for_update=True)
     assert order is not None and payment is not None
     if event.type == "charge.refunded":
-        return await _refunded_at_provider(conn, payment, event)
+        return await _refunded_at_provider(conn, order, payment, event)
     if event.type in stripe.REFUND_EVENTS:
         return await _refund_settled(conn, order, payment, event)
     target = _EVENT_STATUS.get(event.type)
@@ -181,7 +181,7 @@ async def _refund_settled(
 
 
 async def _refunded_at_provider(
-    conn: asyncpg.Connection, payment: payments_db.PaymentRecord, event: WebhookEvent
+    conn: asyncpg.Connection, order: OrderRecord, payment: PaymentRecord, event: WebhookEvent
 ) -> bool:
     total = event.amount_refunded
     if total is None or total <= payment.refunded:
@@ -189,7 +189,7 @@ async def _refunded_at_provider(
     extra = min(total, payment.captured) - payment.refunded
     if extra <= 0 or await payments_db.add_refunded(conn, payment.id, extra) is None:
         return False
-    await payments_db.insert_refund(
+    refund = await payments_db.insert_refund(
         conn,
         payment,
         extra,
@@ -198,9 +198,6 @@ async def _refunded_at_provider(
         reason="refunded at the provider",
         restocked=[],
     )
-    refund = (await payments_db.refunds_of(conn, payment.order_id))[-1]
-    order = await orders_db.get_order(conn, payment.order_id)
-    assert order is not None  # locked by _apply
     await events.emit(
         conn,
         "refund.created",
